@@ -1,0 +1,8 @@
+"""autoserv: run Autotest-style control files against remote hosts and KVM guests.
+
+The library layer: :mod:`autoserv.hosts` (SSH hosts, guests), :mod:`autoserv.kvm`,
+:mod:`autoserv.errors`, :mod:`autoserv.utils`; the runner: :mod:`autoserv.cli`,
+:mod:`autoserv.job`; the local test bed: :mod:`autoserv.testbed`.
+"""
+
+__version__ = "0.1.0"

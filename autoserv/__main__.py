@@ -1,0 +1,5 @@
+"""``python -m autoserv`` is the ``autoserv`` command."""
+
+from autoserv.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""The one exception tree of autoserv.
+
+Everything autoserv raises derives from :class:`AutoservError` (host, transport,
+virtualization and runner failures) or from :class:`TestBaseException` (the
+outcome of a test: FAIL, ERROR, TEST_NA, WARN), mirroring Autotest's
+``common_lib.error`` so legacy control files can catch the classes they know.
+Errors that come from running a command carry the :class:`~autoserv.result.CmdResult`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autoserv.result import CmdResult
+
+__all__ = [
+    "AutoservError",
+    "AutoservSSHTimeout",
+    "AutoservRunError",
+    "AutoservSshPermissionDeniedError",
+    "AutoservHostKeyError",
+    "AutoservVirtError",
+    "AutoservUnsupportedError",
+    "AutoservHostError",
+    "AutoservRebootError",
+    "AutoservShutdownError",
+    "AutoservSubcommandError",
+    "AutoservInstallError",
+    "AutoservNotSupportedError",
+    "AutoservUsageError",
+    "AutoservAbort",
+    "TestBaseException",
+    "TestError",
+    "TestFail",
+    "TestNAError",
+    "TestWarn",
+    "CmdError",
+    "JobError",
+]
+
+_TAIL_LINES = 20
+
+
+def _tail(text: str, lines: int = _TAIL_LINES) -> str:
+    parts = text.rstrip("\n").splitlines()
+    if len(parts) > lines:
+        parts = [f"[... {len(parts) - lines} earlier lines ...]"] + parts[-lines:]
+    return "\n".join("    " + p for p in parts)
+
+
+def describe_result(result: CmdResult) -> str:
+    """Multi-line description of a command result: command, status, duration, output tails."""
+    where = f" on {result.hostname}" if result.hostname else ""
+    lines = [f"Command{where}: {result.command}"]
+    if result.timed_out:
+        lines.append(f"Timed out after {result.duration:.2f} s (exit status {result.exit_status})")
+    else:
+        lines.append(f"Exit status: {result.exit_status}")
+        lines.append(f"Duration: {result.duration:.3f} s")
+    if result.stdout:
+        lines.append("stdout:")
+        lines.append(_tail(result.stdout))
+    if result.stderr:
+        lines.append("stderr:")
+        lines.append(_tail(result.stderr))
+    return "\n".join(lines)
+
+
+class AutoservError(Exception):
+    """Root of every error autoserv raises about hosts, transports and the job."""
+
+
+class AutoservSSHTimeout(AutoservError):
+    """A host could not be reached: refused, unreachable, unknown name, or timed out."""
+
+
+class AutoservRunError(AutoservError):
+    """A command failed (non-zero exit) or timed out; ``result_obj`` holds its CmdResult."""
+
+    def __init__(self, description: str, result_obj: CmdResult | None = None) -> None:
+        super().__init__(description, result_obj)
+        self.description = description
+        self.result_obj = result_obj
+
+    @property
+    def timed_out(self) -> bool:
+        return bool(self.result_obj is not None and self.result_obj.timed_out)
+
+    def __str__(self) -> str:
+        if self.result_obj is None:
+            return self.description
+        return f"{self.description}\n{describe_result(self.result_obj)}"
+
+
+class AutoservSshPermissionDeniedError(AutoservRunError):
+    """Authentication failed: wrong key, wrong password, or no usable credential."""
+
+
+class AutoservHostKeyError(AutoservError):
+    """The host's key is unknown (strict policy) or differs from the recorded one."""
+
+
+class AutoservVirtError(AutoservError):
+    """Virtualization failure: KVM modules, qemu start-up, address pool, guests."""
+
+
+class AutoservUnsupportedError(AutoservError):
+    """The host does not support the requested operation."""
+
+
+class AutoservNotSupportedError(AutoservError):
+    """A feature of the original Autoserv that this runner does not implement (yet)."""
+
+
+class AutoservHostError(AutoservError):
+    """A host is in a bad state (e.g. a guest died)."""
+
+
+class AutoservRebootError(AutoservError):
+    """A reboot did not complete (host did not go down or come back)."""
+
+
+class AutoservShutdownError(AutoservRebootError):
+    """A host did not shut down."""
+
+
+class AutoservSubcommandError(AutoservError):
+    """A parallel subcommand failed."""
+
+    def __init__(self, func: str, exit_code: int, message: str = "") -> None:
+        super().__init__(func, exit_code, message)
+        self.func = func
+        self.exit_code = exit_code
+        self.message = message
+
+    def __str__(self) -> str:
+        text = f"Subcommand {self.func} failed with exit code {self.exit_code}"
+        return f"{text}: {self.message}" if self.message else text
+
+
+class AutoservInstallError(AutoservError):
+    """Installing something (e.g. KVM) on a host failed."""
+
+
+class AutoservUsageError(AutoservError):
+    """The runner was invoked wrongly (bad flag, bad machine list)."""
+
+
+class AutoservAbort(AutoservError):
+    """The job was aborted (SIGINT/SIGTERM)."""
+
+
+class JobError(AutoservError):
+    """A job-level failure (e.g. the results directory is already in use)."""
+
+
+class TestBaseException(Exception):
+    """Root of test outcomes; ``exit_status`` is the status.log word for it."""
+
+    __test__ = False  # keep pytest from collecting these as test classes
+    exit_status = "NEVER_RAISE_THIS"
+
+
+class TestError(TestBaseException):
+    """The test could not run correctly (status ERROR)."""
+
+    exit_status = "ERROR"
+
+
+class TestNAError(TestBaseException):
+    """The test does not apply here (status TEST_NA)."""
+
+    exit_status = "TEST_NA"
+
+
+class TestFail(TestBaseException):
+    """The test ran and failed (status FAIL)."""
+
+    exit_status = "FAIL"
+
+
+class TestWarn(TestBaseException):
+    """The test passed with a warning (status WARN)."""
+
+    exit_status = "WARN"
+
+
+class CmdError(TestError):
+    """A local command failed; like Autotest's ``error.CmdError``."""
+
+    def __init__(
+        self, command: str, result_obj: CmdResult | None = None, additional_text: str | None = None
+    ) -> None:
+        super().__init__(command, result_obj, additional_text)
+        self.command = command
+        self.result_obj = result_obj
+        self.additional_text = additional_text
+
+    def __str__(self) -> str:
+        head = f"Command <{self.command}> failed"
+        if self.result_obj is not None:
+            if self.result_obj.timed_out:
+                head = f"Command <{self.command}> timed out"
+            else:
+                head += f", rc={self.result_obj.exit_status}"
+        if self.additional_text:
+            head += f", {self.additional_text}"
+        if self.result_obj is not None:
+            head += "\n" + describe_result(self.result_obj)
+        return head
