@@ -1,0 +1,1 @@
+"""KVM on a remote host: fetch, build, kernel modules and guests (being written)."""
