@@ -1,0 +1,550 @@
+"""The local test bed: real OpenSSH ``sshd`` hosts on this machine.
+
+A :class:`Testbed` starts N hosts of one of two kinds:
+
+``loopback``
+    ``sshd`` on ``127.0.0.1`` with its own port.
+``netns``
+    each host in its own network namespace with its own IP on a private
+    ``/24``; the hosts' ``eth0`` ports sit on a bridge in a *lab* namespace,
+    and a veth from the controller's namespace into that bridge makes them
+    reachable from here.  Inside each host, ``eth0`` is enslaved to a bridge
+    ``br0`` holding the host's IP, as on a real KVM host, so a qemu guest's
+    tap added to ``br0`` lands on the lab network too.  Nothing is forwarded
+    out of the lab.
+
+Every host runs in a private mount namespace where root's ``~/.bashrc`` is a
+one-line file (this machine's real one adds ~120 ms to every command),
+``/var/lib/autoserv`` is the host's own state directory, and, when a password
+is configured, ``/etc/shadow`` is a generated one.  Keys (host keys, a client
+key), ``known_hosts`` and an ``ssh_config`` with one ``Host tbN`` entry per
+host are generated in the test bed directory.  ``down()`` kills exactly the
+processes it started (and their descendants, and anything left inside its
+namespaces) and deletes the namespaces and links it made.
+
+The command ``autoserv-testbed up|down|status`` drives the same class; its
+state lives in ``<dir>/testbed.json`` so ``down`` works from another process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoserv.deadline import Deadline, backoff
+from autoserv.errors import AutoservError
+
+log = logging.getLogger("autoserv.testbed")
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+#: Where a remote host keeps autoserv's state (KVM trees, leases); private per test bed host.
+REMOTE_STATE_DIR = "/var/lib/autoserv"
+SUBNET_BASE = "10.231"  # test bed subnets: 10.231.<k>.0/24, inside namespaces we create
+KINDS = ("loopback", "netns")
+
+
+class TestbedError(AutoservError):
+    """The test bed could not be set up (missing sshd, no namespaces, ...)."""
+
+
+@dataclass
+class TestbedHost:
+    """One test bed host: how to reach it and where its files are."""
+
+    __test__ = False
+
+    name: str
+    address: str
+    port: int
+    workdir: str
+    pid: int = 0
+    netns: str = ""
+
+    @property
+    def machine(self) -> str:
+        """The ``host:port`` machine string for ``-m`` when not using the ssh config."""
+        return self.address if self.port == 22 else f"{self.address}:{self.port}"
+
+
+@dataclass
+class TestbedState:
+    kind: str
+    directory: str
+    hosts: list[TestbedHost] = field(default_factory=list)
+    lab_netns: str = ""
+    controller_link: str = ""
+    subnet: str = ""
+    gateway: str = ""
+    netns_prefix: str = ""
+    password: str | None = None
+
+
+def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if res.returncode != 0:
+        raise TestbedError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _keygen(path: Path, comment: str) -> str:
+    if not path.exists():
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+    return Path(str(path) + ".pub").read_text().strip()
+
+
+def _descendants(pid: int) -> list[int]:
+    """All descendant pids of ``pid`` (from /proc), deepest last."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_tree(pid: int, grace: float = 2.0) -> None:
+    """SIGTERM ``pid`` and its descendants, then SIGKILL what is left after ``grace``."""
+    pids = [pid, *_descendants(pid)]
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGTERM)
+    deadline = Deadline(grace)
+    while not deadline.expired() and any(_alive(p) for p in pids):
+        time.sleep(0.02)
+    for p in pids:
+        if _alive(p):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+    for p in pids:  # reap our own children
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(p, os.WNOHANG)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _netns_list() -> set[str]:
+    res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    return {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
+
+
+def _pick_subnet() -> int:
+    """A free k for 10.231.<k>.0/24: not routed here yet."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    used = {line.split()[0] for line in routes.splitlines() if line}
+    for _ in range(200):
+        k = secrets.randbelow(250) + 1
+        if f"{SUBNET_BASE}.{k}.0/24" not in used:
+            return k
+    raise TestbedError("no free 10.231.x.0/24 subnet for the test bed")
+
+
+class Testbed:
+    """N real sshd hosts; use as a context manager or call ``up()``/``down()``.
+
+    ``tb.hosts``, ``tb.ssh_config``, ``tb.client_key``, ``tb.known_hosts``,
+    ``tb.machines`` tell how to reach them.  With ``password`` set, root can
+    also log in with that password (a private ``/etc/shadow`` per host).
+    """
+
+    __test__ = False
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        count: int = 3,
+        kind: str = "loopback",
+        password: str | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
+        if kind not in KINDS:
+            raise TestbedError(f"unknown test bed kind {kind!r} (choose from {', '.join(KINDS)})")
+        if count < 1:
+            raise TestbedError("a test bed needs at least one host")
+        self.dir = Path(directory).resolve()
+        self.count = count
+        self.kind = kind
+        self.password = password
+        self.start_timeout = start_timeout
+        self.state = TestbedState(kind=kind, directory=str(self.dir), password=password)
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    # -- paths -------------------------------------------------------------
+    @property
+    def client_key(self) -> Path:
+        return self.dir / "client_key"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.dir / "ssh_config"
+
+    @property
+    def hosts(self) -> list[TestbedHost]:
+        return self.state.hosts
+
+    @property
+    def machines(self) -> list[str]:
+        """Host names to pass with ``-m`` together with ``--ssh-config``."""
+        return [h.name for h in self.hosts]
+
+    @property
+    def subnet(self) -> str:
+        """The lab subnet (netns kind), e.g. ``10.231.7.0/24``."""
+        return self.state.subnet
+
+    @property
+    def gateway(self) -> str:
+        """The controller's address on the lab network (netns kind)."""
+        return self.state.gateway
+
+    def guest_addresses(self, count: int = 8) -> list[dict[str, str]]:
+        """An address pool for guests on the lab network (netns kind): ``{"mac", "ip"}`` dicts."""
+        if self.kind != "netns":
+            raise TestbedError("guest addresses on the lab network need a netns test bed")
+        net = ipaddress.ip_network(self.state.subnet)
+        k = int(str(net.network_address).split(".")[2])
+        return [
+            {"mac": f"02:00:e7:{k:02x}:00:{100 + i:02x}", "ip": str(net.network_address + 100 + i)}
+            for i in range(count)
+        ]
+
+    # -- lifecycle -------------------------------------------------------
+    def __enter__(self) -> Testbed:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def up(self) -> Testbed:
+        """Generate keys and configs, start the hosts, wait until each accepts TCP."""
+        if not os.path.exists(SSHD):
+            raise TestbedError("sshd not found: install openssh-server (apt-get install openssh-server)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.makedirs("/run/sshd", exist_ok=True)
+        os.makedirs(REMOTE_STATE_DIR, exist_ok=True)
+        client_pub = _keygen(self.client_key, "autoserv-testbed-client")
+        (self.dir / "authorized_keys").write_text(client_pub + "\n")
+        (self.dir / "bashrc").write_text("# autoserv test bed: clean login environment\n")
+        shadow = self._write_shadow() if self.password else None
+        try:
+            if self.kind == "netns":
+                self._make_lab()
+            known: list[str] = []
+            for i in range(1, self.count + 1):
+                host = self._start_host(i, shadow)
+                self.state.hosts.append(host)
+                pub = Path(host.workdir, "ssh_host_ed25519_key.pub").read_text().split()
+                known.append(f"{self._known_name(host)} {pub[0]} {pub[1]}")
+                self._save()
+            self.known_hosts.write_text("\n".join(known) + "\n")
+            self._write_ssh_config()
+            self._save()
+            self._wait_listening()
+        except BaseException:
+            self.down()
+            raise
+        log.info("test bed up: %d %s hosts in %s", self.count, self.kind, self.dir)
+        return self
+
+    def down(self) -> None:
+        """Stop what ``up()`` started and delete the namespaces and links; idempotent."""
+        for host in self.state.hosts:
+            if host.pid and _alive(host.pid):
+                _kill_tree(host.pid)
+            if host.netns and host.netns in _netns_list():
+                self._kill_netns_pids(host.netns)
+                subprocess.run(["ip", "netns", "del", host.netns], capture_output=True)
+        for proc in self._procs:
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=1)
+        self._procs.clear()
+        if self.state.lab_netns and self.state.lab_netns in _netns_list():
+            self._kill_netns_pids(self.state.lab_netns)
+            subprocess.run(["ip", "netns", "del", self.state.lab_netns], capture_output=True)
+        if self.state.controller_link:
+            subprocess.run(["ip", "link", "del", self.state.controller_link], capture_output=True)
+        self.state.hosts = []
+        self.state.lab_netns = self.state.controller_link = ""
+        state_file = self.dir / "testbed.json"
+        if state_file.exists():
+            state_file.unlink()
+
+    @staticmethod
+    def _kill_netns_pids(ns: str) -> None:
+        res = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+        for p in res.stdout.split():
+            _kill_tree(int(p), grace=1.0)
+
+    # -- pieces ----------------------------------------------------------
+    def _write_shadow(self) -> Path:
+        assert self.password is not None
+        hashed = _run(["openssl", "passwd", "-6", "-stdin"], input=self.password).stdout.strip()
+        lines = []
+        with open("/etc/shadow") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if parts[0] == "root":
+                    parts[1] = hashed
+                lines.append(":".join(parts))
+        path = self.dir / "shadow"
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o600)
+        return path
+
+    def _make_lab(self) -> None:
+        k = _pick_subnet()
+        prefix = f"asv{os.getpid() % 100000}{k}"
+        self.state.netns_prefix = prefix
+        self.state.subnet = f"{SUBNET_BASE}.{k}.0/24"
+        self.state.gateway = f"{SUBNET_BASE}.{k}.1"
+        lab = f"{prefix}lab"
+        _run(["ip", "netns", "add", lab])
+        self.state.lab_netns = lab
+        self._save()
+        _run(["ip", "-n", lab, "link", "set", "lo", "up"])
+        _run(["ip", "-n", lab, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "-n", lab, "link", "set", "br0", "up"])
+        ctl = f"asvc{k}x{os.getpid() % 10000}"[:15]
+        _run(["ip", "link", "add", ctl, "type", "veth", "peer", "name", "ctl", "netns", lab])
+        self.state.controller_link = ctl
+        self._save()
+        _run(["ip", "addr", "add", f"{self.state.gateway}/24", "dev", ctl])
+        _run(["ip", "link", "set", ctl, "up"])
+        _run(["ip", "-n", lab, "link", "set", "ctl", "master", "br0"])
+        _run(["ip", "-n", lab, "link", "set", "ctl", "up"])
+
+    def _start_host(self, index: int, shadow: Path | None) -> TestbedHost:
+        name = f"tb{index}"
+        workdir = self.dir / name
+        (workdir / "state").mkdir(parents=True, exist_ok=True)
+        _keygen(workdir / "ssh_host_ed25519_key", f"autoserv-testbed-{name}")
+        netns = ""
+        if self.kind == "loopback":
+            address, port, listen = "127.0.0.1", _free_port(), "127.0.0.1"
+        else:
+            net = ipaddress.ip_network(self.state.subnet)
+            address, port, listen = str(net.network_address + 9 + index), 22, "0.0.0.0"
+            netns = f"{self.state.netns_prefix}h{index}"
+            self._make_host_netns(netns, index, address)
+        config = workdir / "sshd_config"
+        config.write_text(self._sshd_config(workdir, port, listen))
+        mounts = [
+            f"mount --bind {self.dir / 'bashrc'} /root/.bashrc",
+            f"mount --bind {workdir / 'state'} {REMOTE_STATE_DIR}",
+        ]
+        if shadow is not None:
+            mounts.append(f"mount --bind {shadow} /etc/shadow")
+        script = " && ".join(
+            [f"hostname {name}", *mounts, f'exec {SSHD} -D -e -f "$1" -E "$2"']
+        )
+        argv = [
+            "unshare", "--mount", "--uts", "--propagation", "private",
+            "sh", "-c", script, "sshd", str(config), str(workdir / "sshd.log"),
+        ]
+        if netns:
+            argv = ["ip", "netns", "exec", netns, *argv]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(workdir / "start.log", "wb"), start_new_session=True,
+        )
+        self._procs.append(proc)
+        return TestbedHost(name, address, port, str(workdir), proc.pid, netns)
+
+    def _make_host_netns(self, ns: str, index: int, address: str) -> None:
+        lab = self.state.lab_netns
+        _run(["ip", "netns", "add", ns])
+        self._save()
+        _run(["ip", "-n", lab, "link", "add", f"h{index}", "type", "veth",
+              "peer", "name", "eth0", "netns", ns])
+        _run(["ip", "-n", lab, "link", "set", f"h{index}", "master", "br0"])
+        _run(["ip", "-n", lab, "link", "set", f"h{index}", "up"])
+        _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        _run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "-n", ns, "link", "set", "eth0", "master", "br0"])
+        _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        _run(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "br0"])
+        _run(["ip", "-n", ns, "link", "set", "br0", "up"])
+
+    def _sshd_config(self, workdir: Path, port: int, listen: str) -> str:
+        pw = "yes" if self.password else "no"
+        return "\n".join([
+            f"Port {port}",
+            f"ListenAddress {listen}",
+            f"HostKey {workdir / 'ssh_host_ed25519_key'}",
+            f"PidFile {workdir / 'sshd.pid'}",
+            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+            "UsePAM no",
+            "StrictModes no",
+            "UseDNS no",
+            f"PermitRootLogin {'yes' if self.password else 'prohibit-password'}",
+            f"PasswordAuthentication {pw}",
+            "KbdInteractiveAuthentication no",
+            "MaxStartups 400:30:800",
+            "MaxSessions 200",
+            "MaxAuthTries 10",
+            "LogLevel ERROR",
+            f"Subsystem sftp {SFTP_SERVER}",
+            "",
+        ])
+
+    def _known_name(self, host: TestbedHost) -> str:
+        names = [host.address if host.port == 22 else f"[{host.address}]:{host.port}"]
+        return ",".join(names)
+
+    def _write_ssh_config(self) -> None:
+        blocks = []
+        for h in self.hosts:
+            blocks.append("\n".join([
+                f"Host {h.name}",
+                f"    HostName {h.address}",
+                f"    Port {h.port}",
+                "    User root",
+                f"    IdentityFile {self.client_key}",
+                "    IdentitiesOnly yes",
+                f"    UserKnownHostsFile {self.known_hosts}",
+                "    StrictHostKeyChecking yes",
+                "",
+            ]))
+        self.ssh_config.write_text("\n".join(blocks))
+
+    def _wait_listening(self) -> None:
+        deadline = Deadline(self.start_timeout)
+        pending = list(self.hosts)
+        delays = backoff(0.005, 1.5, 0.2)
+        while pending:
+            for host in list(pending):
+                try:
+                    with socket.create_connection((host.address, host.port), timeout=0.5) as s:
+                        s.settimeout(deadline.remaining(2.0) or 0.1)
+                        if s.recv(4).startswith(b"SSH-"):
+                            pending.remove(host)
+                except OSError:
+                    if not _alive(host.pid):
+                        start_log = Path(host.workdir, "start.log").read_text(errors="replace")
+                        raise TestbedError(
+                            f"sshd for {host.name} exited at start: {start_log.strip()}"
+                        ) from None
+            if pending:
+                if deadline.expired():
+                    names = ", ".join(h.name for h in pending)
+                    raise TestbedError(f"test bed hosts not listening after {self.start_timeout} s: {names}")
+                deadline.sleep(next(delays))
+
+    def _save(self) -> None:
+        data = asdict(self.state)
+        data["password"] = None  # never stored on disk
+        (self.dir / "testbed.json").write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Testbed:
+        """Re-attach to a test bed started by another process (``autoserv-testbed up``)."""
+        path = Path(directory).resolve() / "testbed.json"
+        if not path.exists():
+            raise TestbedError(f"no test bed in {path.parent} (no testbed.json)")
+        data = json.loads(path.read_text())
+        hosts = [TestbedHost(**h) for h in data.pop("hosts")]
+        tb = cls(directory, count=max(1, len(hosts)), kind=data["kind"])
+        tb.state = TestbedState(hosts=hosts, **data)
+        return tb
+
+    def status(self) -> list[tuple[TestbedHost, bool]]:
+        """Each host and whether its sshd is still running."""
+        return [(h, bool(h.pid) and _alive(h.pid)) for h in self.hosts]
+
+
+def default_dir() -> Path:
+    """``$AUTOSERV_TESTBED_DIR`` or ``~/.local/state/autoserv/testbed``."""
+    env = os.environ.get("AUTOSERV_TESTBED_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "autoserv" / "testbed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``autoserv-testbed up|down|status``."""
+    parser = argparse.ArgumentParser(
+        prog="autoserv-testbed",
+        description="Start, inspect or stop a local test bed of real sshd hosts.",
+    )
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--dir", type=Path, default=None, help="test bed directory (default: %(default)s)")
+    parser.add_argument("-n", "--count", type=int, default=3, help="number of hosts (up)")
+    parser.add_argument("--kind", choices=KINDS, default="loopback", help="host kind (up)")
+    opts = parser.parse_args(argv)
+    directory = opts.dir or default_dir()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        if opts.action == "up":
+            if (directory / "testbed.json").exists():
+                Testbed.load(directory).down()
+            tb = Testbed(directory, count=opts.count, kind=opts.kind).up()
+            for p in tb._procs:  # leave them running detached; down() finds them by pid
+                p.returncode = 0
+            print(f"# {tb.count} {tb.kind} hosts up; state in {directory}")
+            print(f"# use: autoserv --ssh-config {tb.ssh_config} -m {','.join(tb.machines)} CONTROL")
+            print(f"# or:  ssh -F {tb.ssh_config} {tb.machines[0]}")
+            print(tb.ssh_config.read_text(), end="")
+        elif opts.action == "down":
+            if not (directory / "testbed.json").exists():
+                print(f"no test bed in {directory}")
+                return 0
+            Testbed.load(directory).down()
+            print(f"test bed in {directory} is down")
+        else:
+            tb = Testbed.load(directory)
+            for host, alive in tb.status():
+                state = "up" if alive else "DOWN"
+                print(f"{host.name}\t{host.address}:{host.port}\t{state}\t{host.workdir}")
+    except AutoservError as exc:
+        print(f"autoserv-testbed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
