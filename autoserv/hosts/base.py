@@ -1,0 +1,281 @@
+"""Host and RemoteHost: what every host offers on top of ``run``.
+
+A subclass implements :meth:`Host.run` (and transfers); everything here —
+``run_output``, ``run_grep``, ``is_up``, ``wait_up``/``wait_down`` on a
+deadline, ``reboot``, ``get_tmp_dir`` and the system queries — is written
+once in terms of it.  Hosts never print: they log to ``autoserv.host.<name>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+from autoserv.deadline import Deadline, backoff
+from autoserv.errors import AutoservError, AutoservRebootError, AutoservRunError
+from autoserv.hosts import registry
+from autoserv.result import CmdResult
+from autoserv.streams import TEE_TO_LOGS
+
+#: Called as ``hook(status_code, subdir, operation, status="", optional_fields=None)``
+#: to write status.log lines (the runner sets it; ``None`` outside a job).
+StatusHook = Callable[..., None]
+_status_hook: StatusHook | None = None
+
+
+def set_status_hook(hook: StatusHook | None) -> None:
+    """Where hosts record reboot progress (the job's ``record``)."""
+    global _status_hook
+    _status_hook = hook
+
+
+class Host:
+    """A machine commands can run on.  Context manager; ``close()`` is idempotent."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        self.log = logging.getLogger(f"autoserv.host.{hostname}")
+        self._closed = False
+        self._closing = False
+        self._tmp_dirs: list[str] = []
+        registry.register(self)
+
+    # -- to implement --------------------------------------------------
+    def run(
+        self,
+        command: str,
+        timeout: float | None = 3600,
+        ignore_status: bool = False,
+        stdout_tee: IO[str] | Any | None = TEE_TO_LOGS,
+        stderr_tee: IO[str] | Any | None = TEE_TO_LOGS,
+        connect_timeout: float | None = 30,
+        stdin: str | bytes | IO[Any] | None = None,
+        verbose: bool = True,
+        args: Iterable[Any] = (),
+    ) -> CmdResult:
+        raise NotImplementedError
+
+    def _close_connection(self) -> None:
+        """Release transport resources (subclasses)."""
+
+    # -- lifecycle -----------------------------------------------------
+    def close(self) -> None:
+        """Remove the temp dirs made by :meth:`get_tmp_dir`, then disconnect; idempotent."""
+        if self._closed or self._closing:
+            return
+        self._closing = True
+        try:
+            if self._tmp_dirs:
+                try:
+                    self.run("rm -rf", args=self._tmp_dirs, timeout=60, connect_timeout=10,
+                             ignore_status=True, verbose=False)
+                except AutoservError as exc:
+                    self.log.warning("could not remove temp dirs %s: %s", self._tmp_dirs, exc)
+                self._tmp_dirs = []
+        finally:
+            self._closed = True
+            try:
+                self._close_connection()
+            finally:
+                registry.unregister(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.hostname}>"
+
+    def __str__(self) -> str:
+        return self.hostname
+
+    # -- run helpers -----------------------------------------------------
+    def run_output(self, command: str, *args: Any, **kwargs: Any) -> str:
+        """stdout of ``command``, stripped; raises on failure."""
+        return self.run(command, *args, **kwargs).stdout.strip()
+
+    def run_short(self, command: str, **kwargs: Any) -> CmdResult:
+        """``run`` with a 60 s timeout."""
+        kwargs.setdefault("timeout", 60)
+        return self.run(command, **kwargs)
+
+    def run_grep(
+        self,
+        command: str,
+        timeout: float = 30,
+        ignore_status: bool = False,
+        stdout_ok_regexp: str | None = None,
+        stdout_err_regexp: str | None = None,
+        stderr_ok_regexp: str | None = None,
+        stderr_err_regexp: str | None = None,
+        connect_timeout: float = 30,
+    ) -> CmdResult:
+        """Run ``command`` and judge it by regular expressions over its output.
+
+        An ``*_err_regexp`` match or a missing ``*_ok_regexp`` match raises
+        :class:`AutoservRunError`.
+        """
+        result = self.run(command, timeout=timeout, ignore_status=ignore_status,
+                          connect_timeout=connect_timeout)
+        for text, ok, err, name in (
+            (result.stdout, stdout_ok_regexp, stdout_err_regexp, "stdout"),
+            (result.stderr, stderr_ok_regexp, stderr_err_regexp, "stderr"),
+        ):
+            if err and re.search(err, text):
+                raise AutoservRunError(f"{name} of {command!r} matches {err!r}", result)
+            if ok and not re.search(ok, text):
+                raise AutoservRunError(f"{name} of {command!r} does not match {ok!r}", result)
+        return result
+
+    # -- liveness ----------------------------------------------------------
+    def is_up(self, timeout: float = 10.0) -> bool:
+        """True when a trivial command runs within ``timeout``; never raises."""
+        try:
+            self.run("true", timeout=timeout, connect_timeout=timeout, verbose=False,
+                     stdout_tee=None, stderr_tee=None)
+            return True
+        except Exception as exc:
+            self.log.debug("%s is not up: %s", self.hostname, str(exc).splitlines()[0])
+            return False
+
+    def _probe_timeout(self, deadline: Deadline, attempt: int) -> float:
+        return deadline.remaining(min(10.0, 1.0 * 2 ** min(attempt, 4)))
+
+    def wait_up(self, timeout: float | None = None) -> bool:
+        """Wait until the host answers; False when ``timeout`` seconds pass first.
+
+        Each probe gets only what is left of the deadline, so the total time is
+        bounded even when a probe hangs.
+        """
+        deadline = Deadline(timeout)
+        delays = backoff(0.05, 1.5, 1.0)
+        attempt = 0
+        while True:
+            probe = self._probe_timeout(deadline, attempt)
+            if probe > 0 and self.is_up(timeout=probe):
+                return True
+            attempt += 1
+            if deadline.expired():
+                return False
+            deadline.sleep(next(delays))
+
+    def wait_down(
+        self,
+        timeout: float | None = None,
+        warning_timer: float | None = None,
+        old_boot_id: str | None = None,
+    ) -> bool:
+        """Wait until the host is unreachable or its boot id differs from ``old_boot_id``."""
+        deadline = Deadline(timeout)
+        warned = False
+        delays = backoff(0.1, 1.5, 1.0)
+        while True:
+            probe = deadline.remaining(5.0)
+            try:
+                if probe <= 0:
+                    return False
+                boot_id = self.get_boot_id(timeout=probe)
+                if old_boot_id is not None and boot_id != old_boot_id:
+                    self.log.debug("%s has a new boot id: it went down", self.hostname)
+                    return True
+            except Exception:
+                return True
+            if warning_timer is not None and not warned and deadline.elapsed() > warning_timer:
+                self.log.warning("%s still up after %.0f s", self.hostname, deadline.elapsed())
+                warned = True
+            if deadline.expired():
+                return False
+            deadline.sleep(next(delays))
+
+    def get_boot_id(self, timeout: float = 60) -> str | None:
+        """The kernel's boot id (changes at every boot); None if the kernel has none."""
+        out = self.run("cat /proc/sys/kernel/random/boot_id 2>/dev/null || true",
+                       timeout=timeout, connect_timeout=timeout, verbose=False,
+                       stdout_tee=None, stderr_tee=None).stdout.strip()
+        return out or None
+
+    def reboot(
+        self,
+        timeout: float = 1800,
+        label: str | None = None,
+        kernel_args: str | None = None,
+        wait: bool = True,
+        reboot_cmd: str = "reboot",
+    ) -> None:
+        """Reboot and (with ``wait``) wait for the host to go down and come back.
+
+        Down means unreachable or a changed boot id.  Records ``START reboot``,
+        ``GOOD reboot.start``, ``GOOD reboot.verify`` and ``END GOOD reboot`` in
+        the job's status.log when run under a job.
+        """
+        if kernel_args or label:
+            self.log.warning("reboot: label/kernel_args are not supported and are ignored")
+        record = _status_hook or (lambda *a, **k: None)
+        deadline = Deadline(timeout)
+        old = self.get_boot_id()
+        record("START", None, "reboot")
+        try:
+            self.run(f"( sleep 1; {reboot_cmd} ) </dev/null >/dev/null 2>&1 &", timeout=30,
+                     ignore_status=True)
+            self._close_connection()
+            record("GOOD", None, "reboot.start")
+            if not wait:
+                record("END GOOD", None, "reboot")
+                return
+            if not self.wait_down(timeout=deadline.remaining(), old_boot_id=old):
+                raise AutoservRebootError(f"{self.hostname} did not go down within {timeout} s")
+            if not self.wait_up(timeout=deadline.remaining()):
+                raise AutoservRebootError(f"{self.hostname} did not come back within {timeout} s")
+            record("GOOD", None, "reboot.verify")
+        except BaseException as exc:
+            record("END FAIL", None, "reboot", str(exc).splitlines()[0] if str(exc) else "")
+            raise
+        record("END GOOD", None, "reboot", optional_fields={"kernel": self.get_kernel_ver()})
+
+    # -- queries -----------------------------------------------------------
+    def get_tmp_dir(self, parent: str = "/tmp") -> str:
+        """A new remote temporary directory, removed at :meth:`close`."""
+        path = self.run_output("mktemp -d", args=[f"{parent.rstrip('/') or ''}/autoserv-XXXXXX"])
+        self._tmp_dirs.append(path)
+        return path
+
+    def get_num_cpu(self) -> int:
+        return int(self.run_output("getconf _NPROCESSORS_ONLN 2>/dev/null || "
+                                   "grep -c ^processor /proc/cpuinfo"))
+
+    def get_arch(self) -> str:
+        return self.run_output("uname -m")
+
+    def get_kernel_ver(self) -> str:
+        return self.run_output("uname -r")
+
+    def get_cmdline(self) -> str:
+        return self.run_output("cat /proc/cmdline")
+
+    def install(self, installableObject: Any) -> Any:
+        """``obj.install(self)``: e.g. ``host.install(kvm_obj)``."""
+        return installableObject.install(self)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``predicate`` with backoff until true or raise after ``timeout``."""
+        deadline = Deadline(timeout)
+        for delay in backoff(0.05, 1.5, 1.0):
+            if predicate():
+                return
+            if deadline.expired():
+                raise AutoservError(f"{self.hostname}: timed out after {timeout} s waiting for {what}")
+            deadline.sleep(delay)
+        time.sleep(0)  # pragma: no cover
+
+
+class RemoteHost(Host):
+    """A host reached over the network (the Autotest hierarchy level)."""

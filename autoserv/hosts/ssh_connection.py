@@ -1,0 +1,354 @@
+"""Opening and sharing SSH connections (paramiko transports).
+
+:func:`resolve` turns what the caller gave (plus process defaults and
+``~/.ssh/config``) into :class:`ConnectParams`; :func:`open_transport` makes
+one authenticated transport within ``connect_timeout`` (TCP connect, banner,
+key exchange and authentication all on one deadline); :data:`POOL` keeps
+one transport per destination per process, shared by every host object and
+thread that talks to it, and reopens it when it has dropped.
+
+The socket gets ``TCP_NODELAY``: without it, Nagle's algorithm and delayed
+ACKs stall each small request/response ~40 ms on Linux.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import paramiko
+
+from autoserv.deadline import Deadline
+from autoserv.errors import AutoservHostKeyError, AutoservSshPermissionDeniedError, AutoservSSHTimeout
+from autoserv.hosts.defaults import get_ssh_defaults
+from autoserv.hosts.known_hosts import HostKeyChecker, known_name
+from autoserv.hosts.machine import parse_machine
+from autoserv.secret import Secret
+
+log = logging.getLogger("autoserv.hosts.ssh")
+
+DEFAULT_USER = "root"
+DEFAULT_PORT = 22
+DEFAULT_CONNECT_TIMEOUT = 30.0
+DEFAULT_POLICY = "accept-new"
+DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+_STRICT_MAP = {"yes": "strict", "ask": "strict", "accept-new": "accept-new", "no": "off", "off": "off"}
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    """Everything needed to open one SSH connection; the pool key is ``key``."""
+
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    password: Secret | None = None
+    key_files: tuple[str, ...] = ()
+    identities_only: bool = False
+    proxy_jump: str | None = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    keepalive: int = 15
+    host_key_policy: str = DEFAULT_POLICY
+    known_hosts: str | None = None
+    host_key_alias: str | None = None
+    pinned_host_keys: tuple[str, ...] = ()
+    ssh_config: str | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return (self.user, self.hostname, self.port, self.proxy_jump, self.key_files,
+                self.password, self.pinned_host_keys, self.host_key_policy, self.known_hosts)
+
+    @property
+    def where(self) -> str:
+        return f"{self.hostname}:{self.port}"
+
+    def checker(self) -> HostKeyChecker:
+        return HostKeyChecker(self.host_key_policy, self.known_hosts, pinned=self.pinned_host_keys)
+
+    def known_name(self) -> str:
+        return known_name(self.host_key_alias or self.hostname, self.port)
+
+
+def _load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
+    path = os.path.expanduser(path or "~/.ssh/config")
+    if not os.path.exists(path):
+        return None
+    return paramiko.SSHConfig.from_path(path)
+
+
+def resolve(
+    hostname: str,
+    user: str | None = None,
+    port: int | None = None,
+    password: str | Secret | None = None,
+    key_file: str | None = None,
+    host_key_policy: str | None = None,
+    known_hosts: str | None = None,
+    ssh_config: str | None = None,
+    connect_timeout: float | None = None,
+    pinned_host_keys: tuple[str, ...] = (),
+    keepalive: int = 15,
+) -> ConnectParams:
+    """Merge arguments > process defaults > ssh config > built-in defaults."""
+    d = get_ssh_defaults()
+    config_path = ssh_config or d.ssh_config
+    cfg = _load_ssh_config(config_path)
+    entry: dict[str, Any] = dict(cfg.lookup(hostname)) if cfg is not None else {}
+    if password is not None and not isinstance(password, Secret):
+        password = Secret(password) if password else None
+    key_files: list[str] = []
+    for k in (key_file, d.key_file):
+        if k:
+            key_files.append(os.path.expanduser(k))
+    key_files += [os.path.expanduser(k) for k in entry.get("identityfile", [])]
+    policy = host_key_policy or d.host_key_policy
+    if policy is None and "stricthostkeychecking" in entry:
+        policy = _STRICT_MAP.get(entry["stricthostkeychecking"].lower())
+    known = known_hosts or d.known_hosts
+    if known is None and "userknownhostsfile" in entry:
+        known = entry["userknownhostsfile"].split()[0]
+    timeout = connect_timeout or d.connect_timeout
+    if timeout is None and "connecttimeout" in entry:
+        timeout = float(entry["connecttimeout"])
+    return ConnectParams(
+        alias=hostname,
+        hostname=entry.get("hostname", hostname),
+        port=int(port or d.port or entry.get("port") or DEFAULT_PORT),
+        user=user or d.user or entry.get("user") or DEFAULT_USER,
+        password=password or d.password,
+        key_files=tuple(dict.fromkeys(key_files)),
+        identities_only=entry.get("identitiesonly", "no").lower() == "yes",
+        proxy_jump=entry.get("proxyjump") if entry.get("proxyjump", "none") != "none" else None,
+        connect_timeout=float(timeout or DEFAULT_CONNECT_TIMEOUT),
+        keepalive=keepalive,
+        host_key_policy=policy or DEFAULT_POLICY,
+        known_hosts=known,
+        host_key_alias=entry.get("hostkeyalias"),
+        pinned_host_keys=tuple(pinned_host_keys),
+        ssh_config=config_path,
+    )
+
+
+def _connect_error(p: ConnectParams, cause: str) -> AutoservSSHTimeout:
+    return AutoservSSHTimeout(f"cannot connect to {p.where}: {cause}")
+
+
+def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Transport]) -> Any:
+    if p.proxy_jump:
+        jump_spec = p.proxy_jump.split(",")[0]
+        jhost, juser, _, jport = parse_machine(jump_spec)
+        jp = resolve(jhost, user=juser, port=jport, ssh_config=p.ssh_config,
+                     connect_timeout=deadline.remaining(), host_key_policy=p.host_key_policy,
+                     known_hosts=p.known_hosts)
+        jt = open_transport(jp, deadline)
+        jumps.append(jt)
+        try:
+            return jt.open_channel("direct-tcpip", (p.hostname, p.port), ("127.0.0.1", 0),
+                                   timeout=deadline.remaining())
+        except (paramiko.SSHException, OSError) as exc:
+            jt.close()
+            raise _connect_error(p, f"jump host {jump_spec} could not open a channel: {exc}") from None
+    try:
+        sock = socket.create_connection((p.hostname, p.port), timeout=deadline.remaining())
+    except socket.gaierror as exc:
+        raise _connect_error(p, f"unknown host name ({exc.strerror})") from None
+    except ConnectionRefusedError:
+        raise _connect_error(p, "connection refused") from None
+    except TimeoutError:
+        raise _connect_error(p, f"timed out after {p.connect_timeout:g} s") from None
+    except OSError as exc:
+        raise _connect_error(p, exc.strerror or str(exc)) from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
+
+
+def _private_keys(p: ConnectParams) -> list[tuple[str, paramiko.PKey]]:
+    keys: list[tuple[str, paramiko.PKey]] = []
+    paths = list(p.key_files)
+    if not p.identities_only:
+        paths += [os.path.expanduser(k) for k in DEFAULT_KEYS]
+    for path in dict.fromkeys(paths):
+        if not os.path.exists(path):
+            if path in p.key_files:
+                log.warning("key file %s does not exist", path)
+            continue
+        try:
+            keys.append((path, paramiko.PKey.from_path(path)))
+        except paramiko.PasswordRequiredException:
+            log.debug("skipping encrypted key %s (use ssh-agent)", path)
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            log.warning("cannot load key %s: %s", path, exc)
+    return keys
+
+
+def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -> None:
+    tried: list[str] = []
+    allowed: list[str] | None = None
+
+    def attempt(what: str, fn: Any) -> bool:
+        nonlocal allowed
+        if deadline.expired():
+            raise _connect_error(p, f"authentication timed out after {p.connect_timeout:g} s")
+        t.auth_timeout = max(0.1, deadline.remaining())
+        tried.append(what)
+        try:
+            fn()
+        except paramiko.BadAuthenticationType as exc:
+            allowed = list(exc.allowed_types)
+            return False
+        except paramiko.AuthenticationException:
+            return False
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if not t.is_active():
+                raise AutoservSshPermissionDeniedError(
+                    f"permission denied for {p.user}@{p.where}: server closed the connection "
+                    f"during authentication ({exc}; tried {', '.join(tried)})"
+                ) from None
+            return False
+        return t.is_authenticated()
+
+    agent_keys: list[paramiko.PKey] = []
+    if not p.identities_only or not p.key_files:
+        with contextlib.suppress(Exception):
+            agent_keys = list(paramiko.Agent().get_keys())
+    for path, key in _private_keys(p):
+        if allowed is not None and "publickey" not in allowed:
+            break
+        if attempt(f"key {path}", lambda k=key: t.auth_publickey(p.user, k)):
+            return
+    for key in agent_keys:
+        if allowed is not None and "publickey" not in allowed:
+            break
+        if attempt("agent key", lambda k=key: t.auth_publickey(p.user, k)):
+            return
+    if p.password:
+        pw = p.password.reveal()
+        if attempt("password", lambda: t.auth_password(p.user, pw)):
+            return
+    if not tried:
+        with contextlib.suppress(Exception):
+            t.auth_none(p.user)
+            if t.is_authenticated():
+                return
+        tried.append("none (no keys, agent or password available)")
+    raise AutoservSshPermissionDeniedError(
+        f"permission denied for {p.user}@{p.where} (tried {', '.join(tried)})"
+    )
+
+
+def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> paramiko.Transport:
+    """Connect, check the host key and authenticate, all within ``p.connect_timeout``."""
+    deadline = deadline or Deadline(p.connect_timeout)
+    jumps: list[paramiko.Transport] = []
+    sock = _open_socket(p, deadline, jumps)
+    t = paramiko.Transport(sock)
+    try:
+        t.banner_timeout = max(0.1, deadline.remaining())
+        t.handshake_timeout = max(0.1, deadline.remaining())
+        checker = p.checker()
+        prefer = checker.preferred_key_types(p.known_name())
+        if prefer:
+            opts = t.get_security_options()
+            opts.key_types = tuple(prefer) + tuple(k for k in opts.key_types if k not in prefer)
+        try:
+            t.start_client(timeout=max(0.1, deadline.remaining()))
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if deadline.expired():
+                raise _connect_error(
+                    p, f"no SSH handshake within {p.connect_timeout:g} s ({exc or 'timeout'})"
+                ) from None
+            raise _connect_error(p, f"SSH handshake failed: {exc or type(exc).__name__}") from None
+        checker.check(p.known_name(), t.get_remote_server_key())
+        _authenticate(t, p, deadline)
+    except BaseException:
+        t.close()
+        for j in jumps:
+            j.close()
+        raise
+    if p.keepalive:
+        t.set_keepalive(p.keepalive)
+    t._autoserv_jumps = jumps  # type: ignore[attr-defined]  # closed with t
+    log.debug("connected to %s@%s (%s)", p.user, p.where, t.remote_version)
+    return t
+
+
+def close_transport(t: paramiko.Transport) -> None:
+    t.close()
+    for j in getattr(t, "_autoserv_jumps", []):
+        j.close()
+
+
+class TransportPool:
+    """One transport per destination per process, shared and reference counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[Any, ...], paramiko.Transport] = {}
+        self._refs: dict[tuple[Any, ...], int] = {}
+        self._key_locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+    def acquire(self, p: ConnectParams) -> None:
+        with self._lock:
+            self._refs[p.key] = self._refs.get(p.key, 0) + 1
+
+    def release(self, p: ConnectParams) -> None:
+        with self._lock:
+            n = self._refs.get(p.key, 0) - 1
+            if n > 0:
+                self._refs[p.key] = n
+                return
+            self._refs.pop(p.key, None)
+            t = self._entries.pop(p.key, None)
+        if t is not None:
+            close_transport(t)
+
+    def get(self, p: ConnectParams, connect_timeout: float | None = None) -> paramiko.Transport:
+        """The live transport for ``p``, connecting (again) if needed."""
+        t = self._entries.get(p.key)
+        if t is not None and t.is_active():
+            return t
+        with self._lock:
+            klock = self._key_locks.setdefault(p.key, threading.Lock())
+        with klock:
+            t = self._entries.get(p.key)
+            if t is not None and t.is_active():
+                return t
+            if t is not None:
+                log.info("connection to %s dropped; reconnecting", p.where)
+                close_transport(t)
+            deadline = Deadline(connect_timeout or p.connect_timeout)
+            t = open_transport(p, deadline)
+            self._entries[p.key] = t
+            return t
+
+    def drop(self, p: ConnectParams) -> None:
+        """Close the transport for ``p`` (e.g. after a reboot) without touching refcounts."""
+        t = self._entries.pop(p.key, None)
+        if t is not None:
+            close_transport(t)
+
+    def _forget_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._entries.clear()
+        self._refs.clear()
+        self._key_locks.clear()
+
+
+POOL = TransportPool()
+os.register_at_fork(after_in_child=POOL._forget_in_child)
+
+__all__ = [
+    "ConnectParams",
+    "resolve",
+    "open_transport",
+    "POOL",
+    "AutoservHostKeyError",
+]
