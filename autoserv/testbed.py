@@ -58,6 +58,53 @@ SUBNET_BASE = "10.231"  # test bed subnets: 10.231.<k>.0/24, inside namespaces w
 KINDS = ("loopback", "netns")
 
 
+# Each host runs sshd under a supervisor loop: a simulated reboot makes sshd
+# (and every process of that host) exit and the loop start it again after a
+# short "boot"; a simulated power-off ends the loop.
+_SUPERVISOR = (
+    "echo $$ > {workdir}/supervisor.pid; "
+    "while :; do rm -f {workdir}/rebooting; "
+    f'{SSHD} -D -e -f "$1" -E "$2"; '
+    "[ -e {workdir}/rebooting ] || break; sleep 0.5; done"
+)
+
+# Installed over reboot/poweroff/halt/shutdown (and systemctl, which they link
+# to on Debian) inside each test bed host: the real machine is never rebooted.
+_POWER_SCRIPT = """#!/bin/sh
+# autoserv test bed: simulated power control for this host only
+W={workdir}
+case "$(basename "$0") $*" in
+  reboot*|"shutdown -r"*|"systemctl reboot"*) action=reboot ;;
+  poweroff*|halt*|shutdown*|"systemctl poweroff"*|"systemctl halt"*) action=poweroff ;;
+  *) echo "$(basename "$0"): not available on an autoserv test bed host" >&2; exit 1 ;;
+esac
+[ "$action" = reboot ] && touch $W/rebooting
+(
+  sleep 0.3
+  cat /proc/sys/kernel/random/uuid > $W/boot_id
+  me=$(readlink /proc/self/ns/mnt); sup=$(cat $W/supervisor.pid)
+  for d in /proc/[0-9]*; do
+    p=${{d#/proc/}}
+    [ "$p" = "$sup" ] || [ "$p" = "$$" ] && continue
+    [ "$(readlink $d/ns/mnt 2>/dev/null)" = "$me" ] && kill -9 "$p" 2>/dev/null
+  done
+) </dev/null >/dev/null 2>&1 &
+exit 0
+"""
+
+
+def _power_targets() -> list[str]:
+    """Real files behind the power commands (bind-mounting follows symlinks)."""
+    targets: list[str] = []
+    for name in ("/bin/systemctl", "/usr/sbin/reboot", "/usr/sbin/poweroff",
+                 "/usr/sbin/halt", "/usr/sbin/shutdown", "/sbin/reboot"):
+        if os.path.exists(name):
+            real = os.path.realpath(name)
+            if real not in targets:
+                targets.append(real)
+    return targets
+
+
 class TestbedError(AutoservError):
     """The test bed could not be set up (missing sshd, no namespaces, ...)."""
 
@@ -372,15 +419,20 @@ class Testbed:
             self._make_host_netns(netns, index, address)
         config = workdir / "sshd_config"
         config.write_text(self._sshd_config(workdir, port, listen))
+        boot_id = workdir / "boot_id"
+        boot_id.write_text(Path("/proc/sys/kernel/random/uuid").read_text())
+        power = workdir / "power"
+        power.write_text(_POWER_SCRIPT.format(workdir=workdir))
+        power.chmod(0o755)
         mounts = [
             f"mount --bind {self.dir / 'bashrc'} /root/.bashrc",
             f"mount --bind {workdir / 'state'} {REMOTE_STATE_DIR}",
+            f"mount --bind {boot_id} /proc/sys/kernel/random/boot_id",
         ]
+        mounts += [f"mount --bind {power} {target}" for target in _power_targets()]
         if shadow is not None:
             mounts.append(f"mount --bind {shadow} /etc/shadow")
-        script = " && ".join(
-            [f"hostname {name}", *mounts, f'exec {SSHD} -D -e -f "$1" -E "$2"']
-        )
+        script = " && ".join([f"hostname {name}", *mounts, _SUPERVISOR.format(workdir=workdir)])
         argv = [
             "unshare", "--mount", "--uts", "--propagation", "private",
             "sh", "-c", script, "sshd", str(config), str(workdir / "sshd.log"),
