@@ -1,0 +1,127 @@
+"""SIGINT/SIGTERM handling: turn a signal into :class:`JobAbort` in the main thread.
+
+:class:`JobAbort` derives from :class:`BaseException`, not :class:`Exception`, so a control
+file's ``except Exception:`` cannot swallow an abort.  Any code it unwinds through gets to
+clean up (``host.run`` kills the remote command when an exception leaves it), and the job
+then closes every host and writes ``END ABORT`` / ``job_abort_reason`` to status.log.
+
+While the job cleans up (:meth:`AbortHandlers.deferred`), a signal is only remembered, so
+that cleanup is never interrupted halfway; SIGKILL remains the way to stop autoserv at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+__all__ = ["JobAbort", "AbortHandlers", "ABORT_SIGNALS", "current", "deferred"]
+
+log = logging.getLogger("autoserv.abort")
+
+#: The signals that abort a job.
+ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class JobAbort(BaseException):
+    """The job is being aborted; ``reason`` says why (e.g. ``received SIGTERM``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"job aborted: {self.reason}"
+
+
+def signal_reason(signum: int) -> str:
+    """``received SIGTERM`` for ``signal.SIGTERM``."""
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        name = f"signal {signum}"
+    return f"received {name}"
+
+
+class AbortHandlers:
+    """Installs SIGINT/SIGTERM handlers raising :class:`JobAbort`; restores the old ones.
+
+    ``reason`` maps the signal number to the abort reason (a parallel worker uses it to say
+    that its timeout expired).  Only the main thread can install signal handlers; elsewhere
+    :meth:`install` does nothing.
+    """
+
+    def __init__(self, reason: Callable[[int], str] = signal_reason) -> None:
+        self._reason = reason
+        self._previous: dict[int, object] = {}
+        self._deferring = False
+        self.aborting = False
+        self.pending: str | None = None  # a reason received while deferred
+        self._outer: AbortHandlers | None = None
+
+    def install(self) -> AbortHandlers:
+        global _current
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in ABORT_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        self._outer = _current
+        _current = self
+        return self
+
+    def restore(self) -> None:
+        global _current
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        if self._previous and _current is self:
+            _current = self._outer
+        self._previous.clear()
+
+    def __enter__(self) -> AbortHandlers:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        reason = self._reason(signum)
+        if self.aborting or self._deferring:
+            if self.pending is None and not self.aborting:
+                self.pending = reason
+            log.warning("%s while %s; finishing cleanup first", reason,
+                        "aborting" if self.aborting else "cleaning up")
+            return
+        self.aborting = True
+        log.error("Aborting: %s", reason)
+        raise JobAbort(reason)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Within the block, signals are remembered in :attr:`pending` instead of raising."""
+        old = self._deferring
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = old
+
+
+_current: AbortHandlers | None = None
+
+
+def current() -> AbortHandlers | None:
+    """The handlers installed last in this process (None if none)."""
+    return _current
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Defer aborts with the current handlers, if any (see :meth:`AbortHandlers.deferred`)."""
+    if _current is None:
+        yield
+        return
+    with _current.deferred():
+        yield

@@ -1,0 +1,403 @@
+"""The ``autoserv`` command: parse the flags, build a :class:`~autoserv.job.ServerJob`, run it.
+
+This is the only module that prints, and the one place that turns exceptions into exit
+codes (:func:`exit_code_for`):
+
+* 0: the job completed and nothing failed;
+* 1: the control file raised, a machine failed, the job was aborted, or the results
+  directory is already in use;
+* 2: usage errors (bad or unsupported flag, missing control file, invalid machine).
+
+Every error is reported as one line on standard error; the full traceback goes to the
+debug log, and to the console only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from autoserv import __version__, abort, control
+from autoserv.errors import AutoservError, AutoservUsageError, JobError
+from autoserv.job import ServerJob
+
+__all__ = ["main", "build_parser", "parse_args", "parse_machine_list", "exit_code_for"]
+
+log = logging.getLogger("autoserv.cli")
+
+PASS_ENV = "AUTOSERV_SSH_PASS"
+CONFIG_ENV = "AUTOSERV_SSH_CONFIG"
+
+DESCRIPTION = """\
+Run a server-side control file (Python) against remote machines over SSH.
+
+The control file runs with the results directory as its working directory, in a
+namespace holding job, machines, args, hosts, parallel_simple, ... (docs/runner.md)."""
+
+EPILOG = """\
+machines:
+  -m takes entries separated by commas and/or spaces, -M a file with one entry per
+  line ('#' starts a comment); both may be given.  An entry is [user[:password]@]host[:port]
+  (IPv6 addresses in brackets).  Duplicate entries are dropped, keeping the first, and
+  the order given is kept (the original Autoserv sorted them).
+
+exit status:
+  0  the job completed and nothing failed
+  1  the control file raised, a machine failed, the job was aborted (SIGINT/SIGTERM),
+     or the results directory is already in use
+  2  usage error
+
+environment:
+  AUTOSERV_SSH_PASS    SSH password (instead of --ssh-pass on the command line)
+  AUTOSERV_SSH_CONFIG  ssh_config file (instead of --ssh-config)
+"""
+
+#: Flags of the original Autoserv that this one does not implement: each is an error.
+UNSUPPORTED = {
+    ("-i", "--install-before"): "installing before the job",
+    ("-I", "--install-after"): "installing after the job",
+    ("-b", "--reboot"): "rebooting after the job",
+    ("-v", "--verify"): "verify-only jobs",
+    ("-R", "--repair"): "repair-only jobs",
+    ("-C", "--cleanup"): "cleanup after the job",
+    ("--collect-crashinfo",): "crash collection",
+    ("--parse-job",): "parsing results into a database",
+    ("--install-in-tmpdir",): "installing the client in a temporary directory",
+    ("--ssh-options",): "extra ssh options (use --ssh-config)",
+    ("--ssh-verbosity",): "ssh verbosity",
+    ("--host-protection",): "host protection levels",
+    ("-T", "--test-retry"): "test retries",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise (so main can report them in one line)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise AutoservUsageError(message)
+
+
+class _NotSupported(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs["nargs"] = 0
+        kwargs["default"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        raise AutoservUsageError(f"{option_string} ({self.help}) is not supported")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``autoserv``."""
+    p = _Parser(
+        prog="autoserv",
+        usage="autoserv [options] <control-file> [args...]",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("control_file", metavar="control-file", help="the control file to run")
+    p.add_argument("args", nargs="*", help="arguments for the control file (its 'args')")
+    p.add_argument("--version", action="version", version=f"autoserv {__version__}")
+
+    g = p.add_argument_group("machines and arguments")
+    g.add_argument("-m", "--machines", action="append", default=[], metavar="LIST",
+                   help="machines, separated by commas and/or spaces (repeatable)")
+    g.add_argument("-M", "--mlist", metavar="FILE", help="file listing machines, one per line")
+    g.add_argument("-a", "--args", dest="extra_args", action="append", default=[], metavar="STR",
+                   help="arguments for the control file, split on whitespace and appended")
+    g.add_argument("-c", "--client", action="store_true",
+                   help="the control file is a client-side one (not supported)")
+    g.add_argument("-s", "--server", action="store_true",
+                   help="the control file is a server-side one (the default)")
+
+    g = p.add_argument_group("results")
+    g.add_argument("-r", "--results", metavar="DIR",
+                   help="results directory (default: results.<YYYY-mm-dd-HH.MM.SS> here)")
+    g.add_argument("-N", "--no-results", action="store_true",
+                   help="write no results directory at all")
+    g.add_argument("--use-existing-results", action="store_true",
+                   help="allow a results directory that already has control.srv or status.log")
+    g.add_argument("--control-filename", default="control.srv", metavar="NAME",
+                   help="name of the copy of the control file in the results dir (control.srv)")
+    g.add_argument("-l", "--label", default="", help="job label (written to keyval)")
+    g.add_argument("-u", "--user", help="job user (written to keyval; default $USER)")
+    g.add_argument("-P", "--execution-tag", dest="tag", default="", metavar="TAG",
+                   help="job execution tag")
+    g.add_argument("-p", "--write-pidfile", action="store_true",
+                   help="write <results>/.autoserv_execute: the pid, then the exit status")
+    g.add_argument("--pidfile-label", default="autoserv", metavar="LABEL",
+                   help="pidfile name: .<LABEL>_execute (default autoserv)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("-n", "--no-tee", action="store_true",
+                   help="no console output (the debug files are still written)")
+    g.add_argument("--verbose", action="store_true",
+                   help="DEBUG messages and tracebacks on the console")
+
+    g = p.add_argument_group("ssh (defaults for every host)")
+    g.add_argument("--ssh-user", metavar="USER", help="login user (default root)")
+    g.add_argument("--ssh-port", metavar="PORT", type=_port, help="port (default 22)")
+    g.add_argument("--ssh-pass", metavar="PASSWORD",
+                   help=f"password (better: the {PASS_ENV} environment variable)")
+    g.add_argument("--ssh-key", metavar="FILE", help="private key file")
+    g.add_argument("--ssh-config", metavar="FILE",
+                   help=f"ssh_config file (or {CONFIG_ENV}; default ~/.ssh/config)")
+    g.add_argument("--known-hosts", metavar="FILE",
+                   help="known_hosts file (default ~/.ssh/known_hosts)")
+    g.add_argument("--host-key-policy", choices=("strict", "accept-new", "off"),
+                   help="unknown host keys: refuse, record (default), or ignore")
+    g.add_argument("--connect-timeout", metavar="SECONDS", type=_positive_float,
+                   help="connection timeout (default 30)")
+
+    g = p.add_argument_group("not supported (flags of the original Autoserv)")
+    for flags, what in UNSUPPORTED.items():
+        g.add_argument(*flags, action=_NotSupported, help=what)
+    return p
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and check the command line; raises AutoservUsageError (exit 2)."""
+    options = build_parser().parse_intermixed_args(argv)
+    if options.client and options.server:
+        raise AutoservUsageError("-c (client-side) and -s (server-side) are mutually exclusive")
+    if options.client:
+        raise AutoservUsageError("-c (client-side control files) is not supported")
+    if options.no_results and options.results:
+        raise AutoservUsageError("-N (no results directory) and -r are mutually exclusive")
+    if options.no_results and options.write_pidfile:
+        raise AutoservUsageError("-p needs a results directory: it cannot be used with -N")
+    if not re.fullmatch(r"[-\w.]+", options.control_filename) or options.control_filename in (
+        "status.log", "keyval", "debug", ".", ".."
+    ):
+        raise AutoservUsageError(f"invalid --control-filename: {options.control_filename!r}")
+    if not re.fullmatch(r"[-\w.]+", options.pidfile_label):
+        raise AutoservUsageError(f"invalid --pidfile-label: {options.pidfile_label!r}")
+    if options.ssh_pass is None:
+        options.ssh_pass = os.environ.get(PASS_ENV) or None
+    if options.ssh_config is None:
+        options.ssh_config = os.environ.get(CONFIG_ENV) or None
+    for name in ("ssh_key", "ssh_config", "known_hosts"):
+        path = getattr(options, name)
+        if path is not None:
+            path = os.path.abspath(os.path.expanduser(path))
+            setattr(options, name, path)
+    for name in ("ssh_key", "ssh_config"):
+        path = getattr(options, name)
+        if path is not None and not os.path.isfile(path):
+            flag = "--" + name.replace("_", "-")
+            raise AutoservUsageError(f"{flag}: no such file: {path}")
+    if not os.path.isfile(options.control_file):
+        what = "is not a file" if os.path.exists(options.control_file) else "does not exist"
+        raise AutoservUsageError(f"control file {options.control_file} {what}")
+    for extra in options.extra_args:
+        options.args.extend(extra.split())
+    options.machine_list = parse_machine_list(options.machines, options.mlist)
+    return options
+
+
+def parse_machine_list(specs: Sequence[str], mlist: str | None = None) -> list[str]:
+    """The machines of ``-m`` values and an ``-M`` file: validated, de-duplicated, in order."""
+    entries: list[str] = []
+    for spec in specs:
+        entries += [e for e in re.split(r"[\s,]+", spec) if e]
+    if mlist is not None:
+        try:
+            with open(mlist, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            raise AutoservUsageError(f"-M {mlist}: {exc.strerror}") from None
+        for line in lines:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                entries += [e for e in re.split(r"[\s,]+", line) if e]
+    from autoserv.hosts import parse_machine
+
+    machines: list[str] = []
+    for entry in dict.fromkeys(entries):
+        parse_machine(entry)  # AutoservUsageError names the entry (password masked)
+        machines.append(entry)
+    return machines
+
+
+def _default_resultdir() -> str:
+    base = time.strftime("results.%Y-%m-%d-%H.%M.%S")
+    path, n = base, 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{base}.{n}"
+    return path
+
+
+def make_job(options: argparse.Namespace) -> ServerJob:
+    """Build the job described by parsed ``options``."""
+    if options.no_results:
+        resultdir = None
+    else:
+        resultdir = options.results or _default_resultdir()
+    return ServerJob(
+        options.control_file,
+        options.args,
+        resultdir,
+        options.machine_list,
+        label=options.label,
+        user=options.user,
+        tag=options.tag,
+        ssh_user=options.ssh_user,
+        ssh_port=options.ssh_port,
+        ssh_pass=options.ssh_pass,
+        use_existing_results=options.use_existing_results,
+        control_filename=options.control_filename,
+        console=not options.no_tee,
+        verbose=options.verbose,
+        pidfile_label=options.pidfile_label if options.write_pidfile else None,
+    )
+
+
+def _ssh_defaults(options: argparse.Namespace) -> dict[str, Any]:
+    names = {
+        "user": "ssh_user",
+        "port": "ssh_port",
+        "password": "ssh_pass",
+        "key_file": "ssh_key",
+        "host_key_policy": "host_key_policy",
+        "known_hosts": "known_hosts",
+        "ssh_config": "ssh_config",
+        "connect_timeout": "connect_timeout",
+    }
+    return {key: getattr(options, attr, None) for key, attr in names.items()}
+
+
+def exit_code_for(exc: BaseException | None) -> int:
+    """The exit status for a job that ended with ``exc`` (None: completed)."""
+    if exc is None:
+        return 0
+    if isinstance(exc, AutoservUsageError):
+        return 2
+    if isinstance(exc, SystemExit) and exc.code in (0, None):
+        return 0
+    return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def describe_error(exc: BaseException, job: ServerJob | None) -> str:
+    """The one line that reports ``exc`` on standard error (without the program name)."""
+    if isinstance(exc, AutoservUsageError):
+        return f"error: {_first_line(exc)} (see autoserv --help)"
+    if isinstance(exc, abort.JobAbort):
+        return str(exc)
+    if isinstance(exc, control.ControlFileSyntaxError | JobError):
+        return _first_line(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    text = f"{type(exc).__name__}: {_first_line(exc)}" if _first_line(exc) else type(exc).__name__
+    if isinstance(exc, SystemExit):
+        text = f"control file called sys.exit({exc.code!r})"
+    if job is not None:
+        line = control.control_frame(exc, job.control)
+        if line is not None:
+            return f"{job.control}:{line}: {text}"
+    if isinstance(exc, AutoservError):
+        return text
+    return f"internal error: {text}"
+
+
+def _redact(text: str, options: argparse.Namespace | None) -> str:
+    secrets = []
+    if options is not None:
+        if options.ssh_pass:
+            secrets.append(options.ssh_pass)
+        for machine in getattr(options, "machine_list", []):
+            cred = machine.rpartition("@")[0]
+            if ":" in cred:
+                secrets.append(cred.split(":", 1)[1])
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``autoserv`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    options: argparse.Namespace | None = None
+    job: ServerJob | None = None
+    error: BaseException | None = None
+    message: str | None = None
+    try:
+        try:
+            options = parse_args(argv)
+        except SystemExit as exc:  # --help, --version
+            return exc.code if isinstance(exc.code, int) else 0
+        job = make_job(options)
+        from autoserv import hosts
+
+        hosts.reset_ssh_defaults()
+        hosts.set_ssh_defaults(**_ssh_defaults(options))
+        job.run()
+        if job.failed:
+            where = os.path.join(job.resultdir, "status.log") if job.resultdir else "the log"
+            message = f"job failed: {'; '.join(job.failures[:3])}"
+            if len(job.failures) > 3:
+                message += f"; and {len(job.failures) - 3} more"
+            message += f" (see {where})"
+    except BaseException as exc:
+        error = exc
+        message = describe_error(exc, job)
+    code = exit_code_for(error) if error is not None or message is None else 1
+    if message is not None:
+        message = _redact(message, options)
+    if job is not None and job._logging:
+        if error is not None and code != 0:
+            log.error("%s", message, extra={"files_only": True})
+            log.debug(
+                "Traceback:\n%s",
+                "".join(traceback.format_exception(error)).rstrip(),
+                extra={"files_only": True},
+            )
+        log.info("autoserv exiting with status %d", code, extra={"files_only": True})
+    if job is not None:
+        job.close(code)
+    if options is not None:
+        try:
+            from autoserv import hosts
+
+            hosts.reset_ssh_defaults()
+        except Exception:  # pragma: no cover - resetting defaults never matters at exit
+            pass
+    if error is not None and code != 0 and options is not None and options.verbose:
+        if not isinstance(error, AutoservUsageError):
+            sys.stderr.write(_redact("".join(traceback.format_exception(error)), options))
+    if message is not None and code != 0:
+        sys.stderr.write(f"autoserv: {message}\n")
+        sys.stderr.flush()
+    return code

@@ -1,0 +1,400 @@
+"""The server job: results directory, status.log, keyval, parallel workers, cleanup.
+
+A :class:`ServerJob` is what a control file sees as ``job``.  :meth:`ServerJob.run` prepares
+the results directory, sets up logging, copies and executes the control file, and whatever
+happens (success, exception, SIGINT/SIGTERM) ends every open status group, closes every
+host (killing remote commands and removing remote temp dirs) and writes ``job_finished``.
+The CLI then calls :meth:`ServerJob.close` with the exit status.
+
+Results directory::
+
+    control.srv            the control file as run (CRs removed)
+    keyval                 label, user, hostname, status_version, job_started, job_finished
+    status.log             see autoserv.status
+    debug/autoserv.LEVEL   DEBUG, INFO, WARNING, ERROR (each: that level and above)
+    .autoserv_execute      with -p: line 1 the pid, line 2 (at exit) the exit status
+    <machine>/             per parallel worker: status.log, keyval (hostname=), debug/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import logging
+import os
+import re
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from autoserv import abort, logging_setup, parallel, status
+from autoserv import control as control_mod
+from autoserv.errors import JobError, TestBaseException
+
+__all__ = ["ServerJob", "STATUS_VERSION", "write_keyval", "read_keyval", "IN_USE_MARKERS"]
+
+log = logging.getLogger("autoserv.job")
+status_log = logging.getLogger("autoserv.status")
+
+STATUS_VERSION = 1
+#: A results dir holding one of these is in use (unless --use-existing-results).
+IN_USE_MARKERS = ("control.srv", "status.log")
+_KEY = re.compile(r"^[-.\w]+$")
+
+
+def write_keyval(directory: str, data: Mapping[str, object]) -> None:
+    """Append ``key=value`` lines to ``<directory>/keyval``."""
+    lines = []
+    for key, value in data.items():
+        if not _KEY.match(key):
+            raise ValueError(f"invalid keyval key: {key!r}")
+        text = str(value)
+        if "\n" in text:
+            raise ValueError(f"keyval value of {key} contains a newline")
+        lines.append(f"{key}={text}\n")
+    with open(os.path.join(directory, "keyval"), "a", encoding="utf-8") as f:
+        f.write("".join(lines))
+
+
+def read_keyval(directory: str) -> dict[str, str]:
+    """Read ``<directory>/keyval`` (or a keyval file path) into a dict; later lines win."""
+    path = directory if os.path.isfile(directory) else os.path.join(directory, "keyval")
+    data: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                data[key] = value
+    return data
+
+
+def _close_all_hosts() -> None:
+    try:
+        from autoserv.hosts import registry
+    except ImportError:  # pragma: no cover - the hosts package is part of autoserv
+        return
+    registry.close_all()
+
+
+def _set_status_hook(hook: Callable[..., None] | None) -> None:
+    """Let hosts record reboots in this job's status.log."""
+    from autoserv.hosts import set_status_hook
+
+    set_status_hook(hook)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+class _WorkerState:
+    """What a worker reports back to the parent job (see :class:`parallel.WorkerHooks`)."""
+
+    failures = 0
+
+
+class ServerJob:
+    """The job a control file runs in.
+
+    ``resultdir`` None means no results directory at all (``-N``): nothing is written and
+    the control file runs in the current directory.  ``machines`` are the machine entries
+    as given (de-duplicated by the caller); ``args`` the control file's arguments.
+    """
+
+    def __init__(
+        self,
+        control: str,
+        args: Sequence[str] = (),
+        resultdir: str | None = None,
+        machines: Sequence[str] = (),
+        *,
+        label: str = "",
+        user: str | None = None,
+        tag: str = "",
+        ssh_user: str | None = None,
+        ssh_port: int | None = None,
+        ssh_pass: str | None = None,
+        use_existing_results: bool = False,
+        control_filename: str = "control.srv",
+        console: bool = True,
+        verbose: bool = False,
+        pidfile_label: str | None = None,
+    ) -> None:
+        self.control = os.path.abspath(control)
+        self.args = list(args)
+        self.resultdir = os.path.abspath(resultdir) if resultdir is not None else None
+        self.machines = list(machines)
+        self.label = label
+        self.user = user if user is not None else _default_user()
+        self.tag = tag
+        self.ssh_user = ssh_user
+        self.ssh_port = ssh_port
+        self.ssh_pass = ssh_pass
+        self.use_existing_results = use_existing_results
+        self.control_filename = control_filename
+        self.console = console
+        self.verbose = verbose
+        self.pidfile_label = pidfile_label
+        #: One line per failure: failed status.log entries, failed workers.
+        self.failures: list[str] = []
+        self.abort_reason: str | None = None
+        self._status = status.StatusLogWriter(None)
+        self._prefix = ""
+        self._pidfile: str | None = None
+        self._handlers: abort.AbortHandlers | None = None
+        self._previous_hooks: parallel.WorkerHooks | None = None
+        self._logging = False
+        self._started = False
+
+    # -- what control files use ----------------------------------------------------------
+
+    @property
+    def hosts(self) -> list[Any]:
+        """The hosts open in this process (closed when the job ends)."""
+        from autoserv.hosts import registry
+
+        return list(registry.open_hosts())
+
+    @property
+    def failed(self) -> bool:
+        """True once anything failed: a failure entry or a failed parallel worker."""
+        return bool(self.failures)
+
+    def record(
+        self,
+        status_code: str,
+        subdir: str | None,
+        operation: str | None,
+        status: str = "",
+        optional_fields: Mapping[str, object] | None = None,
+    ) -> None:
+        """Append an entry to status.log (``START`` opens a group, ``END ...`` closes one)."""
+        text = self._status.record(status_code, subdir, operation, status, optional_fields)
+        status_log.info("%s", text)
+        if _is_failure(status_code):
+            self.failures.append(f"{status_code} {operation or '----'}")
+
+    def run_group(self, function: Callable[..., Any], *args: Any, **dargs: Any) -> Any:
+        """Run ``function(*args, **dargs)`` inside a START/END group named after it.
+
+        ``tag=`` names the group instead.  A :class:`~autoserv.errors.TestBaseException`
+        ends the group with its status (``END FAIL``...) and returns None; any other
+        exception ends it with ``END ABORT`` and is re-raised.
+        """
+        name = dargs.pop("tag", None) or getattr(function, "__name__", "group")
+        self.record("START", None, name)
+        try:
+            result = function(*args, **dargs)
+        except TestBaseException as exc:
+            self.record(f"END {exc.exit_status}", None, name, str(exc))
+            return None
+        except Exception as exc:
+            self.record("END ABORT", None, name, f"{_one_line(exc)}\n{traceback.format_exc()}")
+            raise
+        self.record("END GOOD", None, name)
+        return result
+
+    def parallel_simple(
+        self,
+        function: Callable[[Any], Any],
+        arglist: Sequence[Any],
+        log: bool = True,
+        timeout: float | None = None,
+        return_results: bool = False,
+    ) -> list[Any] | None:
+        """:func:`autoserv.parallel.parallel_simple` within this job (per-arg results dirs)."""
+        return parallel.parallel_simple(function, arglist, log, timeout, return_results)
+
+    # -- running -------------------------------------------------------------------------
+
+    def _check_resultdir(self) -> None:
+        path = self.resultdir
+        if path is None:
+            return
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise JobError(f"results directory {path} exists and is not a directory")
+        if os.path.isdir(path) and not self.use_existing_results:
+            for name in dict.fromkeys([*IN_USE_MARKERS, self.control_filename]):
+                if os.path.exists(os.path.join(path, name)):
+                    raise JobError(
+                        f"results directory {path} is already in use (it has {name}); "
+                        "pass --use-existing-results to reuse it, or -r for another one"
+                    )
+        os.makedirs(path, exist_ok=True)
+
+    def run(self) -> None:
+        """Run the job; raises whatever the control file raised (or :class:`JobAbort`)."""
+        self._started = True
+        self._check_resultdir()
+        logging_setup.add_secret(self.ssh_pass)
+        for machine in self.machines:
+            cred = machine.rpartition("@")[0]
+            if ":" in cred:
+                logging_setup.add_secret(cred.split(":", 1)[1])
+        debug_dir = os.path.join(self.resultdir, "debug") if self.resultdir else None
+        logging_setup.setup(debug_dir, self.console, self.verbose)
+        self._logging = True
+        if self.resultdir is not None:
+            self._status = status.StatusLogWriter(os.path.join(self.resultdir, "status.log"))
+            if self.pidfile_label:
+                self._pidfile = os.path.join(self.resultdir, f".{self.pidfile_label}_execute")
+                with open(self._pidfile, "w") as f:
+                    f.write(f"{os.getpid()}\n")
+        self._handlers = abort.AbortHandlers().install()
+        self._previous_hooks = parallel.set_hooks(self)
+        _set_status_hook(self.record)
+        cwd = os.getcwd()
+        error: BaseException | None = None
+        try:
+            log.info("Control file: %s", self.control)
+            log.info("Machines: %s", ", ".join(map(parallel.arg_label, self.machines)) or "none")
+            log.info("Results: %s", self.resultdir or "none (-N)")
+            if self.resultdir is not None:
+                write_keyval(
+                    self.resultdir,
+                    {
+                        "label": self.label,
+                        "user": self.user,
+                        "hostname": ",".join(map(parallel.arg_label, self.machines)),
+                        "status_version": STATUS_VERSION,
+                        "job_started": int(time.time()),
+                    },
+                )
+            text = control_mod.read_source(self.control)
+            if self.resultdir is not None:
+                control_mod.copy_to_results(text, self.resultdir, self.control_filename)
+            control = control_mod.load(self.control, text)
+            namespace = control_mod.build_namespace(self, control)
+            if self.resultdir is not None:
+                os.chdir(self.resultdir)
+            control_mod.execute(control, namespace)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            try:
+                self._end(error)
+            finally:
+                os.chdir(cwd)
+                parallel.set_hooks(self._previous_hooks)
+                _set_status_hook(None)
+        if self._handlers.pending:
+            raise abort.JobAbort(self._handlers.pending)
+
+    def _end(self, error: BaseException | None) -> None:
+        """Close open groups, record the error or abort, close every host."""
+        assert self._handlers is not None
+        with self._handlers.deferred():
+            self._record_end(error)
+            _close_all_hosts()
+            pending = self._handlers.pending
+            if pending and error is None and self.abort_reason is None:
+                # SIGINT/SIGTERM while cleaning up after a normal end: still an abort.
+                self.abort_reason = pending
+                self._record_abort(pending)
+            if self.resultdir is not None:
+                write_keyval(self.resultdir, {"job_finished": int(time.time())})
+
+    def _record_end(self, error: BaseException | None) -> None:
+        if error is None:
+            while self._status.open_groups:
+                self.record("END NOSTATUS", None, self._status.open_groups[-1],
+                            "group not ended by the control file")
+            return
+        if isinstance(error, abort.JobAbort):
+            self.abort_reason = error.reason
+            self._record_abort(error.reason)
+            return
+        message = _one_line(error)
+        while self._status.open_groups:
+            self.record("END ABORT", None, self._status.open_groups[-1], message)
+        where = control_mod.control_frame(error, self.control)
+        if where is not None:
+            message += f"\n(raised at {self.control}:{where})"
+        word = error.exit_status if isinstance(error, TestBaseException) else "ERROR"
+        if not status.is_valid_status(word):
+            word = "ERROR"
+        self.record(word, None, None, message)
+
+    def _record_abort(self, reason: str) -> None:
+        while self._status.open_groups:
+            self.record("END ABORT", None, self._status.open_groups[-1], f"aborted: {reason}")
+        self.record("INFO", None, None, "Job aborted", {"job_abort_reason": reason})
+
+    def close(self, exit_status: int) -> None:
+        """After :meth:`run`: write the exit status to the pidfile, restore logging/signals."""
+        if self._pidfile is not None:
+            with open(self._pidfile, "a") as f:
+                f.write(f"{exit_status}\n")
+            self._pidfile = None
+        if self._handlers is not None:
+            self._handlers.restore()
+            self._handlers = None
+        if self._logging:
+            logging_setup.shutdown()
+            self._logging = False
+
+    # -- parallel worker hooks -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def worker_context(self, label: str, subdir: str | None) -> Iterator[_WorkerState]:
+        """Runs in a forked worker: its own results subdir, status.log, keyval, logs."""
+        state = _WorkerState()
+        self.failures = []
+        self.abort_reason = None
+        self._pidfile = None  # the parent's
+        self._prefix += f"{label} : "
+        debug_dir = None
+        if self.resultdir is not None:
+            if subdir is not None:
+                self.resultdir = os.path.join(self.resultdir, subdir)
+                os.makedirs(self.resultdir, exist_ok=True)
+            debug_dir = os.path.join(self.resultdir, "debug")
+            self._status = status.StatusLogWriter(os.path.join(self.resultdir, "status.log"))
+        else:
+            self._status = status.StatusLogWriter(None)
+        logging_setup.setup(debug_dir, self.console, self.verbose, self._prefix)
+        if self.resultdir is not None and subdir is not None:
+            write_keyval(self.resultdir, {"hostname": label, "status_version": STATUS_VERSION})
+            os.chdir(self.resultdir)
+        self._handlers = abort.current()
+        error: BaseException | None = None
+        try:
+            yield state
+        except BaseException as exc:
+            error = exc
+            if not isinstance(exc, abort.JobAbort):
+                log.error("%s failed: %s", label, _one_line(exc))
+            log.debug("%s failed", label, exc_info=True, extra={"files_only": True})
+            raise
+        finally:
+            with abort.deferred():
+                self._record_end(error)
+                _close_all_hosts()
+                state.failures = len(self.failures)
+
+    def worker_finished(self, label: str, failures: int, error: BaseException | None) -> None:
+        """Runs in the parent: count a worker that raised or recorded failures."""
+        if error is not None:
+            self.failures.append(f"{label}: {_one_line(error)}")
+            log.error("%s failed: %s", label, _one_line(error))
+        elif failures:
+            self.failures.append(f"{label}: {failures} failure(s) in its status.log")
+            log.warning("%s recorded %d failure(s)", label, failures)
+
+
+def _is_failure(status_code: str) -> bool:
+    return status.is_failure(status_code)
+
+
+def _default_user() -> str:
+    user = os.environ.get("USER")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
