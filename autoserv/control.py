@@ -101,8 +101,9 @@ def load(path: str, text: str | None = None) -> ControlFile:
         raise ControlFileSyntaxError(path, None, None, str(exc)) from None
     try:
         translation = legacy.translate(text, path)
-    except SyntaxError as exc:
-        raise _syntax_error(exc, path, "not Python 3, nor readable as Python 2") from None
+    except SyntaxError:
+        # Not even Python 2 tokens: Python 3's own message is the precise one.
+        raise _syntax_error(py3_error, path) from None
     if not translation.changed:
         raise _syntax_error(py3_error, path) from None
     try:

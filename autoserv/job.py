@@ -172,7 +172,9 @@ class ServerJob:
         optional_fields: Mapping[str, object] | None = None,
     ) -> None:
         """Append an entry to status.log (``START`` opens a group, ``END ...`` closes one)."""
-        text = self._status.record(status_code, subdir, operation, status, optional_fields)
+        redact = logging_setup.redact  # secrets never reach the results
+        fields = {k: redact(str(v)) for k, v in (optional_fields or {}).items()}
+        text = self._status.record(status_code, subdir, operation, redact(str(status)), fields)
         status_log.info("%s", text)
         if _is_failure(status_code):
             self.failures.append(f"{status_code} {operation or '----'}")
