@@ -89,9 +89,7 @@ class AddressConfig:
 def parse_mac(value: object, where: str = "MAC") -> str:
     """Validate a unicast MAC (``aa:bb:cc:dd:ee:ff``) and return it in lower case."""
     if not isinstance(value, str) or not _MAC_RE.match(value):
-        raise AutoservVirtError(
-            f"{where}: invalid MAC {value!r} (expected 6 hex octets separated by ':')"
-        )
+        raise AutoservVirtError(f"{where}: invalid MAC {value!r} (expected 6 hex octets separated by ':')")
     mac = value.lower()
     if int(mac[:2], 16) & 1:
         raise AutoservVirtError(f"{where}: MAC {value!r} is a multicast address")
@@ -144,9 +142,7 @@ def check_network(
     for index, addr in enumerate(addresses):
         net = ipaddress.IPv4Interface(f"{addr.ip}/{prefix}").network
         if ipaddress.IPv4Address(gw) not in net:
-            raise AutoservVirtError(
-                f"gateway {gw} is not in the subnet {net} of address {index} ({addr.ip})"
-            )
+            raise AutoservVirtError(f"gateway {gw} is not in the subnet {net} of address {index} ({addr.ip})")
         if addr.ip == gw:
             raise AutoservVirtError(f"address {index}: IP {addr.ip} is also the gateway")
     return prefix, gw
@@ -187,9 +183,7 @@ def parse_addresses(obj: object) -> list[Address]:
             mac_in, ip_in = entry["mac"], entry["ip"]
             name_in = entry.get("name", f"vhost{index + 1}")
         else:
-            raise AutoservVirtError(
-                f"{where}: expected a {{'mac': ..., 'ip': ...}} dict, got {entry!r}"
-            )
+            raise AutoservVirtError(f"{where}: expected a {{'mac': ..., 'ip': ...}} dict, got {entry!r}")
         mac = parse_mac(mac_in, where)
         ip = parse_ipv4(ip_in, where)
         if not isinstance(name_in, str) or not _NAME_RE.match(name_in):

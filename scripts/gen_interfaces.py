@@ -42,18 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     pool = parser.add_argument_group("generated pool (default)")
     pool.add_argument("--first", type=int, default=None, help="first entry number (default 1)")
     pool.add_argument("--last", type=int, default=None, help="last entry number (default 31)")
-    pool.add_argument(
-        "--mac-prefix", default=None, help="first 5 MAC octets (default 02:00:00:00:00)"
-    )
+    pool.add_argument("--mac-prefix", default=None, help="first 5 MAC octets (default 02:00:00:00:00)")
     pool.add_argument("--network", default=None, help="first 3 IPv4 octets (default 192.168.2)")
     parser.add_argument(
         "--addresses",
         metavar="FILE.json",
         help="read the address list (as given to kvm.install()) instead of generating one",
     )
-    parser.add_argument(
-        "--netmask", default=None, help=f"netmask (default {addrs.DEFAULT_NETMASK})"
-    )
+    parser.add_argument("--netmask", default=None, help=f"netmask (default {addrs.DEFAULT_NETMASK})")
     parser.add_argument(
         "--gateway",
         default=None,
@@ -106,9 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 bad addresses, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.addresses and any(
-        v is not None for v in (args.first, args.last, args.mac_prefix, args.network)
-    ):
+    if args.addresses and any(v is not None for v in (args.first, args.last, args.mac_prefix, args.network)):
         parser.error("--addresses cannot be combined with --first/--last/--mac-prefix/--network")
     try:
         text = render(args)
