@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -499,3 +501,38 @@ def test_unknown_mac_two_nics_and_poweroff(
         if client is not None:
             client.close()
         stop_qemu(g)
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_cli_prints_the_cached_image(image: GuestImage, client_key: tuple[paramiko.PKey, Path]) -> None:
+    """``python -m autoserv.guest_image`` with the same inputs finds the same image."""
+    pub = client_key[1].with_suffix(".pub")
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoserv.guest_image", "--authorized-key", str(pub), "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["kernel"] == str(image.kernel)
+    assert data["initrd"] == str(image.initrd)
+    assert data["host_public_key"] == image.host_public_key
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoserv.guest_image", "--authorized-key", str(pub)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"initrd: {image.initrd}\n" in proc.stdout
+    assert f"host_public_key: {image.host_public_key}\n" in proc.stdout
+
+
+def test_cli_reports_bad_addresses(tmp_path: Path) -> None:
+    bad = tmp_path / "pool.json"
+    bad.write_text('[{"mac": "02:00:00:00:00:01", "ip": "10.0.0.1"}, {"mac": "nope", "ip": "10.0.0.2"}]')
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoserv.guest_image", "--cache", str(tmp_path), "--addresses", str(bad)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "address 1: invalid MAC 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
