@@ -400,4 +400,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if message is not None and code != 0:
         sys.stderr.write(f"autoserv: {message}\n")
         sys.stderr.flush()
+    _quiet_broken_stdout()
     return code
+
+
+def _quiet_broken_stdout() -> None:
+    """If our stdout reader went away, do not let Python's final flush fail loudly."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass

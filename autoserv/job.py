@@ -272,7 +272,12 @@ class ServerJob:
             namespace = control_mod.build_namespace(self, control)
             if self.resultdir is not None:
                 os.chdir(self.resultdir)
-            control_mod.execute(control, namespace)
+            try:
+                control_mod.execute(control, namespace)
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    raise
+                log.info("The control file called sys.exit(%s)", exc.code)
         except BaseException as exc:
             error = exc
             raise

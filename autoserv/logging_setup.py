@@ -21,6 +21,7 @@ import io
 import logging
 import os
 import sys
+import threading
 from typing import IO, Any
 
 __all__ = ["setup", "shutdown", "add_secret", "redact", "console_stream", "flush", "LEVELS"]
@@ -72,14 +73,37 @@ def _not_files_only(record: logging.LogRecord) -> bool:
     return not getattr(record, "files_only", False)
 
 
-class _LogStream(io.TextIOBase):
-    """A text stream that logs each complete line it is given (for ``print``)."""
+class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The console: when it cannot be written (a closed pipe), it goes quiet for good.
 
-    def __init__(self, logger: logging.Logger, level: int) -> None:
+    The default ``handleError`` would print to ``sys.stderr``, which is logged to this
+    very handler again: a loop.
+    """
+
+    broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # logging names it so
+        self.broken = True
+
+
+class _LogStream(io.TextIOBase):
+    """A text stream that logs each complete line it is given (for ``print``).
+
+    What is written while a line is being logged (logging's own error reports) goes to
+    the real stream instead, never back into logging.
+    """
+
+    def __init__(self, logger: logging.Logger, level: int, real: IO[str]) -> None:
         super().__init__()
         self._logger = logger
         self._level = level
+        self._real = real
         self._pending = ""
+        self._busy = threading.local()
 
     def writable(self) -> bool:
         return True
@@ -89,10 +113,20 @@ class _LogStream(io.TextIOBase):
         return "utf-8"
 
     def write(self, text: str) -> int:
-        data = self._pending + text
-        *lines, self._pending = data.split("\n")
-        for line in lines:
-            self._logger.log(self._level, "%s", line)
+        if getattr(self._busy, "on", False):
+            try:
+                self._real.write(text)
+            except (OSError, ValueError):
+                pass
+            return len(text)
+        self._busy.on = True
+        try:
+            data = self._pending + text
+            *lines, self._pending = data.split("\n")
+            for line in lines:
+                self._logger.log(self._level, "%s", line)
+        finally:
+            self._busy.on = False
         return len(text)
 
     def finish(self) -> None:
@@ -144,7 +178,7 @@ def setup(
             _handlers.append(handler)
     if console:
         assert _console is not None
-        handler = logging.StreamHandler(_console)
+        handler = _ConsoleHandler(_console)
         handler.setLevel(logging.DEBUG if verbose else logging.INFO)
         handler.setFormatter(_Formatter(CONSOLE_FORMAT, CONSOLE_DATEFMT, prefix))
         handler.addFilter(_not_files_only)
@@ -152,8 +186,9 @@ def setup(
     for handler in _handlers:
         root.addHandler(handler)
     _flush_streams()
-    sys.stdout = _LogStream(logging.getLogger("autoserv.stdout"), logging.INFO)
-    sys.stderr = _LogStream(logging.getLogger("autoserv.stderr"), logging.WARNING)
+    real_out, real_err = _saved_streams
+    sys.stdout = _LogStream(logging.getLogger("autoserv.stdout"), logging.INFO, real_out)
+    sys.stderr = _LogStream(logging.getLogger("autoserv.stderr"), logging.WARNING, real_err)
 
 
 def _flush_streams() -> None:

@@ -19,7 +19,11 @@ import pytest
 from autoserv import cli, status
 from autoserv.errors import AutoservUsageError
 from autoserv.job import read_keyval
-from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines
+
+try:
+    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines
+except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines  # type: ignore
 
 
 def write(path: Path, text: str) -> Path:
@@ -409,3 +413,42 @@ def test_sigterm_mid_run_local(tmp_path: Path) -> None:
         assert entries[2].fields["job_abort_reason"] == "received SIGTERM"
     leftovers = subprocess.run(["pgrep", "-f", "sleep 4711"], capture_output=True, text=True)
     assert leftovers.stdout == ""
+
+
+@pytest.mark.parametrize(("code", "expected"), [(0, 0), (None, 0), (3, 1)])
+def test_control_file_sys_exit(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               code: int | None, expected: int) -> None:
+    ctl = write(tmp_path / "exit.control", f"import sys\nsys.exit({code})\nraise AssertionError\n")
+    assert cli.main([str(ctl), "-r", str(tmp_path / "r"), "-n"]) == expected
+    err = capsys.readouterr().err
+    if expected:
+        assert err == f"autoserv: {ctl}:2: control file called sys.exit(3)\n"
+    else:
+        assert err == ""
+
+
+def test_console_reader_gone(tmp_path: Path) -> None:
+    """Closed stdout (e.g. `| head -1`): the job still runs to the end, quietly."""
+    ctl = write(tmp_path / "chatty.control", """\
+        def talk(name):
+            for i in range(2000):
+                print(name, "line", i)
+            job.record("GOOD", None, "talk")
+        parallel_simple(talk, ["w1", "w2"])
+        for i in range(2000):
+            logging.info("main line %d", i)
+        job.record("GOOD", None, "done")
+        """)
+    results = tmp_path / "r"
+    proc = subprocess.Popen(autoserv_argv(ctl, "-r", results), cwd=tmp_path, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == ""
+    entries = status.parse_file(str(results / "status.log"))
+    assert [e.operation for e in entries] == ["done"]
+    for w in ("w1", "w2"):
+        assert "line 1999" in (results / w / "debug" / "autoserv.INFO").read_text()
