@@ -266,6 +266,8 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
                     p, f"no SSH handshake within {p.connect_timeout:g} s ({exc or 'timeout'})"
                 ) from None
             raise _connect_error(p, f"SSH handshake failed: {exc or type(exc).__name__}") from None
+        if not (t.is_active() and t.initial_kex_done):
+            raise _connect_error(p, f"no SSH handshake within {p.connect_timeout:g} s")
         checker.check(p.known_name(), t.get_remote_server_key())
         _authenticate(t, p, deadline)
     except BaseException:

@@ -92,6 +92,23 @@ class _StderrFilter:
             self._head = rest
         self._flush()
 
+    def await_pid(self, chan: paramiko.Channel, timeout: float) -> int | None:
+        """Read stderr (without teeing it) until the pid line arrives or ``timeout`` passes."""
+        deadline = Deadline(timeout)
+        while self.pid is None and not self._done and not deadline.expired():
+            if chan.recv_stderr_ready():
+                self._head += chan.recv_stderr(4096)
+                if b"\n" in self._head:
+                    line = self._head.split(b"\n", 1)[0]
+                    if line.startswith(_PID_MARK) and line[len(_PID_MARK):].isdigit():
+                        self.pid = int(line[len(_PID_MARK):])
+                    self._done = True
+            elif chan.closed:
+                break
+            else:
+                select.select([chan], [], [], deadline.remaining(0.05))
+        return self.pid
+
     def _flush(self) -> None:
         self._done = True
         if self._head:
@@ -216,13 +233,13 @@ class SSHHost(RemoteHost):
             feeder = self._start_stdin(chan, stdin)
             timed_out, lost = self._pump(chan, out, err, deadline)
         except BaseException:
-            self._kill_remote(err.pid, chan)
+            self._kill_remote(err.await_pid(chan, 2.0), chan)
             raise
         finally:
             if feeder is not None:
                 feeder.join(1)
         if timed_out:
-            self._kill_remote(err.pid, chan)
+            self._kill_remote(err.await_pid(chan, 2.0), chan)
         exit_status: int | None = chan.exit_status if chan.exit_status_ready() else None
         if exit_status == -1:
             exit_status = None
@@ -286,9 +303,12 @@ class SSHHost(RemoteHost):
                     err.feed(chan.recv_stderr(65536))
                 return False, False
             if chan.closed or transport is None or not transport.is_active():
-                if chan.exit_status_ready():
-                    continue
-                return False, True
+                while chan.recv_ready():
+                    out.feed(chan.recv(65536))
+                while chan.recv_stderr_ready():
+                    err.feed(chan.recv_stderr(65536))
+                # a channel closed by a dying connection has no exit status (-1)
+                return False, not (chan.exit_status_ready() and chan.exit_status != -1)
             if deadline.expired():
                 return True, False
             wait = deadline.remaining(0.5)

@@ -1,0 +1,78 @@
+"""Shared fixtures: real test bed hosts (sshd on loopback and in network namespaces)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from autoserv import hosts
+from autoserv.hosts import registry
+from autoserv.testbed import Testbed
+
+#: root's password on the test bed hosts (a private /etc/shadow per host).
+TEST_PASSWORD = "autoserv-test-pw"
+KINDS = ["loopback", "netns"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (e.g. from `timeout`) ends the run like Ctrl-C, so fixture
+    # finalizers still stop every sshd and delete every namespace.
+    def _term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, _term)
+
+
+def _need_root_tools(kind: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the test bed needs root")
+    if shutil.which("sshd") is None and not os.path.exists("/usr/sbin/sshd"):
+        pytest.fail("sshd is not installed (apt-get install openssh-server)")
+
+
+def _testbed(tmp_path_factory: pytest.TempPathFactory, kind: str) -> Iterator[Testbed]:
+    _need_root_tools(kind)
+    with Testbed(
+        tmp_path_factory.mktemp(f"testbed-{kind}"), count=3, kind=kind, password=TEST_PASSWORD
+    ) as tb:
+        yield tb
+
+
+@pytest.fixture(scope="session")
+def testbed_loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    """Three sshd hosts on 127.0.0.1 ports."""
+    yield from _testbed(tmp_path_factory, "loopback")
+
+
+@pytest.fixture(scope="session")
+def testbed_netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    """Three sshd hosts, each in its own network namespace on a lab bridge."""
+    yield from _testbed(tmp_path_factory, "netns")
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def testbed(request: pytest.FixtureRequest) -> Testbed:
+    """Each test using this runs against both host kinds."""
+    return request.getfixturevalue(f"testbed_{request.param}")
+
+
+@pytest.fixture(autouse=True)
+def _clean_ssh_state() -> Iterator[None]:
+    """Every test starts with default SSH settings and leaves no host open."""
+    hosts.reset_ssh_defaults()
+    os.environ.pop("AUTOSERV_SSH_PASS", None)
+    yield
+    registry.close_all()
+    hosts.reset_ssh_defaults()
+
+
+@pytest.fixture
+def host(testbed: Testbed) -> Iterator[hosts.SSHHost]:
+    """An SSHHost for the first test bed host, reached through the test bed's ssh config."""
+    h = hosts.SSHHost(testbed.machines[0], ssh_config=str(testbed.ssh_config))
+    yield h
+    h.close()
