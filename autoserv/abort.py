@@ -67,6 +67,8 @@ class AbortHandlers:
         if threading.current_thread() is not threading.main_thread():
             return self
         for signum in ABORT_SIGNALS:
+            if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # started in the background with SIGINT ignored: keep it so
             self._previous[signum] = signal.signal(signum, self._handle)
         self._outer = _current
         _current = self
