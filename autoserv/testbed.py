@@ -242,6 +242,8 @@ class Testbed:
         kind: str = "loopback",
         password: str | None = None,
         start_timeout: float = 20.0,
+        scp: bool = True,
+        sftp: bool = True,
     ) -> None:
         if kind not in KINDS:
             raise TestbedError(f"unknown test bed kind {kind!r} (choose from {', '.join(KINDS)})")
@@ -252,6 +254,8 @@ class Testbed:
         self.kind = kind
         self.password = password
         self.start_timeout = start_timeout
+        self.with_scp = scp
+        self.with_sftp = sftp
         self.state = TestbedState(kind=kind, directory=str(self.dir), password=password)
         self._procs: list[subprocess.Popen[bytes]] = []
 
@@ -430,6 +434,8 @@ class Testbed:
             f"mount --bind {boot_id} /proc/sys/kernel/random/boot_id",
         ]
         mounts += [f"mount --bind {power} {target}" for target in _power_targets()]
+        if not self.with_scp:  # a host that only speaks SFTP
+            mounts += [f"mount --bind /dev/null {p}" for p in ("/usr/bin/scp",) if os.path.exists(p)]
         if shadow is not None:
             mounts.append(f"mount --bind {shadow} /etc/shadow")
         script = " && ".join([f"hostname {name}", *mounts, _SUPERVISOR.format(workdir=workdir)])
@@ -479,7 +485,7 @@ class Testbed:
             "MaxSessions 200",
             "MaxAuthTries 10",
             "LogLevel ERROR",
-            f"Subsystem sftp {SFTP_SERVER}",
+            f"Subsystem sftp {SFTP_SERVER}" if self.with_sftp else "# no sftp subsystem",
             "",
         ])
 

@@ -19,8 +19,8 @@ from autoserv.errors import (
     AutoservError,
     AutoservHostKeyError,
     AutoservRunError,
-    AutoservSSHTimeout,
     AutoservSshPermissionDeniedError,
+    AutoservSSHTimeout,
 )
 from autoserv.hosts.ssh_connection import POOL
 from autoserv.testbed import Testbed

@@ -340,7 +340,7 @@ class SSHHost(RemoteHost):
     # -- files -----------------------------------------------------------------
     def _remote_has_scp(self) -> bool:
         if self._has_scp is None:
-            res = self.run("command -v scp >/dev/null 2>&1", ignore_status=True, verbose=False,
+            res = self.run('p=$(command -v scp) && [ -x "$p" ]', ignore_status=True, verbose=False,
                            stdout_tee=None, stderr_tee=None, timeout=30)
             self._has_scp = res.exit_status == 0
             if not self._has_scp:
