@@ -1,0 +1,270 @@
+"""Fast unit tests for the pure pieces of the host layer: parsing, planning, quoting, output."""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+import subprocess
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from autoserv.deadline import Deadline, backoff
+from autoserv.errors import (
+    AutoservError,
+    AutoservHostKeyError,
+    AutoservRunError,
+    AutoservUsageError,
+    CmdError,
+)
+from autoserv.hosts import parse_machine, set_ssh_defaults
+from autoserv.hosts.known_hosts import HostKeyChecker, known_name, read_known_keys
+from autoserv.hosts.machine import mask_machine
+from autoserv.hosts.ssh_connection import resolve
+from autoserv.hosts.ssh_host import _StderrFilter, kill_command, wrap_command
+from autoserv.hosts.transfer import plan_send
+from autoserv.result import CmdResult
+from autoserv.secret import Secret
+from autoserv.streams import TEE_TO_LOGS, StreamCollector
+from autoserv.utils import quote_args, run, sh_escape
+
+# -- machine strings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("host", ("host", None, None, None)),
+        ("host:2222", ("host", None, None, 2222)),
+        ("me@host", ("host", "me", None, None)),
+        ("me:pw@host:22", ("host", "me", "pw", 22)),
+        ("me:p@ss:w@host", ("host", "me", "p@ss:w", None)),
+        ("[::1]:2200", ("::1", None, None, 2200)),
+        ("::1", ("::1", None, None, None)),
+        ("10.0.0.1", ("10.0.0.1", None, None, None)),
+        (" spaced ", ("spaced", None, None, None)),
+    ],
+)
+def test_parse_machine(text: str, expected: tuple[object, ...]) -> None:
+    assert parse_machine(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "host:0", "host:99999", "host:abc", "@host", "[::1", "bad host",
+                                  "a;b", "me:pw@"])
+def test_parse_machine_rejects(text: str) -> None:
+    with pytest.raises(AutoservUsageError):
+        parse_machine(text)
+
+
+def test_parse_machine_error_masks_password() -> None:
+    with pytest.raises(AutoservUsageError) as info:
+        parse_machine("me:s3cret@host:notaport")
+    assert "s3cret" not in str(info.value)
+    assert mask_machine("me:s3cret@h") == "me:***@h"
+
+
+def test_parse_machine_defaults() -> None:
+    assert parse_machine("h", user="u", password="p", port=2) == ("h", "u", "p", 2)
+
+
+# -- settings precedence -----------------------------------------------------------------
+
+
+def test_resolve_precedence(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    cfg.write_text("Host alias\n  HostName 10.1.2.3\n  User cfguser\n  Port 2022\n"
+                   "  IdentityFile /k/from/config\n  StrictHostKeyChecking yes\n"
+                   "  UserKnownHostsFile /kh/from/config\n")
+    p = resolve("alias", ssh_config=str(cfg))
+    assert (p.hostname, p.user, p.port, p.host_key_policy) == ("10.1.2.3", "cfguser", 2022, "strict")
+    assert p.key_files == ("/k/from/config",) and p.known_hosts == "/kh/from/config"
+    set_ssh_defaults(user="defuser", port=2200, host_key_policy="off")
+    p = resolve("alias", ssh_config=str(cfg))
+    assert (p.user, p.port, p.host_key_policy) == ("defuser", 2200, "off")
+    p = resolve("alias", user="arg", port=1, ssh_config=str(cfg))
+    assert (p.user, p.port) == ("arg", 1)
+    p = resolve("plain", ssh_config=str(tmp_path / "missing"))
+    assert (p.hostname, p.user, p.port) == ("plain", "defuser", 2200)
+
+
+def test_password_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOSERV_SSH_PASS", "from-env")
+    p = resolve("h", ssh_config="/nonexistent")
+    assert isinstance(p.password, Secret) and p.password.reveal() == "from-env"
+    assert "from-env" not in repr(p) and "from-env" not in str(p.password)
+
+
+# -- known_hosts ---------------------------------------------------------------------
+
+
+def _key() -> paramiko.Ed25519Key:
+    path = Path(__file__).parent / "_unit_key"
+    if not path.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return paramiko.Ed25519Key.from_private_key_file(str(path))
+
+
+def test_known_name() -> None:
+    assert known_name("h", 22) == "h"
+    assert known_name("h", 2222) == "[h]:2222"
+
+
+def test_known_hosts_patterns_and_lines(tmp_path: Path) -> None:
+    key = _key()
+    kh = tmp_path / "kh"
+    kh.write_text(f"# c\n\nother ssh-ed25519 AAAA\n*.lab,!bad.lab {key.get_name()} {key.get_base64()}\n")
+    found = read_known_keys(str(kh), "x.lab")
+    assert [(k.line, k.key_b64) for k in found] == [(4, key.get_base64())]
+    assert read_known_keys(str(kh), "bad.lab") == []
+    checker = HostKeyChecker("strict", str(kh), extra_files=())
+    checker.check("x.lab", key)
+    with pytest.raises(AutoservHostKeyError, match="strict"):
+        checker.check("y.other", key)
+
+
+def test_known_hosts_revoked(tmp_path: Path) -> None:
+    key = _key()
+    kh = tmp_path / "kh"
+    kh.write_text(f"@revoked * {key.get_name()} {key.get_base64()}\nh {key.get_name()} {key.get_base64()}\n")
+    with pytest.raises(AutoservHostKeyError, match="revoked .*kh:1"):
+        HostKeyChecker("accept-new", str(kh), extra_files=()).check("h", key)
+
+
+def test_accept_new_appends(tmp_path: Path) -> None:
+    key = _key()
+    kh = tmp_path / "sub" / "kh"
+    checker = HostKeyChecker("accept-new", str(kh), extra_files=())
+    checker.check("[h]:2", key)
+    checker.check("[h]:2", key)
+    assert kh.read_text() == f"[h]:2 {key.get_name()} {key.get_base64()}\n"
+
+
+# -- transfer planning -------------------------------------------------------------------
+
+LOCAL = {"/s/d": ["x", "y"], "/s/d/": ["x", "y"]}
+
+
+def _plan(sources: list[str], dest: str, dest_is_dir: bool = False):  # type: ignore[no-untyped-def]
+    return plan_send(sources, dest, dest_is_dir, local_isdir=lambda p: p.rstrip("/") == "/s/d",
+                     local_listdir=lambda p: LOCAL[p], join=posixpath.join)
+
+
+@pytest.mark.parametrize(
+    ("sources", "dest", "dest_is_dir", "pairs", "mkdirs"),
+    [
+        (["/s/f"], "/r/new", False, [("/s/f", "/r/new")], ["/r"]),
+        (["/s/f"], "/r/dir", True, [("/s/f", "/r/dir/f")], []),
+        (["/s/f"], "/r/dir/", False, [("/s/f", "/r/dir/f")], ["/r/dir"]),
+        (["/s/d"], "/r/t", False, [("/s/d", "/r/t/d")], ["/r/t"]),
+        (["/s/d/"], "/r/t", False, [("/s/d/x", "/r/t/x"), ("/s/d/y", "/r/t/y")], ["/r/t"]),
+        (["/s/f", "/s/g"], "/r/m", False, [("/s/f", "/r/m/f"), ("/s/g", "/r/m/g")], ["/r/m"]),
+    ],
+)
+def test_plan_send(sources: list[str], dest: str, dest_is_dir: bool,
+                   pairs: list[tuple[str, str]], mkdirs: list[str]) -> None:
+    plan = _plan(sources, dest, dest_is_dir)
+    assert plan.pairs() == pairs
+    assert plan.mkdirs == mkdirs
+
+
+def test_plan_deletes_and_refuses_root() -> None:
+    assert _plan(["/s/d/"], "/r/t").deletes == ["/r/t"]
+    assert _plan(["/s/d"], "/r/t").deletes == ["/r/t/d"]
+    with pytest.raises(AutoservError, match="refusing"):
+        _plan(["/s/d/"], "/")
+
+
+# -- remote command wrapping ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash", "dash"])
+def test_wrap_command_reports_pid_and_keeps_output(shell: str) -> None:
+    cmd = "echo \"$1-ok\" 'quoted $x'; echo err >&2; exit 4"
+    proc = subprocess.run([shell, "-c", wrap_command(cmd)], capture_output=True, text=True)
+    assert proc.returncode == 4
+    first, rest = proc.stderr.split("\n", 1)
+    assert first.startswith("AUTOSERV_PID=") and first.split("=")[1].isdigit()
+    assert rest == "err\n"
+    assert proc.stdout == "-ok quoted $x\n"
+
+
+def test_kill_command_ends_a_process_group() -> None:
+    victim = subprocess.Popen(["sh", "-c", "sleep 3611 & trap '' TERM; sleep 3612"], start_new_session=True)
+    time.sleep(0.2)
+    subprocess.run(["sh", "-c", kill_command(victim.pid, grace=0.5)], check=True)
+    victim.wait(5)
+    out = subprocess.run(["pgrep", "-f", "slee[p] 361"], capture_output=True, text=True).stdout
+    assert out == ""
+
+
+def test_stderr_filter_strips_pid_line_split_across_chunks() -> None:
+    sink = StreamCollector(None)
+    f = _StderrFilter(sink)
+    for chunk in (b"AUTOSE", b"RV_PID=12", b"3\nreal ", b"error\n"):
+        f.feed(chunk)
+    assert f.pid == 123 and sink.finish() == "real error\n"
+    sink2 = StreamCollector(None)
+    f2 = _StderrFilter(sink2)
+    f2.feed(b"no marker here\n")
+    assert f2.pid is None and sink2.finish() == "no marker here\n"
+
+
+# -- output collection, quoting, errors, deadlines, local run ------------------------------
+
+
+def test_stream_collector_utf8_split_and_tee(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("autoserv.host.unit")
+    c = StreamCollector(TEE_TO_LOGS, log, prefix="[stdout] ")
+    data = "héllo\nwörld".encode()
+    with caplog.at_level(logging.DEBUG, logger="autoserv.host.unit"):
+        for i in range(len(data)):
+            c.feed(data[i : i + 1])
+        assert c.finish() == "héllo\nwörld"
+    assert [r.getMessage() for r in caplog.records] == ["[stdout] héllo", "[stdout] wörld"]
+    tee = io.StringIO()
+    c2 = StreamCollector(tee)
+    c2.feed(b"\xffok")
+    assert c2.finish() == "\ufffdok" and tee.getvalue() == "\ufffdok"
+
+
+def test_quote_args_and_sh_escape() -> None:
+    assert quote_args("ls", ["a b", "$x"]) == "ls 'a b' '$x'"
+    assert quote_args("ls") == "ls"
+    s = 'a"b$c`d\\e'
+    assert subprocess.run(["sh", "-c", f'printf %s "{sh_escape(s)}"'], capture_output=True,
+                          text=True).stdout == s
+
+
+def test_run_error_str_shows_command_status_and_tails() -> None:
+    r = CmdResult("false --x", 1, "\n".join(f"o{i}" for i in range(50)), "bad\n", 0.25, "h1")
+    text = str(AutoservRunError("command failed", r))
+    assert "Command on h1: false --x" in text and "Exit status: 1" in text
+    assert "0.250 s" in text and "o49" in text and "o0\n" not in text and "bad" in text
+
+
+def test_deadline_and_backoff() -> None:
+    d = Deadline(0.2)
+    assert 0 < d.remaining() <= 0.2 and d.remaining(0.05) == 0.05
+    d.sleep(1.0)
+    assert d.expired() and d.remaining() == 0
+    assert Deadline(None).remaining() == float("inf")
+    b = backoff(0.1, 2, 0.5)
+    assert [next(b) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+def test_local_run() -> None:
+    r = run("echo hi; echo e >&2", stdout_tee=None)
+    assert r.stdout == "hi\n" and r.stderr == "e\n" and r.exit_status == 0
+    assert run("printf '%s|'", args=["a b", "$c"]).stdout == "a b|$c|"
+    assert run("cat", stdin="x").stdout == "x"
+    with pytest.raises(CmdError) as info:
+        run("exit 3")
+    assert info.value.result_obj is not None and info.value.result_obj.exit_status == 3
+    assert run("exit 3", ignore_status=True).exit_status == 3
+    with pytest.raises(CmdError, match="timed out"):
+        run("sleep 3620 & sleep 3621", timeout=0.5, ignore_status=True)
+    out = subprocess.run(["pgrep", "-f", "slee[p] 362"], capture_output=True, text=True).stdout
+    assert out == ""
