@@ -100,11 +100,23 @@ def test_password_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- known_hosts ---------------------------------------------------------------------
 
 
+_KEY: list[paramiko.Ed25519Key] = []
+
+
 def _key() -> paramiko.Ed25519Key:
-    path = Path(__file__).parent / "_unit_key"
-    if not path.exists():
+    """One throw-away ed25519 key for this module."""
+    if not _KEY:
+        _KEY.append(_new_key())
+    return _KEY[0]
+
+
+def _new_key() -> paramiko.Ed25519Key:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, "key")
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-    return paramiko.Ed25519Key.from_private_key_file(str(path))
+        return paramiko.Ed25519Key.from_private_key_file(str(path))
 
 
 def test_known_name() -> None:
