@@ -1,0 +1,1 @@
+"""autoserv's benchmark against its peers (``python -m bench``; see bench/README.md)."""

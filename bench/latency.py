@@ -1,0 +1,100 @@
+"""1. Per-command latency on an open connection (``true``, exit status read).
+
+Ours: ``SSHHost.run("true")`` (pooled transport, TCP_NODELAY, pid-reporting
+wrapper, output teed to the host logger).  Peers: a raw paramiko exec on one
+transport with and without TCP_NODELAY, Fabric ``Connection.run(hide=True)``,
+a new OpenSSH ``ssh`` process per command, and ``ssh`` through a ControlMaster.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import paramiko
+
+from autoserv.hosts import SSHHost
+from autoserv.testbed import Testbed
+from bench.common import OURS, Comparison, Measurement, guarded, time_calls
+
+RAW_NODELAY = "paramiko raw (TCP_NODELAY)"
+RAW_DEFAULT = "paramiko raw (default socket)"
+FABRIC = "fabric Connection.run"
+SSH = "ssh per command"
+CONTROL_MASTER = "ssh ControlMaster"
+
+
+def _raw_transport(tb: Testbed, nodelay: bool) -> paramiko.Transport:
+    host = tb.hosts[0]
+    sock = socket.create_connection((host.address, host.port), timeout=10)
+    if nodelay:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    t = paramiko.Transport(sock)
+    t.start_client(timeout=10)
+    t.auth_publickey("root", paramiko.PKey.from_path(str(tb.client_key)))
+    return t
+
+
+def _raw_true(t: paramiko.Transport) -> None:
+    chan = t.open_session(timeout=10)
+    chan.exec_command("true")
+    chan.recv(1)  # EOF
+    if chan.recv_exit_status() != 0:
+        raise RuntimeError("true failed")
+    chan.close()
+
+
+def measure(tb: Testbed, trials: int, slow_trials: int) -> Comparison:
+    """``trials`` commands per in-process tool, ``slow_trials`` for ``ssh`` per command."""
+    comp = Comparison("latency", "run `true` on an open connection", OURS)
+    name = tb.machines[0]
+    config = str(tb.ssh_config)
+
+    def ours(m: Measurement) -> None:
+        with SSHHost(name, ssh_config=config) as host:
+            m.values = time_calls(lambda: host.run("true"), trials, warmup=3)
+
+    def raw(nodelay: bool, n: int) -> None:
+        m = comp.add(Measurement(RAW_NODELAY if nodelay else RAW_DEFAULT))
+
+        def body(m: Measurement) -> None:
+            t = _raw_transport(tb, nodelay)
+            try:
+                m.values = time_calls(lambda: _raw_true(t), n, warmup=3)
+            finally:
+                t.close()
+
+        guarded(m, body)
+
+    def fabric(m: Measurement) -> None:
+        from fabric import Config, Connection
+
+        cfg = Config(runtime_ssh_path=config)
+        with Connection(name, config=cfg) as conn:
+            m.values = time_calls(lambda: conn.run("true", hide=True), slow_trials, warmup=2)
+
+    def ssh(m: Measurement) -> None:
+        argv = ["ssh", "-F", config, "-o", "BatchMode=yes", name, "true"]
+        m.values = time_calls(lambda: subprocess.run(argv, check=True), slow_trials, warmup=1)
+
+    def control_master(m: Measurement) -> None:
+        with tempfile.TemporaryDirectory(prefix="bench-cm-") as tmp:
+            path = str(Path(tmp) / "cm")
+            base = ["ssh", "-F", config, "-o", "BatchMode=yes", "-o", f"ControlPath={path}"]
+            subprocess.run([*base, "-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-f", "-N", name],
+                           check=True, timeout=30)
+            try:
+                m.values = time_calls(lambda: subprocess.run([*base, name, "true"], check=True),
+                                      trials, warmup=2)
+            finally:
+                subprocess.run([*base, "-O", "exit", name], capture_output=True, timeout=30)
+
+    guarded(comp.add(Measurement(OURS)), ours)
+    raw(True, trials)
+    raw(False, slow_trials)
+    guarded(comp.add(Measurement(FABRIC, note="hide=True; paramiko socket without TCP_NODELAY")), fabric)
+    guarded(comp.add(Measurement(SSH, note="ssh -F cfg -o BatchMode=yes host true")), ssh)
+    guarded(comp.add(Measurement(CONTROL_MASTER, note="a new ssh client per command")), control_master)
+    return comp

@@ -1,0 +1,72 @@
+"""Fan-out peers as stand-alone programs: ``python -m bench.peers TOOL CONFIG HOSTS_FILE``.
+
+Each peer runs in its own process, like ``autoserv`` does, so every tool pays
+its own interpreter start-up and imports.  ``CONFIG`` is the test bed's
+``ssh_config``; ``HOSTS_FILE`` lists ``name address port`` per line.  Each
+prints ``<name>: <uname -a>`` per host and exits non-zero if any host failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+COMMAND = "uname -a"
+
+
+def _hosts(path: str) -> list[tuple[str, str, int]]:
+    rows = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]
+    return [(name, address, int(port)) for name, address, port in rows]
+
+
+def pssh(config: str, hosts: list[tuple[str, str, int]], key: str) -> int:
+    """parallel-ssh (libssh2 + gevent): one ``ParallelSSHClient`` for all hosts."""
+    from pssh.clients import ParallelSSHClient
+    from pssh.config import HostConfig
+
+    client = ParallelSSHClient(
+        [address for _, address, _ in hosts],
+        host_config=[HostConfig(port=port, user="root", private_key=key) for _, _, port in hosts],
+        pool_size=len(hosts), num_retries=1, timeout=30,
+    )
+    output = client.run_command(COMMAND, stop_on_errors=False)
+    client.join(output)
+    failed = 0
+    for (name, _, _), host_out in zip(hosts, output, strict=True):
+        lines = list(host_out.stdout or [])
+        if host_out.exception is not None or host_out.exit_code != 0:
+            failed += 1
+        print(f"{name}: {' '.join(lines)}")
+    return 1 if failed else 0
+
+
+def fabric(config: str, hosts: list[tuple[str, str, int]], key: str) -> int:
+    """Fabric ``ThreadingGroup`` over the same ssh_config (one thread per host)."""
+    from fabric import Config, ThreadingGroup
+    from fabric.exceptions import GroupException
+
+    group = ThreadingGroup(*[name for name, _, _ in hosts], config=Config(runtime_ssh_path=config))
+    try:
+        results = group.run(COMMAND, hide=True)
+    except GroupException as exc:
+        results = exc.result
+    failed = 0
+    for conn, res in results.items():
+        if isinstance(res, Exception) or res.exited != 0:
+            failed += 1
+            continue
+        print(f"{conn.host}: {res.stdout.strip()}")
+    group.close()
+    return 1 if failed else 0
+
+
+TOOLS = {"pssh": pssh, "fabric": fabric}
+
+
+def main(argv: list[str]) -> int:
+    tool, config, hosts_file, key = argv
+    return TOOLS[tool](config, _hosts(hosts_file), key)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
