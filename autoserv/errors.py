@@ -148,7 +148,12 @@ class AutoservUsageError(AutoservError):
 
 
 class AutoservAbort(AutoservError):
-    """The job was aborted (SIGINT/SIGTERM)."""
+    """Something gave up on purpose (for library users).
+
+    The runner itself stops a job on SIGINT/SIGTERM with
+    :class:`autoserv.abort.JobAbort`, a ``BaseException`` that a control file's
+    ``except Exception:`` cannot swallow.
+    """
 
 
 class JobError(AutoservError):

@@ -79,16 +79,20 @@ case "$(basename "$0") $*" in
   *) echo "$(basename "$0"): not available on an autoserv test bed host" >&2; exit 1 ;;
 esac
 [ "$action" = reboot ] && touch $W/rebooting
-(
-  sleep 0.3
-  cat /proc/sys/kernel/random/uuid > $W/boot_id
-  me=$(readlink /proc/self/ns/mnt); sup=$(cat $W/supervisor.pid)
-  for d in /proc/[0-9]*; do
-    p=${{d#/proc/}}
-    [ "$p" = "$sup" ] || [ "$p" = "$$" ] && continue
-    [ "$(readlink $d/ns/mnt 2>/dev/null)" = "$me" ] && kill -9 "$p" 2>/dev/null
-  done
-) </dev/null >/dev/null 2>&1 &
+# the worker kills every process of this host (its mount namespace) but the
+# supervisor, and only then gives the host a new boot id: a controller that
+# sees the new boot id knows the old sessions are gone
+cat > $W/power-worker <<'WORKER'
+W=$1; sleep 0.3
+me=$(readlink /proc/self/ns/mnt); sup=$(cat $W/supervisor.pid)
+for d in /proc/[0-9]*; do
+  p=${{d#/proc/}}
+  case "$p" in "$sup"|"$$") continue ;; esac
+  [ "$(readlink $d/ns/mnt 2>/dev/null)" = "$me" ] && kill -9 "$p" 2>/dev/null
+done
+cat /proc/sys/kernel/random/uuid > $W/boot_id
+WORKER
+sh $W/power-worker $W </dev/null >/dev/null 2>&1 &
 exit 0
 """
 

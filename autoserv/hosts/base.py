@@ -51,7 +51,7 @@ class Host:
         ignore_status: bool = False,
         stdout_tee: IO[str] | Any | None = TEE_TO_LOGS,
         stderr_tee: IO[str] | Any | None = TEE_TO_LOGS,
-        connect_timeout: float | None = 30,
+        connect_timeout: float | None = None,
         stdin: str | bytes | IO[Any] | None = None,
         verbose: bool = True,
         args: Iterable[Any] = (),

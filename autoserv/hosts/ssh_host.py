@@ -204,7 +204,7 @@ class SSHHost(RemoteHost):
         ignore_status: bool = False,
         stdout_tee: IO[str] | Any | None = TEE_TO_LOGS,
         stderr_tee: IO[str] | Any | None = TEE_TO_LOGS,
-        connect_timeout: float | None = 30,
+        connect_timeout: float | None = None,
         stdin: str | bytes | IO[Any] | None = None,
         verbose: bool = True,
         args: Iterable[Any] = (),
@@ -229,9 +229,12 @@ class SSHHost(RemoteHost):
         lost = False
         feeder: threading.Thread | None = None
         try:
-            chan.exec_command(wrap_command(command))
+            self._exec(chan, wrap_command(command), connect_timeout)
             feeder = self._start_stdin(chan, stdin)
             timed_out, lost = self._pump(chan, out, err, deadline)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.log.debug("connection error during %r: %s", command, exc)
+            lost = True
         except BaseException:
             self._kill_remote(err.await_pid(chan, 2.0), chan)
             raise
@@ -260,6 +263,23 @@ class SSHHost(RemoteHost):
         if result.exit_status != 0 and not ignore_status:
             raise AutoservRunError(f"command failed on {self.hostname}", result)
         return result
+
+    def _exec(self, chan: paramiko.Channel, command: str, timeout: float | None) -> None:
+        """``exec_command`` with a bound: paramiko waits for the server's reply forever."""
+        limit = timeout or self.params.connect_timeout
+        watchdog = threading.Timer(limit, chan.close)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            chan.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if not watchdog.is_alive():
+                raise AutoservSSHTimeout(
+                    f"{self.params.where} did not answer a command request within {limit:g} s"
+                ) from None
+            raise exc
+        finally:
+            watchdog.cancel()
 
     @staticmethod
     def _start_stdin(chan: paramiko.Channel, stdin: Any) -> threading.Thread | None:
