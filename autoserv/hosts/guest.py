@@ -1,0 +1,189 @@
+"""Guests: SSH hosts that are virtual machines started by a hypervisor.
+
+``hosts.KVMGuest(kvm, qemu_options)`` starts a qemu guest through
+``kvm.new_guest(qemu_options)`` and is from then on an
+:class:`~autoserv.hosts.SSHHost` whose hostname is the leased IP (user root,
+port 22).  Its SSH host key is known in advance: the keys given to the
+:class:`~autoserv.kvm.KVM` object (``guest_host_keys``) are pinned, and
+without them the key must already be in known_hosts (policy ``strict``) —
+never learned blindly.
+
+``close()`` (idempotent; the job's host registry calls it at the end of the
+job and on SIGINT/SIGTERM) copies the serial log into the job's results
+directory, deletes the guest (its qemu, files and lease) and disconnects.
+``g.console`` is a pexpect handle on the serial console, reached through the
+KVM host's SSH connection (no network to the guest needed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import paramiko
+import pexpect.fdpexpect
+
+from autoserv.errors import AutoservError, AutoservVirtError
+from autoserv.hosts import base
+from autoserv.hosts.ssh_host import SSHHost
+
+__all__ = ["Guest", "KVMGuest", "GuestConsole", "job_results_dir"]
+
+
+def job_results_dir() -> str | None:
+    """The results directory of the job running in this process, or None.
+
+    Found through the status hook the job installs on the hosts package
+    (its ``record`` method), so hosts need no reference to the job.
+    """
+    job = getattr(base._status_hook, "__self__", None)
+    resultdir = getattr(job, "resultdir", None)
+    return resultdir if isinstance(resultdir, str) else None
+
+
+class GuestConsole(pexpect.fdpexpect.fdspawn):
+    """A pexpect handle on a guest's serial console.
+
+    Starts with everything the console printed since boot, then follows it
+    live; ``send``/``sendline`` type into the console.  ``close()`` ends the
+    remote reader.
+    """
+
+    def __init__(self, transport: paramiko.Transport, command: str, timeout: float = 30,
+                 **kwargs: Any) -> None:
+        self._chan = transport.open_session(timeout=30)
+        self._chan.exec_command(command)
+        self._local, self._remote = socket.socketpair()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._from_chan, daemon=True, name="autoserv-console-out"),
+            threading.Thread(target=self._to_chan, daemon=True, name="autoserv-console-in"),
+        ]
+        for t in self._threads:
+            t.start()
+        super().__init__(self._local.fileno(), timeout=timeout, encoding="utf-8",
+                         codec_errors="replace", **kwargs)
+
+    def _from_chan(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._chan.recv(65536)
+                if not data:
+                    break
+                self._remote.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self._remote.shutdown(socket.SHUT_WR)
+
+    def _to_chan(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._remote.recv(65536)
+                if not data:
+                    break
+                self._chan.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+
+    def close(self) -> None:  # type: ignore[override]
+        """Stop following the console (idempotent)."""
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self._chan.close()
+        with contextlib.suppress(OSError):
+            self._remote.close()
+        with contextlib.suppress(Exception):
+            super().close()
+        with contextlib.suppress(OSError):
+            self._local.close()
+
+
+class Guest(SSHHost):
+    """A virtual machine reached over SSH; ``hypervisor`` is what started it."""
+
+    def __init__(self, hostname: str, hypervisor: Any, **ssh_args: Any) -> None:
+        self.hypervisor = hypervisor
+        super().__init__(hostname, **ssh_args)
+
+
+class KVMGuest(Guest):
+    """A qemu guest started on ``kvm`` (a :class:`~autoserv.kvm.KVM`) with ``qemu_options``.
+
+    ``ssh_args`` go to :class:`~autoserv.hosts.SSHHost` (``key_file``,
+    ``known_hosts``, ``connect_timeout``, ...).  The control file calls
+    :meth:`wait_up` itself, as with Autotest.
+    """
+
+    def __init__(self, kvm: Any, qemu_options: str | Sequence[str], **ssh_args: Any) -> None:
+        self.kvm = kvm
+        self._console: GuestConsole | None = None
+        self._deleted = False
+        ip = kvm.new_guest(qemu_options)
+        self.ip = ip
+        try:
+            record = kvm.guest(ip)
+            ssh_args.setdefault("user", "root")
+            ssh_args.setdefault("port", record.ssh_port)
+            if kvm.guest_host_keys:
+                ssh_args.setdefault("pinned_host_keys", kvm.guest_host_keys)
+            else:
+                ssh_args.setdefault("host_key_policy", "strict")
+            if ssh_args.get("host_key_policy") in ("accept-new", "off"):
+                raise AutoservVirtError(
+                    "KVMGuest: guest host keys are pinned or checked strictly, never "
+                    f"accepted blindly (host_key_policy={ssh_args['host_key_policy']!r})"
+                )
+            super().__init__(ip, kvm, **ssh_args)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                kvm.delete_guest(ip)
+            raise
+        self.log.info("guest %s on %s (MAC %s)", ip, kvm.host.hostname, record.mac)
+
+    @property
+    def console(self) -> GuestConsole:
+        """A pexpect handle on the serial console (opened on first use)."""
+        if self._console is None or self._console.closed:
+            rec = self.kvm.guest(self.ip)
+            from autoserv import qemu
+
+            self._console = GuestConsole(self.kvm.host.transport(), qemu.console_command(rec.paths))
+        return self._console
+
+    def reset(self) -> None:
+        """Hard reset through the qemu monitor (``system_reset``)."""
+        self.kvm.reset_guest(self.ip)
+
+    def save_console_log(self, directory: str | None = None) -> str | None:
+        """Copy the serial log to ``<directory>/guest-<ip>.serial.log`` (default: the job's
+        results dir); returns the path, or None outside a job."""
+        directory = directory or job_results_dir()
+        if directory is None:
+            return None
+        path = os.path.join(directory, f"guest-{self.ip}.serial.log")
+        self.kvm.fetch_console_log(self.ip, path)
+        return path
+
+    def close(self) -> None:
+        """Disconnect, save the serial log (under a job), delete the guest; idempotent."""
+        try:
+            super().close()
+        finally:
+            if self._console is not None:
+                self._console.close()
+            if not self._deleted:
+                self._deleted = True
+                try:
+                    with contextlib.suppress(AutoservError, OSError):
+                        saved = self.save_console_log()
+                        if saved:
+                            self.log.info("serial log of guest %s saved to %s", self.ip, saved)
+                finally:
+                    if self.ip in self.kvm.guests:
+                        self.kvm.delete_guest(self.ip)
