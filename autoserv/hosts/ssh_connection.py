@@ -212,6 +212,16 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
     return sock
 
 
+def ssh_banner(hostname: str, port: int, timeout: float) -> bool:
+    """True when ``hostname:port`` accepts TCP and sends ``SSH-`` within ``timeout`` s."""
+    try:
+        with socket.create_connection((hostname, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
 def _private_keys(p: ConnectParams) -> list[tuple[str, paramiko.PKey]]:
     keys: list[tuple[str, paramiko.PKey]] = []
     paths = list(p.key_files)
@@ -372,6 +382,11 @@ class TransportPool:
             t = open_transport(p, deadline)
             self._entries[p.key] = t
             return t
+
+    def live(self, p: ConnectParams) -> bool:
+        """Whether there is an open transport for ``p`` now (never connects)."""
+        t = self._entries.get(p.key)
+        return t is not None and t.is_active()
 
     def drop(self, p: ConnectParams) -> None:
         """Close the transport for ``p`` (e.g. after a reboot) without touching refcounts."""

@@ -30,7 +30,7 @@ from autoserv.errors import AutoservError, AutoservRunError, AutoservSSHTimeout
 from autoserv.hosts import transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import parse_machine
-from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve
+from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, ssh_banner
 from autoserv.result import CmdResult
 from autoserv.secret import Secret
 from autoserv.streams import TEE_TO_LOGS, StreamCollector
@@ -191,6 +191,17 @@ class SSHHost(RemoteHost):
 
     def _close_connection(self) -> None:
         POOL.release(self.params)
+
+    def _answers(self, timeout: float) -> bool:
+        """The SSH port sends a banner within ``timeout`` (or we are connected already).
+
+        A NAT or qemu user-network port forward accepts TCP long before the
+        server behind it listens, and a full probe would then wait out its
+        whole timeout for a banner that never comes.
+        """
+        if self.params.proxy_jump or POOL.live(self.params):
+            return True
+        return ssh_banner(self.params.hostname, self.params.port, timeout)
 
     def disconnect(self) -> None:
         """Drop the shared connection now (e.g. before a reboot); the next use reconnects."""
