@@ -103,11 +103,12 @@ def measure(tb: Testbed, small_trials: int, big_trials: int) -> list[Comparison]
                 serial += 1
                 return f"{remote_root}/d{serial}"
 
-            def send(tool: str, src: Path) -> Callable[[], str]:
+            def send(tool: str, src: Path) -> str:
                 dest = fresh()
                 target = dest if src.is_dir() else f"{dest}.bin"
                 calls: dict[str, Callable[[], object]] = {
-                    OURS: lambda: host.send_file(str(src), target),
+                    # a trailing "/" copies a directory's contents into target (rsync semantics)
+                    OURS: lambda: host.send_file(str(src) + ("/" if src.is_dir() else ""), target),
                     SCP: lambda: subprocess.run([*scp_base, str(src), f"{name}:{target}"], check=True),
                     SCP_LEGACY: lambda: subprocess.run([*scp_base, "-O", str(src), f"{name}:{target}"],
                                                        check=True),
@@ -118,7 +119,7 @@ def measure(tb: Testbed, small_trials: int, big_trials: int) -> list[Comparison]
 
             def get(tool: str, src: str, local: Path) -> None:
                 calls: dict[str, Callable[[], object]] = {
-                    OURS: lambda: host.get_file(src, str(local)),
+                    OURS: lambda: host.get_file(src + ("/" if local.suffix != ".bin" else ""), str(local)),
                     SCP: lambda: subprocess.run([*scp_base, f"{name}:{src}", str(local)], check=True),
                     SCP_LEGACY: lambda: subprocess.run([*scp_base, "-O", f"{name}:{src}", str(local)],
                                                        check=True),
