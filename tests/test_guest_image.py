@@ -41,6 +41,7 @@ from autoserv.guest_image import (
     default_cache_dir,
     write_cpio,
 )
+from autoserv.hosts.ssh_host import close_sftp
 
 log = logging.getLogger("tests.guest_image")
 
@@ -406,13 +407,16 @@ def test_exit_status_and_stderr(guest: tuple[Guest, paramiko.SSHClient]) -> None
 def test_sftp(guest: tuple[Guest, paramiko.SSHClient]) -> None:
     _, client = guest
     payload = os.urandom(200_000)
-    with client.open_sftp() as sftp:
+    sftp = client.open_sftp()
+    try:
         with sftp.open("/tmp/sftp-test.bin", "wb") as fh:
             fh.write(payload)
         assert sftp.stat("/tmp/sftp-test.bin").st_size == len(payload)
         with sftp.open("/tmp/sftp-test.bin", "rb") as fh:
             assert fh.read() == payload
         assert "sftp-test.bin" in sftp.listdir("/tmp")
+    finally:
+        close_sftp(sftp)  # waits for the exit status: dropbear needs that
     status, out, _ = ssh(client, "sha256sum /tmp/sftp-test.bin")
     assert out.split()[0] == hashlib.sha256(payload).hexdigest()
 

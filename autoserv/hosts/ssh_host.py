@@ -19,7 +19,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import paramiko
@@ -66,6 +66,23 @@ def kill_command(pid: int, grace: float = _KILL_GRACE) -> str:
         f"while alive; do i=$((i+1)); [ $i -gt {steps} ] && break; sleep 0.1; done; "
         f"kill -KILL -{p} 2>/dev/null; kill -KILL {p} 2>/dev/null; true"
     )
+
+
+def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
+    """Close an SFTP session after the server reports its exit status.
+
+    Dropbear fails about half of the next channel opens on a connection whose
+    previous channel was closed before its exit status was read.
+    """
+    chan = sftp.get_channel()
+    try:
+        if chan is not None and not chan.closed:
+            chan.shutdown_write()
+            chan.status_event.wait(timeout)
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
+    finally:
+        sftp.close()
 
 
 class _StderrFilter:
@@ -442,7 +459,8 @@ class SSHHost(RemoteHost):
         finally:
             client.close()
 
-    def _sftp(self) -> paramiko.SFTPClient:
+    @contextlib.contextmanager
+    def _sftp(self) -> Iterator[paramiko.SFTPClient]:
         try:
             sftp = paramiko.SFTPClient.from_transport(self.transport())
         except paramiko.SSHException as exc:
@@ -450,7 +468,10 @@ class SSHHost(RemoteHost):
                 f"{self.hostname} offers neither scp nor an SFTP subsystem: {exc}"
             ) from None
         assert sftp is not None
-        return sftp
+        try:
+            yield sftp
+        finally:
+            close_sftp(sftp)
 
     def _send_sftp(self, plan: transfer.Plan) -> None:
         with self._sftp() as sftp:
