@@ -98,6 +98,23 @@ def time_calls(fn: Callable[[], object], trials: int, warmup: int = 1) -> list[f
     return values
 
 
+def time_interleaved(calls: dict[str, Callable[[], object]], trials: int, block: int = 10,
+                     warmup: int = 3) -> dict[str, list[float]]:
+    """Like :func:`time_calls` for several tools at once, alternating blocks of ``block`` calls
+    so that drift in the machine's load hits every tool alike (ratios stay fair)."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    while any(len(v) < trials for v in out.values()):
+        for name, fn in calls.items():
+            for _ in range(min(block, trials - len(out[name]))):
+                t0 = time.perf_counter()
+                fn()
+                out[name].append(time.perf_counter() - t0)
+    return out
+
+
 def guarded(m: Measurement, fn: Callable[[Measurement], None]) -> Measurement:
     """Run one tool's measurement; a failing peer is recorded, not fatal to the run."""
     try:

@@ -17,7 +17,7 @@ import paramiko
 
 from autoserv.hosts import SSHHost
 from autoserv.testbed import Testbed
-from bench.common import OURS, Comparison, Measurement, guarded, time_calls
+from bench.common import OURS, Comparison, Measurement, guarded, time_calls, time_interleaved
 
 RAW_NODELAY = "paramiko raw (TCP_NODELAY)"
 RAW_DEFAULT = "paramiko raw (default socket)"
@@ -47,26 +47,40 @@ def _raw_true(t: paramiko.Transport) -> None:
 
 
 def measure(tb: Testbed, trials: int, slow_trials: int) -> Comparison:
-    """``trials`` commands per in-process tool, ``slow_trials`` for ``ssh`` per command."""
+    """``trials`` commands per fast tool (interleaved), ``slow_trials`` for the 40-300 ms ones."""
     comp = Comparison("latency", "run `true` on an open connection", OURS)
     name = tb.machines[0]
     config = str(tb.ssh_config)
+    ours = comp.add(Measurement(OURS))
+    raw = comp.add(Measurement(RAW_NODELAY))
+    master = comp.add(Measurement(CONTROL_MASTER, note="a new ssh client per command"))
 
-    def ours(m: Measurement) -> None:
-        with SSHHost(name, ssh_config=config) as host:
-            m.values = time_calls(lambda: host.run("true"), trials, warmup=3)
-
-    def raw(nodelay: bool, n: int) -> None:
-        m = comp.add(Measurement(RAW_NODELAY if nodelay else RAW_DEFAULT))
-
-        def body(m: Measurement) -> None:
-            t = _raw_transport(tb, nodelay)
+    def fast_three(_: Measurement) -> None:
+        """Ours, raw paramiko with TCP_NODELAY and ControlMaster, alternating blocks of calls."""
+        with tempfile.TemporaryDirectory(prefix="bench-cm-") as tmp:
+            path = str(Path(tmp) / "cm")
+            base = ["ssh", "-F", config, "-o", "BatchMode=yes", "-o", f"ControlPath={path}"]
+            subprocess.run([*base, "-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-f", "-N", name],
+                           check=True, timeout=30)
+            t = _raw_transport(tb, nodelay=True)
             try:
-                m.values = time_calls(lambda: _raw_true(t), n, warmup=3)
+                with SSHHost(name, ssh_config=config) as host:
+                    times = time_interleaved({
+                        OURS: lambda: host.run("true"),
+                        RAW_NODELAY: lambda: _raw_true(t),
+                        CONTROL_MASTER: lambda: subprocess.run([*base, name, "true"], check=True),
+                    }, trials)
             finally:
                 t.close()
+                subprocess.run([*base, "-O", "exit", name], capture_output=True, timeout=30)
+        ours.values, raw.values, master.values = times[OURS], times[RAW_NODELAY], times[CONTROL_MASTER]
 
-        guarded(m, body)
+    def raw_default(m: Measurement) -> None:
+        t = _raw_transport(tb, nodelay=False)
+        try:
+            m.values = time_calls(lambda: _raw_true(t), slow_trials, warmup=3)
+        finally:
+            t.close()
 
     def fabric(m: Measurement) -> None:
         from fabric import Config, Connection
@@ -79,22 +93,8 @@ def measure(tb: Testbed, trials: int, slow_trials: int) -> Comparison:
         argv = ["ssh", "-F", config, "-o", "BatchMode=yes", name, "true"]
         m.values = time_calls(lambda: subprocess.run(argv, check=True), slow_trials, warmup=1)
 
-    def control_master(m: Measurement) -> None:
-        with tempfile.TemporaryDirectory(prefix="bench-cm-") as tmp:
-            path = str(Path(tmp) / "cm")
-            base = ["ssh", "-F", config, "-o", "BatchMode=yes", "-o", f"ControlPath={path}"]
-            subprocess.run([*base, "-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-f", "-N", name],
-                           check=True, timeout=30)
-            try:
-                m.values = time_calls(lambda: subprocess.run([*base, name, "true"], check=True),
-                                      trials, warmup=2)
-            finally:
-                subprocess.run([*base, "-O", "exit", name], capture_output=True, timeout=30)
-
-    guarded(comp.add(Measurement(OURS)), ours)
-    raw(True, trials)
-    raw(False, slow_trials)
+    guarded(ours, fast_three)
+    guarded(comp.add(Measurement(RAW_DEFAULT)), raw_default)
     guarded(comp.add(Measurement(FABRIC, note="hide=True; paramiko socket without TCP_NODELAY")), fabric)
     guarded(comp.add(Measurement(SSH, note="ssh -F cfg -o BatchMode=yes host true")), ssh)
-    guarded(comp.add(Measurement(CONTROL_MASTER, note="a new ssh client per command")), control_master)
     return comp
