@@ -28,12 +28,15 @@ on the host, else TCG) | ``kvm`` | ``tcg``; ``AUTOSERV_KVM_MODULES`` =
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import posixpath
 import random
 import shutil
 import socket
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -276,7 +279,10 @@ class KVM(Hypervisor):
                     raise AutoservError(f"kvm.get: download of {url} truncated ({done} of {total} bytes)")
         except (urllib.error.URLError, OSError, ValueError) as exc:
             self._drop_tmp()
-            reason = getattr(exc, "reason", None) or exc
+            if isinstance(exc, urllib.error.HTTPError):
+                reason: object = f"HTTP {exc.code} {exc.reason}"
+            else:
+                reason = getattr(exc, "reason", None) or exc
             raise AutoservError(f"kvm.get: cannot download {url}: {reason}") from None
         except BaseException:
             self._drop_tmp()
@@ -324,9 +330,7 @@ class KVM(Hypervisor):
         h.run(quote_args("mkdir -p", [self.state_dir, posixpath.join(self.state_dir, "src"),
                                       posixpath.join(self.state_dir, "trees")]))
         self._write_scripts()
-        tree = self._send_and_unpack()
-        if build:
-            self._build(tree, insert_modules, configure_args, build_timeout)
+        tree = self._send_and_build(build, insert_modules, configure_args, build_timeout)
         self._locate_binaries(tree)
         if insert_modules:
             self._insert_modules(tree, skip_unsupported_modules)
@@ -339,73 +343,79 @@ class KVM(Hypervisor):
     def _write_scripts(self) -> None:
         for path, text in ((self.ifup, qemu.ifup_script(self.bridge)),
                            (self.ifdown, qemu.ifdown_script(self.bridge))):
-            self.host.run(quote_args("cat >", [path]) + " && " + quote_args("chmod 755", [path]),
-                          stdin=text, verbose=False)
+            tmp = f"{path}.{os.getpid()}.tmp"  # replaced atomically: another process may run it
+            self.host.run(quote_args("cat >", [tmp]) + " && " + quote_args("chmod 755", [tmp]) + " && "
+                          + quote_args("mv -f", [tmp, path]), stdin=text, verbose=False)
 
-    def _send_and_unpack(self) -> str:
+    def _local_archive(self) -> tuple[str, str, str]:
+        """(local archive path, tar flag, content key); a directory is tarred first."""
         assert self._source is not None
         src = self._source
-        name = os.path.basename(src.rstrip("/"))
+        if os.path.isdir(src):
+            name = os.path.basename(src.rstrip("/")) or "tree"
+            tmp = self._source_tmp or tempfile.mkdtemp(prefix="autoserv-kvm-src-")
+            self._source_tmp = tmp
+            path = os.path.join(tmp, f"{name}.tar")
+            with tarfile.open(path, "w") as tar:
+                tar.add(src, arcname=name)
+            src = path
+        with open(src, "rb") as f:
+            flag = archive_tar_flag(src, f.read(512))
+            digest = hashlib.sha256()
+            f.seek(0)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return src, flag, digest.hexdigest()[:16]
+
+    def _send_and_build(self, build: bool, insert_modules: bool, configure_args: Sequence[str],
+                        timeout: float) -> str:
+        """Send the source, then unpack and build it in one locked remote step; returns the tree."""
+        h = self.host
+        local, flag, key = self._local_archive()
+        name = os.path.basename(local)
         base = name
         for suffix in _ARCHIVE_SUFFIXES:
             if base.lower().endswith(suffix):
                 base = base[: -len(suffix)]
                 break
-        dest = posixpath.join(self.state_dir, "trees", base or "tree")
-        self.host.run(quote_args("rm -rf", [dest]) + " && " + quote_args("mkdir -p", [dest]))
-        if os.path.isdir(src):
-            self.log.info("sending source directory %s to %s:%s", src, self.host.hostname, dest)
-            self.host.send_file(src.rstrip("/") + "/", dest)
-            return dest
-        with open(src, "rb") as f:
-            flag = archive_tar_flag(name, f.read(512))
-        remote_archive = posixpath.join(self.state_dir, "src", name)
-        self.log.info("sending %s (%d bytes) to %s:%s", src, os.path.getsize(src), self.host.hostname,
-                      remote_archive)
-        self.host.send_file(src, remote_archive)
-        self.host.run(quote_args(f"tar -x{flag}f", [remote_archive, "-C", dest]), timeout=1800)
-        # a tarball holding one top-level directory: that directory is the tree
-        out = self.host.run("ls -A", args=[dest], verbose=False, stdout_tee=None).stdout.split()
-        if len(out) == 1:
-            inner = posixpath.join(dest, out[0])
-            if self.host.run(quote_args("test -d", [inner]), ignore_status=True,
-                             verbose=False).exit_status == 0:
-                return inner
-        return dest
-
-    def _build(self, tree: str, insert_modules: bool, configure_args: Sequence[str],
-               timeout: float) -> None:
-        h = self.host
-        cd = quote_args("cd", [tree]) + " && "
-        h.run(cd + "make clean", ignore_status=True, timeout=600)
-        args = list(configure_args)
-        if not insert_modules:
-            knows = h.run(cd + "./configure --help 2>/dev/null | grep -q -- --with-patched-kernel",
-                          ignore_status=True, verbose=False, stdout_tee=None).exit_status == 0
-            if knows:
-                args.insert(0, "--with-patched-kernel")
-            else:
-                self.log.info("%s/configure has no --with-patched-kernel (a modern tree): not passed",
-                              tree)
-        cpus = max(1, h.get_num_cpu())
+        remote_archive = posixpath.join(self.state_dir, "src", f"{key}-{name}")
+        size = os.path.getsize(local)
+        have = h.run(quote_args("stat -c %s", [remote_archive]) + " 2>/dev/null || true",
+                     verbose=False, stdout_tee=None).stdout.strip()
+        if have != str(size):
+            partial = f"{remote_archive}.{os.getpid()}.partial"
+            self.log.info("sending %s (%d bytes) to %s:%s", local, size, h.hostname, remote_archive)
+            h.send_file(local, partial)
+            h.run(quote_args("mv -f", [partial, remote_archive]))
+        else:
+            self.log.info("%s:%s is already there", h.hostname, remote_archive)
+        settings = json.dumps([build, not insert_modules, list(configure_args)])
+        marker = ".autoserv-ready-" + hashlib.sha256(settings.encode()).hexdigest()[:12]
+        dest = posixpath.join(self.state_dir, "trees", f"{base or 'tree'}-{key}")
+        jobs = 2 * max(1, h.get_num_cpu()) if build else 1
+        command = qemu.install_command(remote_archive, dest, flag, marker, build=build,
+                                       patched_kernel=not insert_modules, jobs=jobs,
+                                       configure_args=configure_args, lock_wait=timeout)
         t0 = time.monotonic()
-        for step, command in (("configure", quote_args(cd + "./configure", args)),
-                              ("make", cd + f"make -j{2 * cpus}")):
-            try:
-                h.run(command, timeout=timeout)
-            except AutoservRunError as exc:
-                res = exc.result_obj
-                tail = ""
-                if res is not None:
-                    text = (res.stdout + "\n" + res.stderr).strip().splitlines()
-                    tail = "\n".join(text[-30:])
-                raise AutoservInstallError(
-                    f"kvm.install: {step} failed on {h.hostname} in {tree}"
-                    + (f" (exit status {res.exit_status})" if res is not None else "")
-                    + (f"; last output lines:\n{tail}" if tail else f": {exc}")
-                ) from None
-            self.log.info("%s in %s took %.1f s", step, tree, time.monotonic() - t0)
-            t0 = time.monotonic()
+        res = h.run(command, timeout=timeout + 60, ignore_status=True)
+        if res.exit_status != 0:
+            step = qemu.INSTALL_STEPS.get(res.exit_status or 0, "unpack/build")
+            text = (res.stdout + "\n" + res.stderr).strip().splitlines()
+            tail = "\n".join(text[-30:])
+            failed = [line.split()[-1] for line in res.stdout.splitlines()
+                      if line.startswith("AUTOSERV-FAILED ")]
+            status = failed[-1] if failed else res.exit_status
+            raise AutoservInstallError(
+                f"kvm.install: {step} failed on {h.hostname} in {dest} (exit status "
+                f"{status}); last output lines:\n{tail}"
+            )
+        trees = [line.split(" ", 1)[1] for line in res.stdout.splitlines()
+                 if line.startswith("AUTOSERV-TREE ")]
+        if not trees:
+            raise AutoservInstallError(f"kvm.install: no tree reported by the install step:\n{res.stdout}")
+        self.log.info("source %s in %.1f s (build=%s): %s", "unpacked and built" if build else "unpacked",
+                      time.monotonic() - t0, build, trees[-1])
+        return trees[-1]
 
     def _locate_binaries(self, tree: str) -> None:
         out = self.host.run(find_qemu_binary_script(tree), verbose=False, stdout_tee=None).stdout
@@ -635,10 +645,7 @@ class KVM(Hypervisor):
         if res.exit_status != 0:
             raise AutoservVirtError(f"monitor command {command!r} for guest {ip} failed: "
                                     f"{res.stderr.strip()}")
-        reply = res.stdout.replace("(qemu) ", "").strip()
-        if reply.startswith(command):
-            reply = reply[len(command):].strip()
-        return reply
+        return qemu.monitor_reply(res.stdout)
 
     def reset_guest(self, ip: str) -> None:
         """Hard-reset guest ``ip`` (monitor ``system_reset``): the guest reboots at once."""

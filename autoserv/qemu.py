@@ -30,6 +30,7 @@ __all__ = [
     "split_options",
     "qemu_argv",
     "monitor_command",
+    "monitor_reply",
     "console_command",
     "ifup_script",
     "ifdown_script",
@@ -37,6 +38,8 @@ __all__ = [
     "parse_proc_modules",
     "vendor_module",
     "LEASE_SCRIPT",
+    "INSTALL_SCRIPT",
+    "install_command",
     "lease_command",
     "parse_leases",
     "accel_probe_command",
@@ -242,6 +245,17 @@ while True:
 """
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def monitor_reply(output: str) -> str:
+    """qemu's answer in the output of :func:`monitor_command`: the lines after the echoed
+    command (HMP echoes it with terminal escapes), without the prompt."""
+    text = _ANSI.sub("", output).replace("\r", "")
+    lines = text.split("\n")[1:]  # the first line is the echoed command
+    return "\n".join(lines).replace("(qemu) ", "").strip()
+
+
 def console_command(paths: GuestPaths) -> str:
     """Shell that prints the serial log so far, then bridges stdin/stdout to the console socket."""
     py = quote_args("exec python3 -u -c", [_CONSOLE_PY, paths.console])
@@ -382,6 +396,62 @@ list|reclaim)
     echo "unknown lease command $cmd" >&2; exit 2 ;;
 esac
 """.replace("@GRACE@", str(LEASE_START_GRACE))
+
+
+# The install script: unpack (and build) one source archive into its tree, run as
+# `flock -w T <tree>.lock sh -c INSTALL_SCRIPT install <archive> <dest> <tar flag> <marker>
+# <build 0|1> <patched 0|1> <jobs> [configure args...]`.  A tree whose marker exists is
+# reused as is (same archive, same build settings).  Exit 10/11: unpack, 21: configure,
+# 22: make.  `make install` is never run.
+INSTALL_SCRIPT = r"""
+set -u
+archive=$1; dest=$2; flag=$3; marker=$4; build=$5; patched=$6; jobs=$7; shift 7
+if [ -e "$dest/$marker" ]; then
+    echo "AUTOSERV-STEP tree already unpacked and built with these settings: reused"
+    echo "AUTOSERV-TREE $(cat "$dest/$marker")"
+    exit 0
+fi
+echo "AUTOSERV-STEP unpack $archive"
+rm -rf "$dest" && mkdir -p "$dest" || exit 10
+tar -x${flag}f "$archive" -C "$dest" || exit 11
+n=$(ls -A "$dest" | wc -l); first=$(ls -A "$dest" | head -n 1)
+if [ "$n" -eq 1 ] && [ -d "$dest/$first" ]; then root=$dest/$first; else root=$dest; fi
+cd "$root" || exit 10
+if [ "$build" = 1 ]; then
+    echo "AUTOSERV-STEP make clean (failure ignored)"
+    make clean || true
+    if [ "$patched" = 1 ]; then
+        if ./configure --help 2>/dev/null | grep -q -- --with-patched-kernel; then
+            set -- --with-patched-kernel "$@"
+        else
+            echo "AUTOSERV-STEP ./configure has no --with-patched-kernel (a modern tree): not passed"
+        fi
+    fi
+    echo "AUTOSERV-STEP ./configure $*"
+    ./configure "$@"; rc=$?
+    [ $rc -eq 0 ] || { echo "AUTOSERV-FAILED configure exit status $rc"; exit 21; }
+    echo "AUTOSERV-STEP make -j$jobs"
+    make -j"$jobs"; rc=$?
+    [ $rc -eq 0 ] || { echo "AUTOSERV-FAILED make exit status $rc"; exit 22; }
+fi
+echo "$root" > "$dest/$marker"
+echo "AUTOSERV-TREE $root"
+"""
+
+INSTALL_STEPS = {10: "unpack", 11: "unpack", 21: "configure", 22: "make", 1: "waiting for the tree lock"}
+"""What failed, by the install script's exit status."""
+
+
+def install_command(
+    archive: str, dest: str, tar_flag: str, marker: str, *, build: bool, patched_kernel: bool,
+    jobs: int, configure_args: Sequence[str] = (), lock_wait: float = 3 * 3600,
+) -> str:
+    """Shell that unpacks ``archive`` into ``dest`` (and builds it) under ``flock`` on
+    ``<dest>.lock``, so concurrent installs of one tree wait for each other."""
+    return (quote_args("mkdir -p", [posixpath.dirname(dest)]) + " && " +
+            quote_args(f"flock -w {int(lock_wait)}", [
+                dest + ".lock", "sh", "-c", INSTALL_SCRIPT, "install", archive, dest, tar_flag, marker,
+                "1" if build else "0", "1" if patched_kernel else "0", str(int(jobs)), *configure_args]))
 
 
 def lease_command(state_dir: str, command: str, *args: str, wait: float = 60) -> str:

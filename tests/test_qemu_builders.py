@@ -253,3 +253,15 @@ def test_two_processes_never_share_an_address(tmp_path: Path) -> None:
     assert len(a) + len(b) == 40  # the pool, no more
     assert not set(a) & set(b)
     assert len(os.listdir(tmp_path / "leases")) == 40
+
+
+@pytest.mark.parametrize(
+    ("output", "reply"),
+    [
+        ("s\x1b[K\x1b[Dsy\x1b[K\x1b[D\x1b[Dsystem_reset\x1b[K\r\n", ""),
+        ("info status\x1b[K\r\nVM status: running\r\n", "VM status: running"),
+        ("bogus\r\nunknown command: 'bogus'\r\n", "unknown command: 'bogus'"),
+    ],
+)
+def test_monitor_reply(output: str, reply: str) -> None:
+    assert qemu.monitor_reply(output) == reply
