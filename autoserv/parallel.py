@@ -23,6 +23,7 @@ is replaced by an :class:`~autoserv.errors.AutoservSubcommandError` carrying its
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -390,6 +391,10 @@ def parallel(
     """
     deadline = Deadline(timeout)
     started: list[subcommand] = []
+    # Move everything allocated so far out of the collector's reach: a worker's
+    # garbage collection would otherwise walk (and so copy-on-write) the whole
+    # inherited heap, the largest per-worker cost at scale.
+    gc.freeze()
     try:
         for task in tasklist:
             task.timeout = timeout
