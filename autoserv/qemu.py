@@ -40,6 +40,8 @@ __all__ = [
     "LEASE_SCRIPT",
     "INSTALL_SCRIPT",
     "install_command",
+    "locked",
+    "LOCK_SCRIPT",
     "lease_command",
     "parse_leases",
     "accel_probe_command",
@@ -442,6 +444,30 @@ INSTALL_STEPS = {10: "unpack", 11: "unpack", 21: "configure", 22: "make", 1: "wa
 """What failed, by the install script's exit status."""
 
 
+# Run "$@" holding the lock file $1 (waiting at most $2 s): flock(1) when the host has it,
+# else a mkdir lock that a dead holder's successor takes over (e.g. busybox without flock).
+LOCK_SCRIPT = r"""
+lock=$1; wait=$2; shift 2
+if command -v flock >/dev/null 2>&1; then exec flock -w "$wait" "$lock" "$@"; fi
+i=0
+while ! mkdir "$lock.d" 2>/dev/null; do
+    owner=$(cat "$lock.d/pid" 2>/dev/null)
+    if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then rm -rf "$lock.d"; continue; fi
+    i=$((i + 1)); [ "$i" -gt $((wait * 10)) ] && { echo "timed out waiting for $lock" >&2; exit 1; }
+    sleep 0.1
+done
+echo $$ > "$lock.d/pid"
+"$@"; rc=$?
+rm -rf "$lock.d"
+exit $rc
+"""
+
+
+def locked(lock: str, argv: Sequence[str], wait: float) -> str:
+    """Shell running ``argv`` while holding ``lock`` (see :data:`LOCK_SCRIPT`)."""
+    return quote_args("sh -c", [LOCK_SCRIPT, "locked", lock, str(int(wait)), *argv])
+
+
 def install_command(
     archive: str, dest: str, tar_flag: str, marker: str, *, build: bool, patched_kernel: bool,
     jobs: int, configure_args: Sequence[str] = (), lock_wait: float = 3 * 3600,
@@ -449,17 +475,16 @@ def install_command(
     """Shell that unpacks ``archive`` into ``dest`` (and builds it) under ``flock`` on
     ``<dest>.lock``, so concurrent installs of one tree wait for each other."""
     return (quote_args("mkdir -p", [posixpath.dirname(dest)]) + " && " +
-            quote_args(f"flock -w {int(lock_wait)}", [
-                dest + ".lock", "sh", "-c", INSTALL_SCRIPT, "install", archive, dest, tar_flag, marker,
-                "1" if build else "0", "1" if patched_kernel else "0", str(int(jobs)), *configure_args]))
+            locked(dest + ".lock", ["sh", "-c", INSTALL_SCRIPT, "install", archive, dest, tar_flag, marker,
+                                    "1" if build else "0", "1" if patched_kernel else "0", str(int(jobs)),
+                                    *configure_args], lock_wait))
 
 
 def lease_command(state_dir: str, command: str, *args: str, wait: float = 60) -> str:
     """Shell that runs one lease ``command`` under ``flock`` on ``<state_dir>/lock``."""
     lock = posixpath.join(state_dir, "lock")
     return (quote_args("mkdir -p", [state_dir]) + " && " +
-            quote_args(f"flock -w {int(wait)}", [lock, "sh", "-c", LEASE_SCRIPT, "lease",
-                                                  command, state_dir, *args]))
+            locked(lock, ["sh", "-c", LEASE_SCRIPT, "lease", command, state_dir, *args], wait))
 
 
 def pool_lines(addresses: Iterable[Mapping[str, str] | object]) -> str:
