@@ -61,11 +61,16 @@ class ConnectParams:
     host_key_alias: str | None = None
     pinned_host_keys: tuple[str, ...] = ()
     ssh_config: str | None = field(default=None, compare=False)
+    #: Reach the server through this host's SSH connection (a direct-tcpip channel to
+    #: ``via_target``, default ``(hostname, port)`` as that host sees them) instead of TCP.
+    via: Any = field(default=None, compare=False)
+    via_target: tuple[str, int] | None = None
 
     @property
     def key(self) -> tuple[Any, ...]:
         return (self.user, self.hostname, self.port, self.proxy_jump, self.key_files,
-                self.password, self.pinned_host_keys, self.host_key_policy, self.known_hosts)
+                self.password, self.pinned_host_keys, self.host_key_policy, self.known_hosts,
+                id(self.via) if self.via is not None else None, self.via_target)
 
     @property
     def where(self) -> str:
@@ -183,6 +188,16 @@ def _connect_error(p: ConnectParams, cause: str) -> AutoservSSHTimeout:
 
 
 def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Transport]) -> Any:
+    if p.via is not None:
+        target = p.via_target or (p.hostname, p.port)
+        try:
+            vt = p.via.transport(max(0.1, deadline.remaining()))
+            return vt.open_channel("direct-tcpip", target, ("127.0.0.1", 0),
+                                   timeout=max(0.1, deadline.remaining()))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise _connect_error(
+                p, f"{p.via.hostname} could not open a channel to {target[0]}:{target[1]}: "
+                   f"{exc or type(exc).__name__}") from None
     if p.proxy_jump:
         jump_spec = p.proxy_jump.split(",")[0]
         jhost, juser, _, jport = parse_machine(jump_spec)

@@ -11,6 +11,7 @@ second channel, instead of only abandoning the local side.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import posixpath
 import select
@@ -143,7 +144,9 @@ class SSHHost(RemoteHost):
     the ssh config, then ``root``, port 22, policy ``accept-new``.
 
     The connection opens lazily on first use and is shared by every run and
-    transfer in this process; it is reopened if it drops.
+    transfer in this process; it is reopened if it drops.  With ``via`` (another
+    SSHHost) the connection is tunnelled through that host's connection to
+    ``via_target`` (default: ``hostname``/``port`` as ``via`` sees them).
     """
 
     def __init__(
@@ -160,6 +163,8 @@ class SSHHost(RemoteHost):
         connect_timeout: float | None = None,
         pinned_host_keys: Iterable[str] = (),
         keepalive: int = 15,
+        via: SSHHost | None = None,
+        via_target: tuple[str, int] | None = None,
     ) -> None:
         if "@" in hostname or hostname.count(":") == 1 or hostname.startswith("["):
             hostname, m_user, m_pass, m_port = parse_machine(hostname)
@@ -172,6 +177,9 @@ class SSHHost(RemoteHost):
             connect_timeout=connect_timeout, pinned_host_keys=tuple(pinned_host_keys),
             keepalive=keepalive,
         )
+        if via is not None:  # tunnelled through another host's connection (e.g. a guest's
+            # forwarded SSH port on its KVM host)
+            self.params = dataclasses.replace(self.params, via=via, via_target=via_target)
         super().__init__(hostname)
         self.user = self.params.user
         self.port = self.params.port
@@ -216,7 +224,7 @@ class SSHHost(RemoteHost):
         server behind it listens, and a full probe would then wait out its
         whole timeout for a banner that never comes.
         """
-        if self.params.proxy_jump or POOL.live(self.params):
+        if self.params.proxy_jump or self.params.via is not None or POOL.live(self.params):
             return True
         return ssh_banner(self.params.hostname, self.params.port, timeout)
 
