@@ -133,10 +133,6 @@ class GuestRecord:
     argv: list[str]
     started: float
 
-    @property
-    def ssh_port(self) -> int:
-        """The port to SSH to: 22 on a bridge, the forwarded host port with user networking."""
-        return self.network.host_port if isinstance(self.network, qemu.UserNetwork) else 22
 
 
 class Hypervisor:

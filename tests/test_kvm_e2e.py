@@ -419,3 +419,34 @@ def test_build_real_qemu_and_boot_a_guest_with_it(host: hosts.SSHHost, seed: tup
         assert g.run("uname -r").stdout.strip() == image.kernel_release
     k.deinitialize()
     assert_clean(tb)
+
+
+# --- user-mode networking: SSH through the KVM host's connection --------------------------
+
+
+def test_ssh_via_another_hosts_connection(host: hosts.SSHHost, seed: tuple) -> None:
+    tb, _image, _ = seed
+    key = (Path(tb.hosts[0].workdir) / "ssh_host_ed25519_key.pub").read_text().split()
+    inner = hosts.SSHHost("tb1-loopback", via=host, via_target=("127.0.0.1", 22),
+                          key_file=str(tb.client_key), pinned_host_keys=[" ".join(key[:2])])
+    assert inner.run("hostname").stdout.strip() == "tb1"
+    assert inner.params.where == "tb1-loopback:22"
+    bad = hosts.SSHHost("tb1-nothing", via=host, via_target=("127.0.0.1", 1), connect_timeout=5,
+                        key_file=str(tb.client_key), pinned_host_keys=[" ".join(key[:2])])
+    with pytest.raises(AutoservError, match="could not open a channel to 127.0.0.1:1"):
+        bad.run("true")
+
+
+def test_user_mode_networking_guest(host: hosts.SSHHost, seed: tuple) -> None:
+    tb, image, config = seed
+    k = make_kvm(host, image, network="user")
+    try:
+        with hosts.KVMGuest(k, fast_boot(image), ssh_config=str(config)) as g:
+            assert g.wait_up(timeout=120)
+            assert g.hostname == "192.168.2.1"
+            assert g.run("cat /sys/class/net/eth0/address").stdout.strip() == SEED_POOL[0]["mac"]
+            assert kh.taps(tb.hosts[0]) == []  # no tap: user-mode networking
+            assert "restrict=on" in " ".join(k.guest(g.ip).argv)
+    finally:
+        k.deinitialize()
+    assert_clean(tb)

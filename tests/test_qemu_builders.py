@@ -282,3 +282,21 @@ def test_lock_without_flock_serializes(tmp_path: Path) -> None:
     assert [p.wait() for p in procs] == [0, 0, 0, 0]
     assert log.read_text().split() == ["start", "end"] * 4
     assert not (tmp_path / "lock.d").exists()
+
+
+def test_kvm_accel_choice_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoserv import hosts, kvm
+
+    h = hosts.SSHHost("127.0.0.1", port=1)  # never connected
+    monkeypatch.delenv(kvm.ACCEL_ENV, raising=False)
+    assert kvm.KVM(h).accel == "auto"
+    monkeypatch.setenv(kvm.ACCEL_ENV, "tcg")
+    assert kvm.KVM(h).accel == "tcg"
+    assert kvm.KVM(h, accel="kvm").accel == "kvm"  # an argument beats the environment
+    with pytest.raises(AutoservVirtError, match="accel must be"):
+        kvm.KVM(h, accel="hvf")
+    with pytest.raises(AutoservVirtError, match="network must be"):
+        kvm.KVM(h, network="bridge")
+    with pytest.raises(AutoservVirtError, match="install"):
+        kvm.KVM(h).new_guest("-m 64")
+    h.close()

@@ -27,6 +27,7 @@ from typing import Any
 import paramiko
 import pexpect.fdpexpect
 
+from autoserv import qemu
 from autoserv.errors import AutoservError, AutoservVirtError
 from autoserv.hosts import base
 from autoserv.hosts.ssh_host import SSHHost
@@ -129,7 +130,11 @@ class KVMGuest(Guest):
         try:
             record = kvm.guest(ip)
             ssh_args.setdefault("user", "root")
-            ssh_args.setdefault("port", record.ssh_port)
+            if isinstance(record.network, qemu.UserNetwork):
+                # user-mode networking: SSH forwarded to 127.0.0.1:<port> on the KVM host,
+                # reached through the host's own SSH connection
+                ssh_args.setdefault("via", kvm.host)
+                ssh_args.setdefault("via_target", ("127.0.0.1", record.network.host_port))
             if kvm.guest_host_keys:
                 ssh_args.setdefault("pinned_host_keys", kvm.guest_host_keys)
             else:
@@ -151,8 +156,6 @@ class KVMGuest(Guest):
         """A pexpect handle on the serial console (opened on first use)."""
         if self._console is None or self._console.closed:
             rec = self.kvm.guest(self.ip)
-            from autoserv import qemu
-
             self._console = GuestConsole(self.kvm.host.transport(), qemu.console_command(rec.paths))
         return self._console
 
