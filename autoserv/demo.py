@@ -205,8 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("running: %s", " ".join(cmd))
             t0 = time.monotonic()
             rc = subprocess.run(cmd, env=seed_env(), check=False).returncode
-            log.info("autoserv exited %d after %.1f s; results in %s", rc, time.monotonic() - t0,
-                     work / "results")
+            log.info("autoserv exited %d after %.1f s%s", rc, time.monotonic() - t0,
+                     f"; results in {work / 'results'}" if opts.keep else "")
             return rc
     finally:
         if not opts.keep:
