@@ -13,7 +13,9 @@ APT_PACKAGES=(
   openssh-server openssh-client iproute2 procps kmod cpio
   qemu-system-x86 qemu-utils busybox-static dropbear-bin
   ifupdown dash syslinux syslinux-common mtools dosfstools
-  build-essential xz-utils bzip2 ca-certificates
+  build-essential xz-utils bzip2 ca-certificates socat python3
+  meson ninja-build libglib2.0-dev libpixman-1-dev flex bison pkg-config
+  zlib1g-dev libslirp-dev libfdt-dev
 )
 
 install_deps() {
