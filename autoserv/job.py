@@ -154,9 +154,9 @@ class ServerJob:
     @property
     def hosts(self) -> list[Any]:
         """The hosts open in this process (closed when the job ends)."""
-        from autoserv.hosts import registry
+        from autoserv.hosts import Host, registry
 
-        return list(registry.open_hosts())
+        return [h for h in registry.open_hosts() if isinstance(h, Host)]
 
     @property
     def failed(self) -> bool:

@@ -49,6 +49,7 @@ from typing import IO, Any
 from autoserv import qemu
 from autoserv.addresses import Address, parse_addresses
 from autoserv.errors import AutoservError, AutoservInstallError, AutoservRunError, AutoservVirtError
+from autoserv.hosts import registry
 from autoserv.utils import quote_args
 
 __all__ = [
@@ -196,6 +197,8 @@ class KVM(Hypervisor):
         self._use_tap: bool | None = None
         self._tag = f"{socket.gethostname()}:{os.getpid()}"
         self.log = getattr(host, "log", log)
+        self._closed = False
+        registry.register(self)  # the job closes it: no guest of ours outlives autoserv
 
     def __repr__(self) -> str:
         return f"<KVM on {getattr(self.host, 'hostname', self.host)}>"
@@ -695,6 +698,27 @@ class KVM(Hypervisor):
     def leases(self) -> list[qemu.Lease]:
         """Every lease on the host (all autoserv processes), with its state."""
         return qemu.parse_leases(self._lease("list").stdout)
+
+    def close(self) -> None:
+        """Delete every guest this object started (idempotent; never raises).
+
+        The job's host registry calls it at the end and on SIGINT/SIGTERM, after
+        the :class:`~autoserv.hosts.KVMGuest` objects (newer) and before the KVM
+        host itself (older), so guests started with :meth:`new_guest` directly
+        do not survive autoserv either.  Modules stay: see :meth:`deinitialize`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for ip in list(self.guests):
+                try:
+                    self.delete_guest(ip)
+                except Exception as exc:
+                    self.log.warning("could not delete guest %s: %s", ip, exc)
+            self._drop_tmp()
+        finally:
+            registry.unregister(self)
 
     def deinitialize(self) -> None:
         """Delete every guest this object started and remove the modules it inserted."""

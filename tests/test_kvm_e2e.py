@@ -320,6 +320,23 @@ def test_sigterm_leaves_no_qemu_lease_or_tap(seed: tuple, tmp_path: Path) -> Non
     assert_clean(tb)
 
 
+def test_job_end_deletes_guests_started_with_new_guest(seed: tuple, tmp_path: Path) -> None:
+    # no KVMGuest object: the job must still delete the guest its KVM object started
+    tb, image, config = seed
+    control = tmp_path / "new_guest.control"
+    control.write_text(textwrap.dedent(f"""
+        k = kvm.KVM(hosts.SSHHost("tb1"), accel="tcg", powerdown_grace=1)
+        k.get({str(SEED_TARBALL)!r})
+        k.install({POOL2!r}, build=False, insert_modules=False)
+        print("STARTED", k.new_guest({fast_boot(image)!r}), flush=True)
+    """))
+    res = subprocess.run(seed_command(config, tmp_path / "results", control), env=seed_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "STARTED 192.168.2.1" in res.stdout + res.stderr
+    assert_clean(tb)
+
+
 # --- c: the module path on a guest acting as the remote host ------------------------------------
 
 

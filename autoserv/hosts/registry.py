@@ -1,7 +1,8 @@
-"""The registry of open hosts in this process.
+"""The registry of open hosts (and other closables, e.g. ``kvm.KVM``) in this process.
 
 Every :class:`~autoserv.hosts.base.Host` registers itself when created and
-unregisters on ``close()``.  The job closes whatever is still open at the end
+unregisters on ``close()``; so does a ``kvm.KVM``, whose ``close()`` deletes
+the guests it started.  The job closes whatever is still open at the end
 (and on abort) with :func:`close_all`, newest first, so a guest is closed
 before the host it runs on.  A forked child forgets its parent's hosts
 without closing them: their connections belong to the parent.
@@ -12,10 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from autoserv.hosts.base import Host
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+Host = Closable
 
 log = logging.getLogger("autoserv.hosts")
 
