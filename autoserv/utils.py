@@ -8,6 +8,7 @@ local error class of Autotest).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -97,36 +98,33 @@ def run(
         for chunk in iter(lambda: pipe.read1(65536), b""):  # type: ignore[attr-defined]
             coll.feed(chunk)
 
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
     assert proc.stdout is not None and proc.stderr is not None
     threads = [
         threading.Thread(target=pump, args=(proc.stdout, out), daemon=True),
         threading.Thread(target=pump, args=(proc.stderr, err), daemon=True),
     ]
-    for t in threads:
-        t.start()
-    if data is not None:
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(data)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
     timed_out = False
+    # everything after the start is inside the try: an abort (SIGTERM/SIGINT raising in
+    # this thread) at any point still kills the command's whole process group
     try:
+        for t in threads:
+            t.start()
+        if data is not None:
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(data)
+                proc.stdin.close()
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        kill()
     except BaseException:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        kill()
         raise
     for t in threads:
         t.join(5)
