@@ -6,7 +6,7 @@ disk (``/var/local/vdisk.img``), a prebuilt QEMU tree
 (``/var/local/src/kvm-33.tar.gz``: this machine's qemu-system-x86_64 and its
 modules and firmware in the layout of a built tree), an ssh config that pins
 the guests' host key for the seed's address pool (``192.168.2.1-31``, reached
-through an address the demo adds on the test bed's lab link), then runs::
+through ``/32`` routes the demo adds to the test bed's lab link), then runs::
 
     autoserv --ssh-config <dir>/ssh_config -m tb1 control_examples/kvm_seed.control
 
@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -33,7 +34,7 @@ from pathlib import Path
 from autoserv.addresses import generate_addresses
 from autoserv.boot_disk import build_boot_disk
 from autoserv.guest_image import GuestImage, build_guest_image
-from autoserv.testbed import Testbed
+from autoserv.testbed import Testbed, TestbedError
 
 __all__ = [
     "SEED_CONTROL",
@@ -43,6 +44,7 @@ __all__ = [
     "make_prebuilt_tarball",
     "guest_ssh_config",
     "lab_address",
+    "lab_route_conflicts",
     "seed_environment",
     "main",
 ]
@@ -55,8 +57,8 @@ SEED_TARBALL = Path("/var/local/src/kvm-33.tar.gz")
 SEED_DISK = Path("/var/local/vdisk.img")
 #: The seed's pool: 02:00:00:00:00:NN ↔ 192.168.2.NN, NN = 1..31.
 SEED_POOL = [a.as_dict() for a in generate_addresses()]
-#: The controller's address on the lab bridge for reaching the seed's guests.
-SEED_LAB_ADDRESS = "192.168.2.254/24"
+#: The controller's address on the lab link for reaching the seed's guests (their gateway).
+SEED_LAB_ADDRESS = "192.168.2.254"
 
 _QEMU = "/usr/bin/qemu-system-x86_64"
 _QEMU_MODULES = "/usr/lib/x86_64-linux-gnu/qemu"
@@ -143,15 +145,61 @@ def guest_ssh_config(tb: Testbed, image: GuestImage, ips: Sequence[str], directo
     return config
 
 
+def lab_route_conflicts(ips: Sequence[str], address: str, routes: str, addrs: str) -> list[str]:
+    """What on this machine already claims one of the guest ``ips`` or our lab ``address``.
+
+    ``routes`` is ``ip -4 -o route show table all``, ``addrs`` is ``ip -4 -o addr``.  A host
+    route (``/32``) to a guest IP or the lab address already on an interface is a conflict;
+    a broader route that merely covers them (a LAN on 192.168.2.0/24) is not, because our
+    ``/32`` routes are more specific.
+    """
+    wanted = set(ips)
+    conflicts = []
+    for line in routes.splitlines():
+        fields = line.split()
+        if not fields or fields[0] in ("local", "broadcast", "unreachable", "blackhole", "prohibit"):
+            fields = fields[1:]
+        dest = fields[0] if fields else ""
+        if dest.removesuffix("/32") in wanted:
+            conflicts.append(f"route {line.strip()}")
+    for line in addrs.splitlines():
+        fields = line.split()
+        if "inet" in fields and fields[fields.index("inet") + 1].split("/")[0] == address:
+            conflicts.append(f"address {address} on {fields[1]}")
+    return conflicts
+
+
 @contextlib.contextmanager
-def lab_address(tb: Testbed, address: str = SEED_LAB_ADDRESS) -> Iterator[None]:
-    """Give the controller ``address`` on the test bed's lab link while inside the block."""
+def lab_address(tb: Testbed, ips: Sequence[str], address: str = SEED_LAB_ADDRESS) -> Iterator[None]:
+    """Reach the guest ``ips`` through the test bed's lab link while inside the block.
+
+    The controller gets ``address``/32 on the link and one ``/32`` route per guest IP with
+    that source: the most specific routes there are, so packets for the guests never leave
+    through another interface even if this machine sits on a 192.168.2.0/24 LAN, and
+    nothing else on the machine changes.  A route or address that is already there (another
+    test bed, a leftover) is an error naming it, not a silent detour.
+    """
     link = tb.state.controller_link
-    subprocess.run(["ip", "addr", "add", address, "dev", link], check=True, capture_output=True)
+    routes = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"],
+                            capture_output=True, text=True).stdout
+    addrs = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+    conflicts = lab_route_conflicts(ips, address, routes, addrs)
+    if conflicts:
+        raise TestbedError(
+            f"cannot route the guest addresses {ips[0]}..{ips[-1]} to the test bed: already in use"
+            f" on this machine: {'; '.join(conflicts[:3])}"
+            " (another autoserv demo or seed test running? `ip route del` the leftover)"
+        )
+    subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", link], check=True, capture_output=True)
     try:
+        for ip in ips:
+            subprocess.run(["ip", "route", "add", f"{ip}/32", "dev", link, "src", address],
+                           check=True, capture_output=True)
         yield
     finally:
-        subprocess.run(["ip", "addr", "del", address, "dev", link], capture_output=True)
+        for ip in ips:
+            subprocess.run(["ip", "route", "del", f"{ip}/32", "dev", link], capture_output=True)
+        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", link], capture_output=True)
 
 
 @contextlib.contextmanager
@@ -166,7 +214,7 @@ def seed_environment(workdir: Path) -> Iterator[tuple[Testbed, GuestImage, Path]
         make_prebuilt_tarball(SEED_TARBALL)
         config = guest_ssh_config(tb, image, [a["ip"] for a in SEED_POOL], workdir)
         log.info("seed environment ready in %.1f s", time.monotonic() - t0)
-        with lab_address(tb):
+        with lab_address(tb, [a["ip"] for a in SEED_POOL]):
             yield tb, image, config
 
 
@@ -185,6 +233,30 @@ def seed_env() -> dict[str, str]:
     return env
 
 
+def run_to_the_end(cmd: Sequence[str], env: dict[str, str], grace: float = 60) -> int:
+    """Run ``cmd``; on Ctrl-C or SIGTERM pass the signal on and wait for it to clean up
+    (its guests) for ``grace`` seconds before the caller tears the test bed down."""
+    proc = subprocess.Popen(list(cmd), env=env)
+    try:
+        return proc.wait()
+    except BaseException:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        raise
+
+
+def _sigterm_unwinds() -> None:
+    """SIGTERM raises KeyboardInterrupt, so ``with`` blocks tear down what they made."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns autoserv's exit status."""
     parser = argparse.ArgumentParser(prog="python -m autoserv.demo", description=__doc__.split("\n")[0])
@@ -195,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         sys.stderr.write("demo: needs root (network namespaces, sshd, qemu)\n")
         return 2
+    _sigterm_unwinds()
     work = Path(opts.keep) if opts.keep else Path(tempfile.mkdtemp(prefix="autoserv-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -204,10 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cmd.insert(3, "--verbose")
             log.info("running: %s", " ".join(cmd))
             t0 = time.monotonic()
-            rc = subprocess.run(cmd, env=seed_env(), check=False).returncode
+            rc = run_to_the_end(cmd, seed_env())
             log.info("autoserv exited %d after %.1f s%s", rc, time.monotonic() - t0,
                      f"; results in {work / 'results'}" if opts.keep else "")
             return rc
+    except KeyboardInterrupt:
+        log.error("interrupted: autoserv stopped and the test bed torn down")
+        return 130
     finally:
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
