@@ -24,12 +24,20 @@ namespaces) and deletes the namespaces and links it made.
 
 The command ``autoserv-testbed up|down|status`` drives the same class; its
 state lives in ``<dir>/testbed.json`` so ``down`` works from another process.
+
+Every running test bed is also registered in ``/run/autoserv/testbeds/``
+with its owner process.  ``up()`` first tears down *leftovers*: test beds
+whose owner died without ``down()`` (a killed test run; a test bed started by
+``autoserv-testbed up`` has no owner and counts as a leftover only when all its
+hosts are gone).  Processes are matched by pid *and* start time, so a reused
+pid is never killed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import ipaddress
 import json
 import logging
@@ -112,6 +120,8 @@ def _power_targets() -> list[str]:
 class TestbedError(AutoservError):
     """The test bed could not be set up (missing sshd, no namespaces, ...)."""
 
+    __test__ = False
+
 
 @dataclass
 class TestbedHost:
@@ -125,6 +135,7 @@ class TestbedHost:
     workdir: str
     pid: int = 0
     netns: str = ""
+    pid_start: int = 0  # start time of ``pid`` (clock ticks since boot): guards against pid reuse
 
     @property
     def machine(self) -> str:
@@ -143,6 +154,9 @@ class TestbedState:
     gateway: str = ""
     netns_prefix: str = ""
     password: str | None = None
+    namespaces: list[str] = field(default_factory=list)  # every namespace made, in order
+    owner_pid: int = 0  # the process that must call down(); 0 once detached (autoserv-testbed up)
+    owner_start: int = 0
 
 
 def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -203,6 +217,57 @@ def _kill_tree(pid: int, grace: float = 2.0) -> None:
     for p in pids:  # reap our own children
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(p, os.WNOHANG)
+
+
+def _start_time(pid: int) -> int:
+    """Start time of ``pid`` in clock ticks since boot (0 if it does not exist)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _same_process(pid: int, start: int) -> bool:
+    """``pid`` is alive and is the process that started at ``start`` (0: unknown, trust the pid)."""
+    return bool(pid) and _alive(pid) and (not start or _start_time(pid) == start)
+
+
+REGISTRY_DIR = Path("/run/autoserv/testbeds")
+
+
+def _registered() -> list[tuple[Path, TestbedState]]:
+    out = []
+    for path in sorted(REGISTRY_DIR.glob("*.json")) if REGISTRY_DIR.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+            hosts = [TestbedHost(**h) for h in data.pop("hosts")]
+            out.append((path, TestbedState(hosts=hosts, **data)))
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignoring unreadable test bed registration %s: %s", path, exc)
+    return out
+
+
+def _is_leftover(state: TestbedState) -> bool:
+    if state.owner_pid:
+        return not _same_process(state.owner_pid, state.owner_start)
+    return not any(_same_process(h.pid, h.pid_start) for h in state.hosts)
+
+
+def reap_leftovers() -> list[str]:
+    """Tear down registered test beds whose owner is gone; returns their directories."""
+    reaped = []
+    for path, state in _registered():
+        if not _is_leftover(state):
+            continue
+        log.warning("tearing down a leftover test bed in %s (owner pid %s is gone)",
+                    state.directory, state.owner_pid or "-")
+        tb = Testbed(state.directory, count=max(1, len(state.hosts)), kind=state.kind)
+        tb.state = state
+        tb.down()
+        path.unlink(missing_ok=True)
+        reaped.append(state.directory)
+    return reaped
 
 
 def _alive(pid: int) -> bool:
@@ -325,6 +390,8 @@ class Testbed:
         (self.dir / "authorized_keys").write_text(client_pub + "\n")
         (self.dir / "bashrc").write_text("# autoserv test bed: clean login environment\n")
         shadow = self._write_shadow() if self.password else None
+        reap_leftovers()
+        self.state.owner_pid, self.state.owner_start = os.getpid(), _start_time(os.getpid())
         try:
             if self.kind == "netns":
                 self._make_lab()
@@ -347,12 +414,15 @@ class Testbed:
 
     def down(self) -> None:
         """Stop what ``up()`` started and delete the namespaces and links; idempotent."""
+        existing = _netns_list()
         for host in self.state.hosts:
-            if host.pid and _alive(host.pid):
+            if _same_process(host.pid, host.pid_start):
                 _kill_tree(host.pid)
-            if host.netns and host.netns in _netns_list():
-                self._kill_netns_pids(host.netns)
-                subprocess.run(["ip", "netns", "del", host.netns], capture_output=True)
+        for ns in [*self.state.namespaces, *(h.netns for h in self.state.hosts)]:
+            if ns and ns != self.state.lab_netns and ns in existing:
+                self._kill_netns_pids(ns)
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+                existing.discard(ns)
         for proc in self._procs:
             with contextlib.suppress(Exception):
                 proc.wait(timeout=1)
@@ -363,10 +433,12 @@ class Testbed:
         if self.state.controller_link:
             subprocess.run(["ip", "link", "del", self.state.controller_link], capture_output=True)
         self.state.hosts = []
+        self.state.namespaces = []
         self.state.lab_netns = self.state.controller_link = ""
         state_file = self.dir / "testbed.json"
         if state_file.exists():
             state_file.unlink()
+        self._registration().unlink(missing_ok=True)
 
     @staticmethod
     def _kill_netns_pids(ns: str) -> None:
@@ -397,8 +469,10 @@ class Testbed:
         self.state.subnet = f"{SUBNET_BASE}.{k}.0/24"
         self.state.gateway = f"{SUBNET_BASE}.{k}.1"
         lab = f"{prefix}lab"
-        _run(["ip", "netns", "add", lab])
+        self.state.namespaces.append(lab)
         self.state.lab_netns = lab
+        self._save()
+        _run(["ip", "netns", "add", lab])
         self._save()
         _run(["ip", "-n", lab, "link", "set", "lo", "up"])
         _run(["ip", "-n", lab, "link", "add", "br0", "type", "bridge"])
@@ -454,12 +528,13 @@ class Testbed:
             stderr=open(workdir / "start.log", "wb"), start_new_session=True,
         )
         self._procs.append(proc)
-        return TestbedHost(name, address, port, str(workdir), proc.pid, netns)
+        return TestbedHost(name, address, port, str(workdir), proc.pid, netns, _start_time(proc.pid))
 
     def _make_host_netns(self, ns: str, index: int, address: str) -> None:
         lab = self.state.lab_netns
-        _run(["ip", "netns", "add", ns])
+        self.state.namespaces.append(ns)
         self._save()
+        _run(["ip", "netns", "add", ns])
         _run(["ip", "-n", lab, "link", "add", f"h{index}", "type", "veth",
               "peer", "name", "eth0", "netns", ns])
         _run(["ip", "-n", lab, "link", "set", f"h{index}", "master", "br0"])
@@ -536,10 +611,25 @@ class Testbed:
                     raise TestbedError(f"test bed hosts not listening after {self.start_timeout} s: {names}")
                 deadline.sleep(next(delays))
 
+    def _registration(self) -> Path:
+        return REGISTRY_DIR / (hashlib.sha256(str(self.dir).encode()).hexdigest()[:16] + ".json")
+
     def _save(self) -> None:
         data = asdict(self.state)
         data["password"] = None  # never stored on disk
-        (self.dir / "testbed.json").write_text(json.dumps(data, indent=2))
+        text = json.dumps(data, indent=2)
+        (self.dir / "testbed.json").write_text(text)
+        REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
+        self._registration().write_text(text)
+
+    def detach(self) -> None:
+        """Let the hosts outlive this process (``autoserv-testbed up``): ``down()`` from any
+        process stops them; a later ``up()`` reaps them only once all hosts are gone."""
+        for p in self._procs:
+            p.returncode = 0  # not waited for here
+        self._procs.clear()
+        self.state.owner_pid = self.state.owner_start = 0
+        self._save()
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Testbed:
@@ -585,8 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             if (directory / "testbed.json").exists():
                 Testbed.load(directory).down()
             tb = Testbed(directory, count=opts.count, kind=opts.kind).up()
-            for p in tb._procs:  # leave them running detached; down() finds them by pid
-                p.returncode = 0
+            tb.detach()
             print(f"# {tb.count} {tb.kind} hosts up; state in {directory}")
             print(f"# use: autoserv --ssh-config {tb.ssh_config} -m {','.join(tb.machines)} CONTROL")
             print(f"# or:  ssh -F {tb.ssh_config} {tb.machines[0]}")

@@ -1,0 +1,71 @@
+"""The test bed itself: the ``autoserv-testbed`` command, and leftovers of a killed owner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from autoserv import hosts
+from autoserv.testbed import Testbed, _alive, _netns_list, _registered
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, sshd)")
+
+
+def run_testbed_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "autoserv.testbed", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_up_status_down(tmp_path: Path) -> None:
+    d = tmp_path / "tb"
+    up = run_testbed_cli("up", "--dir", str(d), "-n", "2", "--kind", "loopback")
+    assert up.returncode == 0, up.stderr
+    assert f"--ssh-config {d}/ssh_config -m tb1,tb2" in up.stdout
+    try:
+        # the hosts outlive the command, and a later test bed does not take them for leftovers
+        with Testbed(tmp_path / "other", count=1):
+            pass
+        status = run_testbed_cli("status", "--dir", str(d))
+        assert [line.split("\t")[2] for line in status.stdout.splitlines()] == ["up", "up"]
+        with hosts.SSHHost("tb2", ssh_config=str(d / "ssh_config")) as h:
+            assert h.run("hostname").stdout.strip() == "tb2"
+    finally:
+        down = run_testbed_cli("down", "--dir", str(d))
+    assert down.returncode == 0 and "is down" in down.stdout
+    assert run_testbed_cli("down", "--dir", str(d)).stdout.startswith("no test bed")
+    assert run_testbed_cli("up", "--kind", "nope").returncode == 2
+
+
+_OWNER = textwrap.dedent("""
+    import sys, time
+    from autoserv.testbed import Testbed
+    tb = Testbed(sys.argv[1], count=2, kind="netns").up()
+    print(" ".join([tb.state.lab_netns, *(h.netns for h in tb.hosts),
+                    *(str(h.pid) for h in tb.hosts)]), flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.netns
+def test_a_killed_owners_test_bed_is_torn_down_by_the_next(tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, str(tmp_path / "killed")],
+                             stdout=subprocess.PIPE, text=True)
+    assert owner.stdout is not None
+    fields = owner.stdout.readline().split()
+    namespaces, pids = fields[:3], [int(p) for p in fields[3:]]
+    owner.send_signal(signal.SIGKILL)  # no down(): its sshd hosts and namespaces stay behind
+    owner.wait()
+    assert set(namespaces) <= _netns_list()
+    assert all(_alive(p) for p in pids)
+    with Testbed(tmp_path / "next", count=1, kind="netns") as tb:
+        assert tb.hosts[0].netns not in namespaces
+        assert not set(namespaces) & _netns_list()
+        assert not any(_alive(p) for p in pids)  # (a zombie may remain: not ours to reap)
+        assert [state.directory for _, state in _registered()
+                if state.directory == str(tmp_path / "killed")] == []
