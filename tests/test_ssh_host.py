@@ -324,6 +324,23 @@ def test_wrong_key_is_permission_denied(testbed: Testbed, tmp_path: Path) -> Non
         h.run("true")
 
 
+def test_wait_up_on_a_host_that_refuses_us_raises(testbed: Testbed, tmp_path: Path) -> None:
+    # no timeout: a host that answers but never lets us in must not be waited for forever
+    wrong = Path(testbed.hosts[1].workdir, "ssh_host_ed25519_key.pub").read_text()
+    h = _direct(testbed, known_hosts=str(testbed.known_hosts), pinned_host_keys=[wrong])
+    with pytest.raises(AutoservHostKeyError, match="pinned"):
+        h.wait_up()
+    key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    th = testbed.hosts[0]
+    h2 = hosts.SSHHost(th.address, port=th.port, key_file=str(key), known_hosts=str(testbed.known_hosts),
+                       ssh_config=os.devnull)
+    h2.params = h2.params.__class__(**{**h2.params.__dict__, "identities_only": True})
+    with pytest.raises(AutoservSshPermissionDeniedError, match="permission denied for root@"):
+        h2.wait_up()
+    assert not h2.is_up()  # is_up() still never raises
+
+
 def test_password_auth(testbed: Testbed) -> None:
     th = testbed.hosts[1]
     h = hosts.SSHHost(

@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from autoserv.deadline import Deadline, backoff
-from autoserv.errors import AutoservError, AutoservRebootError, AutoservRunError
+from autoserv.errors import (
+    AutoservError,
+    AutoservHostKeyError,
+    AutoservRebootError,
+    AutoservRunError,
+    AutoservSshPermissionDeniedError,
+)
 from autoserv.hosts import registry
 from autoserv.result import CmdResult
 from autoserv.streams import TEE_TO_LOGS
@@ -34,6 +40,8 @@ def set_status_hook(hook: StatusHook | None) -> None:
 
 class Host:
     """A machine commands can run on.  Context manager; ``close()`` is idempotent."""
+
+    DENIED_PROBES = 3  # permission-denied probes in a row after which wait_up() gives up
 
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
@@ -139,13 +147,17 @@ class Host:
     # -- liveness ----------------------------------------------------------
     def is_up(self, timeout: float = 10.0) -> bool:
         """True when a trivial command runs within ``timeout``; never raises."""
+        return self._probe(timeout) is None
+
+    def _probe(self, timeout: float) -> Exception | None:
+        """Run ``true``; None when it worked, else why not."""
         try:
             self.run("true", timeout=timeout, connect_timeout=timeout, verbose=False,
                      stdout_tee=None, stderr_tee=None)
-            return True
+            return None
         except Exception as exc:
             self.log.debug("%s is not up: %s", self.hostname, str(exc).splitlines()[0])
-            return False
+            return exc
 
     def _probe_timeout(self, deadline: Deadline, attempt: int) -> float:
         return deadline.remaining(min(10.0, 1.0 * 2 ** min(attempt, 4)))
@@ -161,14 +173,26 @@ class Host:
         bounded even when a probe hangs.  A cheap :meth:`_answers` check runs
         first, so a probe started just before the host comes up cannot hang for
         long, and probes stay at most 0.25 s apart.
+
+        A host that answers but can never be logged into is an error, not a
+        wait without end: a refused host key raises :class:`AutoservHostKeyError`
+        at once, and ``DENIED_PROBES`` permission-denied probes in a row raise
+        :class:`AutoservSshPermissionDeniedError`.
         """
         deadline = Deadline(timeout)
         delays = backoff(0.05, 1.5, 0.25)
-        attempt = 0
+        attempt = denied = 0
         while True:
             probe = self._probe_timeout(deadline, attempt)
-            if probe > 0 and self._answers(min(probe, 0.5 + 0.05 * attempt)) and self.is_up(timeout=probe):
-                return True
+            if probe > 0 and self._answers(min(probe, 0.5 + 0.05 * attempt)):
+                failure = self._probe(probe)
+                if failure is None:
+                    return True
+                if isinstance(failure, AutoservHostKeyError):
+                    raise failure  # the host answers with a key we refuse: waiting cannot help
+                denied = denied + 1 if isinstance(failure, AutoservSshPermissionDeniedError) else 0
+                if denied >= self.DENIED_PROBES:
+                    raise failure  # up, but refuses our credentials (not a boot-time hiccup)
             attempt += 1
             if deadline.expired():
                 return False
