@@ -629,6 +629,18 @@ class KVM(Hypervisor):
                             ignore_status=True, verbose=False, stdout_tee=None, timeout=60)
         return res.exit_status == 0
 
+    def guest_running(self, ip: str) -> bool:
+        """Whether the qemu of guest ``ip`` (started by this object) is still running."""
+        return self._alive(self.guest(ip))
+
+    def guest_failure(self, ip: str) -> str:
+        """What a dead guest left behind: qemu's stderr and the tail of its console."""
+        rec = self.guest(ip)
+        stderr = self._read(rec.paths.stderr_log, tail=20).strip()
+        console = self._read(rec.paths.serial_log, tail=20).strip()
+        return "\n".join(part for part in (stderr and f"qemu stderr:\n{stderr}",
+                                            console and f"console:\n{console}") if part)
+
     def guest(self, ip: str) -> GuestRecord:
         """The record of a guest this object started."""
         try:

@@ -90,6 +90,34 @@ def assert_clean(tb: Testbed) -> None:
     assert kh.taps(h) == []
 
 
+def run_autoserv(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run autoserv; past ``timeout`` it gets SIGTERM (so it still deletes its guests),
+    and the result carries what it printed either way."""
+    proc = subprocess.Popen(cmd, env=seed_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        err += f"\n[test] autoserv still running after {timeout} s: sent SIGTERM\n"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def results_story(results: Path) -> str:
+    """The tail of a results dir's debug log and guest serial logs, for a failure message."""
+    parts = []
+    for path in [results / "debug" / "autoserv.DEBUG", *sorted(results.glob("guest-*.serial.log"))]:
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-40:]
+            parts.append(f"\n--- {path.name} (tail) ---\n" + "\n".join(tail))
+    return "".join(parts)
+
+
 # --- a: the seed control file through the autoserv CLI ------------------------------------
 
 
@@ -99,9 +127,8 @@ def test_seed_control_file_end_to_end(seed: tuple[Testbed, GuestImage, Path], tm
     text = (ROOT / "control_examples" / "kvm_seed.control").read_text()
     assert 'print g.run("uname -a").stdout.strip()' in text  # Python 2, as the seed has it
     t0 = time.monotonic()
-    proc = subprocess.run(seed_command(config, tmp_path / "results"), env=seed_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_autoserv(seed_command(config, tmp_path / "results"), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + results_story(tmp_path / "results")
     uname = [line for line in proc.stdout.splitlines() if "Linux vhost1 " in line]
     assert uname and image.kernel_release in uname[0], proc.stdout
     serial = (tmp_path / "results" / "guest-192.168.2.1.serial.log").read_text()
@@ -245,6 +272,20 @@ def test_qemu_exiting_at_once_shows_its_stderr(k: kvm.KVM, seed: tuple) -> None:
     assert kh.leases(tb.hosts[0]) == []
 
 
+def test_wait_up_on_a_guest_that_died_is_a_clear_error(k: kvm.KVM, seed: tuple,
+                                                        host: hosts.SSHHost) -> None:
+    _tb, image, config = seed
+    g = hosts.KVMGuest(k, "-S " + fast_boot(image), ssh_config=str(config))  # -S: never boots
+    try:
+        host.run("kill -9", args=[k.guest(g.ip).pid])
+        t0 = time.monotonic()
+        with pytest.raises(AutoservVirtError, match=f"guest {g.ip} on tb1 died while waiting"):
+            g.wait_up()  # no timeout: without the liveness check this would never return
+        print(f"dead guest noticed by wait_up after {time.monotonic() - t0:.1f} s")
+    finally:
+        g.close()
+
+
 _HOLDER = textwrap.dedent("""
     import sys
     from autoserv import hosts, kvm
@@ -330,8 +371,7 @@ def test_job_end_deletes_guests_started_with_new_guest(seed: tuple, tmp_path: Pa
         k.install({POOL2!r}, build=False, insert_modules=False)
         print("STARTED", k.new_guest({fast_boot(image)!r}), flush=True)
     """))
-    res = subprocess.run(seed_command(config, tmp_path / "results", control), env=seed_env(),
-                         capture_output=True, text=True, timeout=300)
+    res = run_autoserv(seed_command(config, tmp_path / "results", control), timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "STARTED 192.168.2.1" in res.stdout + res.stderr
     assert_clean(tb)

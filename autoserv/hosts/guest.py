@@ -28,6 +28,7 @@ import paramiko
 import pexpect.fdpexpect
 
 from autoserv import qemu
+from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservVirtError
 from autoserv.hosts import base
 from autoserv.hosts.ssh_host import SSHHost
@@ -121,6 +122,8 @@ class KVMGuest(Guest):
     :meth:`wait_up` itself, as with Autotest.
     """
 
+    LIVENESS_INTERVAL = 5.0  # seconds between checks that qemu still runs, in wait_up()
+
     def __init__(self, kvm: Any, qemu_options: str | Sequence[str], **ssh_args: Any) -> None:
         self.kvm = kvm
         self._console: GuestConsole | None = None
@@ -150,6 +153,29 @@ class KVMGuest(Guest):
                 kvm.delete_guest(ip)
             raise
         self.log.info("guest %s on %s (MAC %s)", ip, kvm.host.hostname, record.mac)
+
+    def wait_up(self, timeout: float | None = None) -> bool:
+        """Wait until the guest answers over SSH; False when ``timeout`` passes first.
+
+        Every ``LIVENESS_INTERVAL`` seconds the guest's qemu is checked on the
+        KVM host: a guest that died (kernel panic with ``-no-reboot``, qemu
+        crash, killed) is an :class:`AutoservVirtError` with qemu's stderr and
+        the console tail, instead of a wait that never ends.
+        """
+        deadline = Deadline(timeout)
+        while True:
+            if super().wait_up(deadline.remaining(self.LIVENESS_INTERVAL)):
+                return True
+            if deadline.expired():
+                return False
+            if not self.kvm.guest_running(self.ip):
+                detail = self.kvm.guest_failure(self.ip)
+                raise AutoservVirtError(
+                    f"guest {self.ip} on {self.kvm.host.hostname} died while waiting for it to come up"
+                    f" (after {deadline.elapsed():.0f} s)" + (f"\n{detail}" if detail else "")
+                )
+            self.log.debug("guest %s: qemu running, SSH not answering yet (%.0f s)",
+                           self.ip, deadline.elapsed())
 
     @property
     def console(self) -> GuestConsole:
