@@ -145,27 +145,21 @@ def guest_ssh_config(tb: Testbed, image: GuestImage, ips: Sequence[str], directo
     return config
 
 
-def lab_route_conflicts(ips: Sequence[str], address: str, routes: str, addrs: str) -> list[str]:
-    """What on this machine already claims one of the guest ``ips`` or our lab ``address``.
+def lab_route_conflicts(ips: Sequence[str], routes: str) -> list[str]:
+    """Routes on this machine that already claim one of the guest ``ips`` as a host route.
 
-    ``routes`` is ``ip -4 -o route show table all``, ``addrs`` is ``ip -4 -o addr``.  A host
-    route (``/32``) to a guest IP or the lab address already on an interface is a conflict;
-    a broader route that merely covers them (a LAN on 192.168.2.0/24) is not, because our
-    ``/32`` routes are more specific.
+    ``routes`` is ``ip -4 -o route show table all``.  Only a host route (``/32``) to a
+    guest IP conflicts with ours; a broader route that merely covers them (a LAN on
+    192.168.2.0/24, a leftover lab link) does not, because a ``/32`` is more specific.
     """
     wanted = set(ips)
     conflicts = []
     for line in routes.splitlines():
         fields = line.split()
-        if not fields or fields[0] in ("local", "broadcast", "unreachable", "blackhole", "prohibit"):
+        if fields and fields[0] in ("local", "broadcast", "unreachable", "blackhole", "prohibit"):
             fields = fields[1:]
-        dest = fields[0] if fields else ""
-        if dest.removesuffix("/32") in wanted:
+        if fields and fields[0].removesuffix("/32") in wanted:
             conflicts.append(f"route {line.strip()}")
-    for line in addrs.splitlines():
-        fields = line.split()
-        if "inet" in fields and fields[fields.index("inet") + 1].split("/")[0] == address:
-            conflicts.append(f"address {address} on {fields[1]}")
     return conflicts
 
 
@@ -176,14 +170,13 @@ def lab_address(tb: Testbed, ips: Sequence[str], address: str = SEED_LAB_ADDRESS
     The controller gets ``address``/32 on the link and one ``/32`` route per guest IP with
     that source: the most specific routes there are, so packets for the guests never leave
     through another interface even if this machine sits on a 192.168.2.0/24 LAN, and
-    nothing else on the machine changes.  A route or address that is already there (another
-    test bed, a leftover) is an error naming it, not a silent detour.
+    nothing else on the machine changes.  A host route to a guest IP that is already there
+    (another demo or seed test running) is an error naming it, not a silent detour.
     """
     link = tb.state.controller_link
     routes = subprocess.run(["ip", "-4", "-o", "route", "show", "table", "all"],
                             capture_output=True, text=True).stdout
-    addrs = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
-    conflicts = lab_route_conflicts(ips, address, routes, addrs)
+    conflicts = lab_route_conflicts(ips, routes)
     if conflicts:
         raise TestbedError(
             f"cannot route the guest addresses {ips[0]}..{ips[-1]} to the test bed: already in use"

@@ -15,23 +15,21 @@ from autoserv.testbed import Testbed, TestbedError
 IPS = ["192.168.2.1", "192.168.2.2"]
 
 
-def test_a_lan_on_the_same_subnet_is_not_a_conflict() -> None:
+def test_a_lan_or_a_leftover_on_the_same_subnet_is_not_a_conflict() -> None:
     routes = ("default via 192.168.2.1 dev eth0\n"
-              "192.168.2.0/24 dev eth0 proto kernel scope link src 192.168.2.50\n"
-              "local 192.168.2.50 dev eth0 table local proto kernel scope host src 192.168.2.50\n"
-              "broadcast 192.168.2.255 dev eth0 table local proto kernel scope link src 192.168.2.50\n")
-    addrs = "2: eth0    inet 192.168.2.50/24 brd 192.168.2.255 scope global eth0\n"
-    assert lab_route_conflicts(IPS, SEED_LAB_ADDRESS, routes, addrs) == []
+              "192.168.2.0/24 dev eth0 proto kernel scope link src 192.168.2.254\n"
+              "192.168.2.0/24 dev asvc38x1833 proto kernel scope link src 192.168.2.254\n"
+              "local 192.168.2.254 dev eth0 table local proto kernel scope host src 192.168.2.254\n"
+              "broadcast 192.168.2.255 dev eth0 table local proto kernel scope link src 192.168.2.254\n")
+    assert lab_route_conflicts(IPS, routes) == []
 
 
-def test_host_routes_and_our_address_elsewhere_are_conflicts() -> None:
-    routes = "192.168.2.2 dev asvc7x1 scope link src 192.168.2.254\n"
-    addrs = "9: asvc7x1    inet 192.168.2.254/32 scope global asvc7x1\n"
-    got = lab_route_conflicts(IPS, SEED_LAB_ADDRESS, routes, addrs)
-    assert got == ["route 192.168.2.2 dev asvc7x1 scope link src 192.168.2.254",
-                   "address 192.168.2.254 on asvc7x1"]
-    assert lab_route_conflicts(IPS, SEED_LAB_ADDRESS, "192.168.2.1/32 dev x\n", "") == [
-        "route 192.168.2.1/32 dev x"]
+def test_host_routes_to_a_guest_ip_are_conflicts() -> None:
+    routes = ("192.168.2.2 dev asvc7x1 scope link src 192.168.2.254\n"
+              "192.168.2.1/32 dev x\n"
+              "192.168.2.3 dev y\n")
+    assert lab_route_conflicts(IPS, routes) == ["route 192.168.2.2 dev asvc7x1 scope link src 192.168.2.254",
+                                                "route 192.168.2.1/32 dev x"]
 
 
 @pytest.mark.netns
