@@ -1,4 +1,5 @@
-"""1. Per-command latency on an open connection (``true``, exit status read).
+"""1. Per-command latency on an open connection (``true``, exit status read), and the cost
+of a new connection (TCP connect, key exchange, public-key auth).
 
 Ours: ``SSHHost.run("true")`` (pooled transport, TCP_NODELAY, pid-reporting
 wrapper, output teed to the host logger).  Peers: a raw paramiko exec on one
@@ -97,4 +98,25 @@ def measure(tb: Testbed, trials: int, slow_trials: int) -> Comparison:
     guarded(comp.add(Measurement(RAW_DEFAULT)), raw_default)
     guarded(comp.add(Measurement(FABRIC, note="hide=True; paramiko socket without TCP_NODELAY")), fabric)
     guarded(comp.add(Measurement(SSH, note="ssh -F cfg -o BatchMode=yes host true")), ssh)
+    return comp
+
+
+def measure_connect(tb: Testbed, trials: int) -> Comparison:
+    """A new connection, TCP connect through authentication, then closed: ``SSHHost`` (ssh
+    config resolution, host key policy, pool) against the same steps in raw paramiko."""
+    comp = Comparison("latency", "connect + auth (new connection)", OURS)
+    name = tb.machines[0]
+    config = str(tb.ssh_config)
+
+    def ours() -> None:
+        with SSHHost(name, ssh_config=config) as host:
+            host.transport()
+
+    times = time_interleaved({
+        OURS: ours,
+        RAW_NODELAY: lambda: _raw_transport(tb, nodelay=True).close(),
+        RAW_DEFAULT: lambda: _raw_transport(tb, nodelay=False).close(),
+    }, trials, block=5)
+    for tool, values in times.items():
+        comp.add(Measurement(tool, values=values))
     return comp

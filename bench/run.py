@@ -36,6 +36,7 @@ class Trials:
 
     latency: int = 300
     latency_slow: int = 30  # tools that take 40-200 ms per command
+    connect: int = 40  # new connections per tool
     fanout: tuple[tuple[int, int], ...] = ((10, 7), (50, 5), (100, 3))
     small_files: int = 5
     big_file: int = 3
@@ -43,7 +44,7 @@ class Trials:
     guest: int = 3
 
     def quick(self) -> Trials:
-        return Trials(latency=50, latency_slow=5, fanout=((10, 2), (50, 2), (100, 1)),
+        return Trials(latency=50, latency_slow=5, connect=5, fanout=((10, 2), (50, 2), (100, 1)),
                       small_files=2, big_file=1, startup=3, guest=1)
 
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         with testbed("loopback", 1) as tb:
             if "latency" in sections:
                 comps.append(latency.measure(tb, trials.latency, trials.latency_slow))
+                comps.append(latency.measure_connect(tb, trials.connect))
                 log.info("latency done (%.0f s)", time.monotonic() - started)
             if "transfer" in sections:
                 comps += transfers.measure(tb, trials.small_files, trials.big_file)
