@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
@@ -94,7 +94,7 @@ class Host:
     def closed(self) -> bool:
         return self._closed
 
-    def __enter__(self) -> Host:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -204,7 +204,13 @@ class Host:
         warning_timer: float | None = None,
         old_boot_id: str | None = None,
     ) -> bool:
-        """Wait until the host is unreachable or its boot id differs from ``old_boot_id``."""
+        """Wait until the host is unreachable or its boot id differs from ``old_boot_id``.
+
+        With ``old_boot_id``, a session that dies under a probe is not proof:
+        a host going down often closes sessions before its sshd stops
+        listening, and a new connection may still reach the old boot.  Down
+        then means a new connection fails, or answers with a new boot id.
+        """
         deadline = Deadline(timeout)
         warned = False
         delays = backoff(0.1, 1.5, 1.0)
@@ -217,6 +223,12 @@ class Host:
                 if old_boot_id is not None and boot_id != old_boot_id:
                     self.log.debug("%s has a new boot id: it went down", self.hostname)
                     return True
+            except AutoservRunError as exc:
+                lost = exc.result_obj is not None and exc.result_obj.exit_status is None \
+                    and not exc.result_obj.timed_out
+                if old_boot_id is None or not lost:
+                    return True
+                self.log.debug("%s dropped the session; probing on a new connection", self.hostname)
             except Exception:
                 return True
             if warning_timer is not None and not warned and deadline.elapsed() > warning_timer:
@@ -265,6 +277,9 @@ class Host:
                 raise AutoservRebootError(f"{self.hostname} did not go down within {timeout} s")
             if not self.wait_up(timeout=deadline.remaining()):
                 raise AutoservRebootError(f"{self.hostname} did not come back within {timeout} s")
+            if old is not None and self.get_boot_id() == old:
+                raise AutoservRebootError(f"{self.hostname} answers with its old boot id: "
+                                          "it did not reboot")
             record("GOOD", None, "reboot.verify")
         except BaseException as exc:
             record("END FAIL", None, "reboot", str(exc).splitlines()[0] if str(exc) else "")
