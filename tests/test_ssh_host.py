@@ -168,6 +168,16 @@ def test_reconnects_after_connection_drop(host: hosts.SSHHost) -> None:
     assert host.transport() is not first
 
 
+def test_command_killed_by_a_signal_says_so(host: hosts.SSHHost) -> None:
+    # sshd reports "exit-signal", which paramiko drops: not a lost connection
+    res = host.run("echo dying; kill -9 $$", ignore_status=True)
+    assert (res.exit_status, res.stdout) == (-9, "dying\n")
+    with pytest.raises(AutoservRunError, match="killed by signal TERM") as info:
+        host.run("kill -TERM $$")
+    assert info.value.result_obj is not None and info.value.result_obj.exit_status == -15
+    assert host.run_output("echo same connection") == "same connection"
+
+
 def test_host_dying_mid_command_is_clear_and_next_run_reconnects(testbed: Testbed) -> None:
     # a simulated reboot of the test bed host kills every process of that host,
     # sshd sessions included: the connection dies under the running command
@@ -256,6 +266,8 @@ def test_reboot_waits_down_and_up(testbed: Testbed) -> None:
         old = h.get_boot_id()
         h.reboot(timeout=60)
         assert h.get_boot_id() != old
+        # the host is really back: nothing of the old boot kills the new sessions
+        assert h.run_output("sleep 1; echo alive") == "alive"
     finally:
         hosts.set_status_hook(None)
     ops = [(r[0], r[2]) for r in records]

@@ -18,6 +18,7 @@ import fnmatch
 import getpass
 import logging
 import os
+import signal
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -311,12 +312,40 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
     )
 
 
+def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
+    """paramiko's channel-request handler, plus RFC 4254 ``exit-signal``.
+
+    paramiko drops ``exit-signal``, so a command killed by a signal (the OOM
+    killer, ``kill -9``) would look like a lost connection.  Here it ends
+    the channel with ``exit_status = -signum``, as a local run reports it.
+    """
+    start = m.packet.tell()
+    if m.get_text() != "exit-signal":
+        m.packet.seek(start)
+        paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]
+        return
+    m.get_boolean()  # want_reply: false for exit-signal
+    name = m.get_text()
+    number = getattr(signal.Signals, "SIG" + name, None)
+    chan.autoserv_exit_signal = name  # type: ignore[attr-defined]
+    if number is not None:
+        chan.exit_status = -int(number)
+    chan.status_event.set()
+
+
+def _install_exit_signal_handler(t: paramiko.Transport) -> None:
+    table = dict(t._channel_handler_table)  # type: ignore[attr-defined]
+    table[paramiko.common.MSG_CHANNEL_REQUEST] = _channel_request
+    t._channel_handler_table = table  # type: ignore[attr-defined]
+
+
 def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> paramiko.Transport:
     """Connect, check the host key and authenticate, all within ``p.connect_timeout``."""
     deadline = deadline or Deadline(p.connect_timeout)
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
     t = paramiko.Transport(sock)
+    _install_exit_signal_handler(t)
     try:
         t.banner_timeout = max(0.1, deadline.remaining())
         t.handshake_timeout = max(0.1, deadline.remaining())

@@ -51,6 +51,19 @@ def wrap_command(command: str) -> str:
     return f"printf 'AUTOSERV_PID=%s\\n' $$ >&2; eval {shlex.quote(command)}"
 
 
+def _exit_status(chan: paramiko.Channel) -> int | None:
+    """The command's exit status, ``-signum`` if a signal killed it, None if unknown.
+
+    paramiko leaves ``-1`` when the server sent neither (the connection
+    died); an ``exit-signal`` is recorded by ``ssh_connection._channel_request``.
+    """
+    if not chan.exit_status_ready():
+        return None
+    if chan.exit_status == -1 and getattr(chan, "autoserv_exit_signal", None) is None:
+        return None
+    return int(chan.exit_status)
+
+
 def kill_command(pid: int, grace: float = _KILL_GRACE) -> str:
     """Shell that ends process group ``pid``: TERM, then KILL whatever still runs after ``grace`` s.
 
@@ -279,9 +292,7 @@ class SSHHost(RemoteHost):
                 feeder.join(1)
         if timed_out:
             self._kill_remote(err.await_pid(chan, 2.0), chan)
-        exit_status: int | None = chan.exit_status if chan.exit_status_ready() else None
-        if exit_status == -1:
-            exit_status = None
+        exit_status = _exit_status(chan)
         with contextlib.suppress(Exception):
             chan.close()
         result = CmdResult(
@@ -297,6 +308,10 @@ class SSHHost(RemoteHost):
                 result,
             )
         if result.exit_status != 0 and not ignore_status:
+            signalled = getattr(chan, "autoserv_exit_signal", None)
+            if signalled is not None:
+                raise AutoservRunError(f"command killed by signal {signalled} on {self.hostname}",
+                                       result)
             raise AutoservRunError(f"command failed on {self.hostname}", result)
         return result
 
@@ -370,8 +385,8 @@ class SSHHost(RemoteHost):
                     out.feed(chan.recv(65536))
                 while chan.recv_stderr_ready():
                     err.feed(chan.recv_stderr(65536))
-                # a channel closed by a dying connection has no exit status (-1)
-                return False, not (chan.exit_status_ready() and chan.exit_status != -1)
+                # a channel closed by a dying connection has no exit status
+                return False, _exit_status(chan) is None
             if deadline.expired():
                 return True, False
             wait = deadline.remaining(0.5)
