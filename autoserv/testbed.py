@@ -43,6 +43,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -68,12 +69,17 @@ KINDS = ("loopback", "netns")
 
 # Each host runs sshd under a supervisor loop: a simulated reboot makes sshd
 # (and every process of that host) exit and the loop start it again after a
-# short "boot"; a simulated power-off ends the loop.
+# short "boot"; a simulated power-off ends the loop.  The loop waits (at most
+# 10 s) for the power worker to finish killing and to write the new boot id:
+# an sshd started earlier could be killed by the worker's late sweep, or
+# answer a controller with the old boot id (both seen on a loaded CI machine).
 _SUPERVISOR = (
     "echo $$ > {workdir}/supervisor.pid; "
-    "while :; do rm -f {workdir}/rebooting; "
+    "while :; do rm -f {workdir}/rebooting {workdir}/rebooted; "
     f'{SSHD} -D -e -f "$1" -E "$2"; '
-    "[ -e {workdir}/rebooting ] || break; sleep 0.5; done"
+    "[ -e {workdir}/rebooting ] || break; "
+    "n=0; while [ ! -e {workdir}/rebooted ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; "
+    "sleep 0.5; done"
 )
 
 # Installed over reboot/poweroff/halt/shutdown (and systemctl, which they link
@@ -81,27 +87,46 @@ _SUPERVISOR = (
 _POWER_SCRIPT = """#!/bin/sh
 # autoserv test bed: simulated power control for this host only
 W={workdir}
+PYTHON={python}
 case "$(basename "$0") $*" in
   reboot*|"shutdown -r"*|"systemctl reboot"*) action=reboot ;;
   poweroff*|halt*|shutdown*|"systemctl poweroff"*|"systemctl halt"*) action=poweroff ;;
   *) echo "$(basename "$0"): not available on an autoserv test bed host" >&2; exit 1 ;;
 esac
 [ "$action" = reboot ] && touch $W/rebooting
-# the worker kills every process of this host (its mount namespace) but the
-# supervisor, and only then gives the host a new boot id: a controller that
-# sees the new boot id knows the old sessions are gone
-cat > $W/power-worker <<'WORKER'
-W=$1; sleep 0.3
-me=$(readlink /proc/self/ns/mnt); sup=$(cat $W/supervisor.pid)
-for d in /proc/[0-9]*; do
-  p=${{d#/proc/}}
-  case "$p" in "$sup"|"$$") continue ;; esac
-  [ "$(readlink $d/ns/mnt 2>/dev/null)" = "$me" ] && kill -9 "$p" 2>/dev/null
-done
-cat /proc/sys/kernel/random/uuid > $W/boot_id
-WORKER
-sh $W/power-worker $W </dev/null >/dev/null 2>&1 &
+"$PYTHON" -I -S $W/power-worker.py $W </dev/null >/dev/null 2>&1 &
 exit 0
+"""
+
+# Run in the background by the power script: kills every process of this host
+# (its mount namespace) but the supervisor, sweeping again until none is left,
+# and only then gives the host a new boot id and lets the supervisor boot it.
+# A controller that sees the new boot id knows the old sessions are gone.  In
+# Python: a shell sweep forks per process and, slowed down on a busy machine
+# whose pids wrap (pid_max 32768), killed new sessions that reused old pids.
+_POWER_WORKER = """import os, sys, time, uuid
+w = sys.argv[1]
+time.sleep(0.3)
+me, mine = os.readlink("/proc/self/ns/mnt"), os.getpid()
+with open(w + "/supervisor.pid") as f:
+    spare = {int(f.read()), mine}
+for _ in range(10):
+    killed = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) in spare:
+            continue
+        try:
+            if os.readlink("/proc/" + d + "/ns/mnt") == me:
+                os.kill(int(d), 9)
+                killed += 1
+        except OSError:
+            pass
+    if not killed:
+        break
+    time.sleep(0.05)
+with open(w + "/boot_id", "w") as f:
+    f.write(str(uuid.uuid4()) + "\\n")
+open(w + "/rebooted", "w").close()
 """
 
 
@@ -504,7 +529,8 @@ class Testbed:
         boot_id = workdir / "boot_id"
         boot_id.write_text(Path("/proc/sys/kernel/random/uuid").read_text())
         power = workdir / "power"
-        power.write_text(_POWER_SCRIPT.format(workdir=workdir))
+        power.write_text(_POWER_SCRIPT.format(workdir=workdir, python=shlex.quote(sys.executable)))
+        (workdir / "power-worker.py").write_text(_POWER_WORKER)
         power.chmod(0o755)
         mounts = [
             f"mount --bind {self.dir / 'bashrc'} /root/.bashrc",
