@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from autoserv import hosts, kvm
+from autoserv.deadline import Deadline
 from autoserv.demo import (
     SEED_DISK,
     SEED_POOL,
@@ -254,7 +255,9 @@ def test_reset_console_and_reclaim(k: kvm.KVM, seed: tuple, host: hosts.SSHHost)
         g.disconnect()
     # qemu killed behind autoserv's back: refresh_guests frees its lease
     host.run("kill -9", args=[pid])
-    time.sleep(0.5)
+    deadline = Deadline(30)
+    while k.guest_running(g.ip) and not deadline.expired():
+        deadline.sleep(0.1)
     assert k.refresh_guests() == []
     assert kh.leases(tb.hosts[0]) == []
     g2 = hosts.KVMGuest(k, fast_boot(image), ssh_config=str(config))
