@@ -573,14 +573,7 @@ class SSHHost(RemoteHost):
             for remote, local in plan.pairs():
                 self._tar_from_remote(remote, local)
         elif self._remote_has_scp():
-            client = scp.SCPClient(self.transport(), buff_size=1 << 20, socket_timeout=120)
-            try:
-                for remote, local in plan.pairs():
-                    client.get(remote, local, recursive=True, preserve_times=preserve_perm)
-            except scp.SCPException as exc:
-                raise AutoservRunError(f"scp from {self.hostname} failed: {exc}") from None
-            finally:
-                client.close()
+            self._get_scp(plan, preserve_perm)
         else:
             with self._sftp() as sftp:
                 for remote, local in plan.pairs():
@@ -588,6 +581,19 @@ class SSHHost(RemoteHost):
         if not preserve_perm:
             for _, local in plan.pairs():
                 transfer.reset_local_perms(local)
+
+    def _get_scp(self, plan: transfer.Plan, preserve_perm: bool) -> None:
+        """One ``scp -f`` per local target directory (not one per file: ~7 ms each)."""
+        client = scp.SCPClient(self.transport(), buff_size=1 << 20, socket_timeout=120)
+        try:
+            for into_dir, items in plan.by_target_dir().items():
+                client.get(items, into_dir, recursive=True, preserve_times=preserve_perm)
+            for remote, local in plan.renames:
+                client.get(remote, local, recursive=True, preserve_times=preserve_perm)
+        except scp.SCPException as exc:
+            raise AutoservRunError(f"scp from {self.hostname} failed: {exc}") from None
+        finally:
+            client.close()
 
     def _remote_listdir(self, path: str) -> list[str]:
         script = ('cd "$1" && for f in * .[!.]* ..?*; do '
