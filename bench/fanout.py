@@ -106,11 +106,12 @@ def measure_fanout(tb: Testbed, sizes: list[int], trials: dict[int, int]) -> lis
 def measure_startup(trials: int) -> Comparison:
     """``autoserv --help`` against a bare interpreter (the floor any Python CLI pays)."""
     comp = Comparison("startup", "autoserv --help", OURS)
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}  # this checkout, as in the fan-out
     for tool, argv in ((OURS, [*_autoserv(), "--help"]), ("python -c pass", [sys.executable, "-c", "pass"])):
         m = comp.add(Measurement(tool))
         try:
             for _ in range(trials + 1):
-                m.values.append(checked(run_child(argv, 30), tool).wall)
+                m.values.append(checked(run_child(argv, 30, env=env), tool).wall)
             m.values.pop(0)  # the first one warms the page cache
         except Exception as exc:
             m.error = str(exc)
