@@ -42,10 +42,14 @@ def _free_port() -> int:
 
 
 def _banner_poller(port: int, started: float, stop: threading.Event, out: list[float]) -> None:
+    # qemu's user network accepts at once and closes when the guest refuses;
+    # once the guest accepts, its sshd (under TCG, on a busy machine) may take
+    # well over 0.2 s to send the banner: wait for it instead of giving up
+    # and reconnecting (which made this "ideal" poller later than wait_up).
     while not stop.is_set():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.settimeout(0.2)
+                s.settimeout(3.0)
                 if s.recv(4).startswith(b"SSH-"):
                     out.append(time.monotonic() - started)
                     return
