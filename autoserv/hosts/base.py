@@ -225,11 +225,13 @@ class Host:
                     self.log.debug("%s has a new boot id: it went down", self.hostname)
                     return True
             except AutoservRunError as exc:
-                lost = exc.result_obj is not None and exc.result_obj.exit_status is None \
-                    and not exc.result_obj.timed_out
-                if old_boot_id is None or not lost:
+                res = exc.result_obj
+                # the session dropped, or its shell was killed by a signal
+                ended = res is not None and not res.timed_out and (
+                    res.exit_status is None or res.exit_status < 0)
+                if old_boot_id is None or not ended:
                     return True
-                self.log.debug("%s dropped the session; probing on a new connection", self.hostname)
+                self.log.debug("%s ended the session; probing on a new connection", self.hostname)
             except Exception:
                 return True
             if warning_timer is not None and not warned and deadline.elapsed() > warning_timer:
