@@ -33,6 +33,7 @@ from pathlib import Path
 
 from autoserv.addresses import generate_addresses
 from autoserv.boot_disk import build_boot_disk
+from autoserv.errors import AutoservError
 from autoserv.guest_image import GuestImage, build_guest_image
 from autoserv.testbed import Testbed, TestbedError
 
@@ -183,16 +184,17 @@ def lab_address(tb: Testbed, ips: Sequence[str], address: str = SEED_LAB_ADDRESS
             f" on this machine: {'; '.join(conflicts[:3])}"
             " (another autoserv demo or seed test running? `ip route del` the leftover)"
         )
-    subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", link], check=True, capture_output=True)
+    def batch(lines: list[str], check: bool) -> None:  # one ip process, not one per route
+        subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
+                       check=check, capture_output=True)
+
+    batch([f"addr add {address}/32 dev {link}"], check=True)
     try:
-        for ip in ips:
-            subprocess.run(["ip", "route", "add", f"{ip}/32", "dev", link, "src", address],
-                           check=True, capture_output=True)
+        batch([f"route add {ip}/32 dev {link} src {address}" for ip in ips], check=True)
         yield
     finally:
-        for ip in ips:
-            subprocess.run(["ip", "route", "del", f"{ip}/32", "dev", link], capture_output=True)
-        subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", link], capture_output=True)
+        batch([*(f"route del {ip}/32 dev {link}" for ip in ips), f"addr del {address}/32 dev {link}"],
+              check=False)
 
 
 @contextlib.contextmanager
@@ -277,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted: autoserv stopped and the test bed torn down")
         return 130
+    except AutoservError as exc:  # the set-up failed: say what, not a traceback
+        log.error("%s", exc)
+        return 1
     finally:
         if not opts.keep:
             shutil.rmtree(work, ignore_errors=True)

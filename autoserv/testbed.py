@@ -244,18 +244,25 @@ def _kill_tree(pid: int, grace: float = 2.0) -> None:
             os.waitpid(p, os.WNOHANG)
 
 
-def _start_time(pid: int) -> int:
-    """Start time of ``pid`` in clock ticks since boot (0 if it does not exist)."""
+def _stat(pid: int) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); [] if gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return 0
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _start_time(pid: int) -> int:
+    """Start time of ``pid`` in clock ticks since boot (0 if it does not exist)."""
+    fields = _stat(pid)
+    return int(fields[19]) if len(fields) > 19 else 0
 
 
 def _same_process(pid: int, start: int) -> bool:
     """``pid`` is alive and is the process that started at ``start`` (0: unknown, trust the pid)."""
-    return bool(pid) and _alive(pid) and (not start or _start_time(pid) == start)
+    fields = _stat(pid) if pid else []
+    return len(fields) > 19 and fields[0] != "Z" and (not start or int(fields[19]) == start)
 
 
 REGISTRY_DIR = Path("/run/autoserv/testbeds")
@@ -296,11 +303,8 @@ def reap_leftovers() -> list[str]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def _netns_list() -> set[str]:
@@ -496,9 +500,8 @@ class Testbed:
         lab = f"{prefix}lab"
         self.state.namespaces.append(lab)
         self.state.lab_netns = lab
-        self._save()
+        self._save()  # recorded before it exists: a killed up() still gets it deleted
         _run(["ip", "netns", "add", lab])
-        self._save()
         _run(["ip", "-n", lab, "link", "set", "lo", "up"])
         _run(["ip", "-n", lab, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", lab, "link", "set", "br0", "up"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -347,7 +348,7 @@ def test_wait_up_on_a_host_that_refuses_us_raises(testbed: Testbed, tmp_path: Pa
     th = testbed.hosts[0]
     h2 = hosts.SSHHost(th.address, port=th.port, key_file=str(key), known_hosts=str(testbed.known_hosts),
                        ssh_config=os.devnull)
-    h2.params = h2.params.__class__(**{**h2.params.__dict__, "identities_only": True})
+    h2.params = dataclasses.replace(h2.params, identities_only=True)
     with pytest.raises(AutoservSshPermissionDeniedError, match="permission denied for root@"):
         h2.wait_up()
     assert not h2.is_up()  # is_up() still never raises
