@@ -31,7 +31,7 @@ from autoserv.errors import AutoservError, AutoservRunError, AutoservSSHTimeout
 from autoserv.hosts import transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import parse_machine
-from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, ssh_banner
+from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
 from autoserv.result import CmdResult
 from autoserv.secret import Secret
 from autoserv.streams import TEE_TO_LOGS, StreamCollector
@@ -91,7 +91,7 @@ def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
     chan = sftp.get_channel()
     try:
         if chan is not None and not chan.closed:
-            chan.shutdown_write()
+            send_eof(chan)
             chan.status_event.wait(timeout)
     except (OSError, EOFError, paramiko.SSHException):
         pass
@@ -342,7 +342,7 @@ class SSHHost(RemoteHost):
     @staticmethod
     def _start_stdin(chan: paramiko.Channel, stdin: Any) -> threading.Thread | None:
         if stdin is None:
-            chan.shutdown_write()
+            send_eof(chan)
             return None
         if isinstance(stdin, str):
             stdin = stdin.encode()
@@ -355,7 +355,7 @@ class SSHHost(RemoteHost):
                     for chunk in iter(lambda: stdin.read(65536), b"" if "b" in getattr(
                             stdin, "mode", "b") else ""):
                         chan.sendall(chunk.encode() if isinstance(chunk, str) else chunk)
-                chan.shutdown_write()
+                send_eof(chan)
             except (OSError, EOFError, paramiko.SSHException):
                 pass
 
@@ -402,7 +402,7 @@ class SSHHost(RemoteHost):
                 t = POOL.get(self.params, 10)
                 killer = t.open_session(timeout=10)
                 killer.exec_command(kill_command(pid))
-                killer.shutdown_write()
+                send_eof(killer)
                 if not killer.status_event.wait(_KILL_GRACE + 5):
                     self.log.warning("could not confirm the remote command %d ended", pid)
                 killer.close()
@@ -528,7 +528,7 @@ class SSHHost(RemoteHost):
         chan.exec_command(quote_args("tar -xf - -C", [remote_parent]))
         with chan.makefile("wb") as stream, tarfile.open(fileobj=stream, mode="w|") as tar:
             tar.add(local, arcname=name)
-        chan.shutdown_write()
+        send_eof(chan)
         status = chan.recv_exit_status()
         errtext = chan.recv_stderr(65536).decode(errors="replace")
         chan.close()
