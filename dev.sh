@@ -33,7 +33,7 @@ install_deps() {
 }
 
 case "${1:-}" in
-  demo) shift; install_deps; exec python3 -m autoserv.demo "$@" ;;
+  demo) shift; install_deps; exec python3 -m autoserv.lab.demo "$@" ;;
   test) shift; install_deps; exec python3 -m pytest "$@" ;;
   deps) install_deps ;;
   *) echo "usage: $0 demo|test|deps [args...]" >&2; exit 2 ;;

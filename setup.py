@@ -19,7 +19,7 @@ setup(
     entry_points={
         "console_scripts": [
             "autoserv=autoserv.cli:main",
-            "autoserv-testbed=autoserv.testbed:main",
+            "autoserv-testbed=autoserv.lab.testbed:main",
         ]
     },
     classifiers=[

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 from bench.common import OURS, ChildRun, Comparison, Measurement, checked, log, run_child
 
 HERE = Path(__file__).resolve().parent

@@ -1,7 +1,7 @@
 """4. Guests: qemu start → ``wait_up()`` returning, vs the guest's SSH port first answering.
 
 ``autoserv.kvm.KVMGuest`` is not written yet, so the bench boots the cached
-image of :mod:`autoserv.guest_image` itself (TCG, user networking with a
+image of :mod:`autoserv.lab.guest_image` itself (TCG, user networking with a
 ``hostfwd`` to the guest's port 22, as the test suite does) and points a
 plain ``SSHHost`` at the forwarded port.  During each boot two pollers run
 side by side from the moment qemu is started:
@@ -74,8 +74,8 @@ def measure(trials: int) -> Comparison | None:
         log.warning("qemu-system-x86_64 not installed: no guest figures")
         return None
     from autoserv.addresses import generate_addresses
-    from autoserv.guest_image import build_guest_image
     from autoserv.hosts import SSHHost
+    from autoserv.lab.guest_image import build_guest_image
 
     ours = comp.add(Measurement(OURS, note="SSHHost.wait_up() returns, from qemu start"))
     banner = comp.add(Measurement(BANNER, note="first SSH banner, from qemu start"))

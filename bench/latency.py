@@ -17,7 +17,7 @@ from pathlib import Path
 import paramiko
 
 from autoserv.hosts import SSHHost
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 from bench.common import OURS, Comparison, Measurement, guarded, time_calls, time_interleaved
 
 RAW_NODELAY = "paramiko raw (TCP_NODELAY)"

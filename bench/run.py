@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 import autoserv
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 from bench import fanout, guests, latency, report, transfers
 from bench.common import Comparison, log
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import paramiko
 
 from autoserv.hosts import SSHHost
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 from bench.common import OURS, Comparison, Measurement, log
 
 SCP = "scp (SFTP protocol)"

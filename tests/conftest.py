@@ -11,7 +11,7 @@ import pytest
 
 from autoserv import hosts
 from autoserv.hosts import registry
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 
 #: root's password on the test bed hosts (a private /etc/shadow per host).
 TEST_PASSWORD = "autoserv-test-pw"

@@ -8,8 +8,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from autoserv.guest_image import default_cache_dir
-from autoserv.testbed import Testbed, TestbedHost
+from autoserv.lab.guest_image import default_cache_dir
+from autoserv.lab.testbed import Testbed, TestbedHost
 
 _SOURCES = """Types: deb-src
 URIs: http://deb.debian.org/debian

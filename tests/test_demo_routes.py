@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from autoserv.demo import SEED_LAB_ADDRESS, lab_address, lab_route_conflicts
-from autoserv.testbed import Testbed, TestbedError
+from autoserv.lab.demo import SEED_LAB_ADDRESS, lab_address, lab_route_conflicts
+from autoserv.lab.testbed import Testbed, TestbedError
 
 IPS = ["192.168.2.1", "192.168.2.2"]
 

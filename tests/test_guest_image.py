@@ -32,7 +32,8 @@ import pytest
 
 from autoserv.addresses import generate_addresses
 from autoserv.errors import AutoservVirtError
-from autoserv.guest_image import (
+from autoserv.hosts.ssh_host import close_sftp
+from autoserv.lab.guest_image import (
     NOADDR_MARKER,
     READY_MARKER,
     CpioEntry,
@@ -41,7 +42,6 @@ from autoserv.guest_image import (
     default_cache_dir,
     write_cpio,
 )
-from autoserv.hosts.ssh_host import close_sftp
 
 log = logging.getLogger("tests.guest_image")
 
@@ -513,7 +513,7 @@ def test_cli_prints_the_cached_image(image: GuestImage, client_key: tuple[parami
     """``python -m autoserv.guest_image`` with the same inputs finds the same image."""
     pub = client_key[1].with_suffix(".pub")
     proc = subprocess.run(
-        [sys.executable, "-m", "autoserv.guest_image", "--authorized-key", str(pub), "--json"],
+        [sys.executable, "-m", "autoserv.lab.guest_image", "--authorized-key", str(pub), "--json"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -522,7 +522,7 @@ def test_cli_prints_the_cached_image(image: GuestImage, client_key: tuple[parami
     assert data["initrd"] == str(image.initrd)
     assert data["host_public_key"] == image.host_public_key
     proc = subprocess.run(
-        [sys.executable, "-m", "autoserv.guest_image", "--authorized-key", str(pub)],
+        [sys.executable, "-m", "autoserv.lab.guest_image", "--authorized-key", str(pub)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -534,7 +534,7 @@ def test_cli_reports_bad_addresses(tmp_path: Path) -> None:
     bad = tmp_path / "pool.json"
     bad.write_text('[{"mac": "02:00:00:00:00:01", "ip": "10.0.0.1"}, {"mac": "nope", "ip": "10.0.0.2"}]')
     proc = subprocess.run(
-        [sys.executable, "-m", "autoserv.guest_image", "--cache", str(tmp_path), "--addresses", str(bad)],
+        [sys.executable, "-m", "autoserv.lab.guest_image", "--cache", str(tmp_path), "--addresses", str(bad)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 1

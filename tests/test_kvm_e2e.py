@@ -23,7 +23,8 @@ import pytest
 
 from autoserv import hosts, kvm
 from autoserv.deadline import Deadline
-from autoserv.demo import (
+from autoserv.errors import AutoservError, AutoservInstallError, AutoservVirtError
+from autoserv.lab.demo import (
     SEED_DISK,
     SEED_POOL,
     SEED_TARBALL,
@@ -31,9 +32,8 @@ from autoserv.demo import (
     seed_env,
     seed_environment,
 )
-from autoserv.errors import AutoservError, AutoservInstallError, AutoservVirtError
-from autoserv.guest_image import READY_MARKER, GuestImage
-from autoserv.testbed import Testbed
+from autoserv.lab.guest_image import READY_MARKER, GuestImage
+from autoserv.lab.testbed import Testbed
 from tests import kvm_helpers as kh
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]

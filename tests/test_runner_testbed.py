@@ -17,7 +17,7 @@ import pytest
 from autoserv import hosts, status
 from autoserv.deadline import Deadline
 from autoserv.job import read_keyval
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 
 try:
     from tests.cli_helpers import REPO, autoserv_argv, cli_env, run_autoserv, stderr_lines

@@ -24,7 +24,7 @@ from autoserv.errors import (
     AutoservSSHTimeout,
 )
 from autoserv.hosts.ssh_connection import POOL
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 from tests.conftest import TEST_PASSWORD
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from autoserv import hosts
-from autoserv.testbed import Testbed, _alive, _netns_list, _registered
+from autoserv.lab.testbed import Testbed, _alive, _netns_list, _registered
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, sshd)")
 
 
 def run_testbed_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "autoserv.testbed", *args],
+    return subprocess.run([sys.executable, "-m", "autoserv.lab.testbed", *args],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -44,7 +44,7 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
 
 _OWNER = textwrap.dedent("""
     import sys, time
-    from autoserv.testbed import Testbed
+    from autoserv.lab.testbed import Testbed
     tb = Testbed(sys.argv[1], count=2, kind="netns").up()
     print(" ".join([tb.state.lab_netns, *(h.netns for h in tb.hosts),
                     *(str(h.pid) for h in tb.hosts)]), flush=True)

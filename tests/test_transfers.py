@@ -14,7 +14,7 @@ import pytest
 
 from autoserv import hosts
 from autoserv.errors import AutoservError, AutoservRunError
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 
 ODD = "we ird $name 'q' \"dq\" `x`"
 

@@ -1,6 +1,6 @@
 """A bootable disk image for a guest image: FAT + syslinux holding kernel and initramfs.
 
-``build_boot_disk(image)`` turns a :class:`~autoserv.guest_image.GuestImage`
+``build_boot_disk(image)`` turns a :class:`~autoserv.lab.guest_image.GuestImage`
 into a small "superfloppy" disk (a FAT file system without a partition table,
 syslinux in its boot sector) so a guest boots with ``-hda <disk> -snapshot``,
 as the seed control file does.  Built with mtools (no loop mount, no root) in
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from autoserv.errors import AutoservVirtError
-from autoserv.guest_image import GuestImage
+from autoserv.lab.guest_image import GuestImage
 
 __all__ = ["build_boot_disk", "syslinux_config"]
 

@@ -32,10 +32,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from autoserv.addresses import generate_addresses
-from autoserv.boot_disk import build_boot_disk
 from autoserv.errors import AutoservError
-from autoserv.guest_image import GuestImage, build_guest_image
-from autoserv.testbed import Testbed, TestbedError
+from autoserv.lab.boot_disk import build_boot_disk
+from autoserv.lab.guest_image import GuestImage, build_guest_image
+from autoserv.lab.testbed import Testbed, TestbedError
 
 __all__ = [
     "SEED_CONTROL",
@@ -52,7 +52,7 @@ __all__ = [
 
 log = logging.getLogger("autoserv.demo")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SEED_CONTROL = REPO / "control_examples" / "kvm_seed.control"
 SEED_TARBALL = Path("/var/local/src/kvm-33.tar.gz")
 SEED_DISK = Path("/var/local/vdisk.img")

@@ -1,0 +1,7 @@
+"""``python -m autoserv.lab.guest_image`` (also ``python -m autoserv.guest_image``)."""
+
+import sys
+
+from autoserv.lab.guest_image import main
+
+sys.exit(main())
