@@ -1,4 +1,4 @@
-"""The cached qemu guest of autoserv.guest_image, built and booted for real (TCG).
+"""The cached qemu guest of autoserv.lab.guest_image, built and booted for real (TCG).
 
 One guest (``-cpu qemu64,+svm`` so the KVM modules load under TCG) serves the
 SSH, SFTP, scp and module tests; a second one checks an unknown MAC, two NICs
@@ -39,6 +39,7 @@ from autoserv.lab.guest_image import (
     CpioEntry,
     GuestImage,
     build_guest_image,
+    builder,
     default_cache_dir,
     write_cpio,
 )
@@ -253,6 +254,21 @@ def test_write_cpio_is_read_by_gnu_cpio(tmp_path: Path) -> None:
     subprocess.run(["cpio", "-id", "--quiet"], input=buf.getvalue(), cwd=out, check=True)
     assert (out / "etc" / "passwd").read_bytes() == entries["etc/passwd"].data
     assert (out / "odd").read_bytes() == b"xxxxx"
+
+
+@pytest.mark.parametrize("name", ["rcS", "ready", "profile"])
+def test_guest_scripts_are_package_data_in_valid_shell(name: str) -> None:
+    text = builder.guest_file(name)
+    assert text.strip()
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
+
+
+def test_inittab_is_rendered_from_package_data() -> None:
+    text = builder.inittab()
+    assert "@" not in text
+    assert "::respawn:/usr/sbin/dropbear -F -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key\n" in text
+    assert text.startswith("# autoserv guest: busybox init\n::sysinit:/etc/init.d/rcS\n")
+    assert "for m in @BOOT_MODULES@; do" in builder.guest_file("rcS")  # filled in by the builder
 
 
 def test_private_key_is_refused(tmp_path: Path) -> None:
@@ -510,10 +526,11 @@ def test_unknown_mac_two_nics_and_poweroff(
 @pytest.mark.slow
 @pytest.mark.qemu
 def test_cli_prints_the_cached_image(image: GuestImage, client_key: tuple[paramiko.PKey, Path]) -> None:
-    """``python -m autoserv.guest_image`` with the same inputs finds the same image."""
+    """``python -m autoserv.guest_image`` (and its home, ``autoserv.lab.guest_image``) with the
+    same inputs finds the same image."""
     pub = client_key[1].with_suffix(".pub")
     proc = subprocess.run(
-        [sys.executable, "-m", "autoserv.lab.guest_image", "--authorized-key", str(pub), "--json"],
+        [sys.executable, "-m", "autoserv.guest_image", "--authorized-key", str(pub), "--json"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -534,7 +551,7 @@ def test_cli_reports_bad_addresses(tmp_path: Path) -> None:
     bad = tmp_path / "pool.json"
     bad.write_text('[{"mac": "02:00:00:00:00:01", "ip": "10.0.0.1"}, {"mac": "nope", "ip": "10.0.0.2"}]')
     proc = subprocess.run(
-        [sys.executable, "-m", "autoserv.lab.guest_image", "--cache", str(tmp_path), "--addresses", str(bad)],
+        [sys.executable, "-m", "autoserv.guest_image", "--cache", str(tmp_path), "--addresses", str(bad)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert proc.returncode == 1

@@ -2,6 +2,6 @@
 
 import sys
 
-from autoserv.lab.guest_image import main
+from autoserv.lab.guest_image.cli import main
 
 sys.exit(main())
