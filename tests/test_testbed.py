@@ -1,4 +1,4 @@
-"""The test bed itself: the ``autoserv-testbed`` command, and leftovers of a killed owner."""
+"""The test bed itself: the ``autoserv-testbed`` command, paths with spaces, leftovers of a killed owner."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from autoserv import hosts
-from autoserv.lab.testbed import Testbed, _alive, _netns_list, _registered
+from autoserv.lab.testbed import Testbed, TestbedError, _netns_list, _registered, ssh_config_word
+from autoserv.localsys import pid_alive as _alive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, sshd)")
 
@@ -69,3 +70,37 @@ def test_a_killed_owners_test_bed_is_torn_down_by_the_next(tmp_path: Path) -> No
         assert not any(_alive(p) for p in pids)  # (a zombie may remain: not ours to reap)
         assert [state.directory for _, state in _registered()
                 if state.directory == str(tmp_path / "killed")] == []
+
+
+def test_a_test_bed_under_a_directory_with_a_space(tmp_path: Path) -> None:
+    # every path reaches sh (mount --bind), sshd_config and ssh_config as one word
+    d = tmp_path / "dir with  spaces" / "tb $HOME;x"
+    with Testbed(d, count=1, kind="loopback") as tb:
+        host = tb.hosts[0]
+        assert _alive(host.pid, host.pid_start)
+        (Path(host.workdir) / "state" / "probe").write_text("bound\n")
+        ssh = subprocess.run(
+            ["ssh", "-F", str(tb.ssh_config), "tb1", "hostname; cat /var/lib/autoserv/probe"],
+            input="", capture_output=True, text=True, timeout=60,
+        )
+        assert (ssh.returncode, ssh.stdout) == (0, "tb1\nbound\n"), ssh.stderr
+        with hosts.SSHHost("tb1", ssh_config=str(tb.ssh_config), known_hosts=str(tb.known_hosts)) as h:
+            assert h.run("echo $((6 * 7))").stdout == "42\n"
+    assert not _alive(host.pid, host.pid_start)
+    assert not (d / "testbed.json").exists()
+
+
+@pytest.mark.parametrize(("path", "word"), [
+    ("/plain/path", "/plain/path"),
+    ("/a b/c", '"/a b/c"'),
+    ("/tab\there", '"/tab\there"'),
+    ("/x$y;z", "/x$y;z"),
+])
+def test_ssh_config_word(path: str, word: str) -> None:
+    assert ssh_config_word(path) == word
+
+
+@pytest.mark.parametrize("path", ['/a"b', "/new\nline"])
+def test_ssh_config_word_refuses_what_openssh_cannot_hold(path: str) -> None:
+    with pytest.raises(TestbedError, match="OpenSSH config files cannot hold it"):
+        ssh_config_word(path)

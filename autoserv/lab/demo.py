@@ -35,7 +35,8 @@ from autoserv.addresses import generate_addresses
 from autoserv.errors import AutoservError
 from autoserv.lab.boot_disk import build_boot_disk
 from autoserv.lab.guest_image import GuestImage, build_guest_image
-from autoserv.lab.testbed import Testbed, TestbedError
+from autoserv.lab.testbed import Testbed, TestbedError, ssh_config_word
+from autoserv.localsys import run_tool
 
 __all__ = [
     "SEED_CONTROL",
@@ -138,9 +139,9 @@ def guest_ssh_config(tb: Testbed, image: GuestImage, ips: Sequence[str], directo
         tb.ssh_config.read_text()
         + f"\nHost {' '.join(ips)}\n"
         "    User root\n"
-        f"    IdentityFile {tb.client_key}\n"
+        f"    IdentityFile {ssh_config_word(tb.client_key)}\n"
         "    IdentitiesOnly yes\n"
-        f"    UserKnownHostsFile {known}\n"
+        f"    UserKnownHostsFile {ssh_config_word(known)}\n"
         "    StrictHostKeyChecking yes\n"
     )
     return config
@@ -184,9 +185,13 @@ def lab_address(tb: Testbed, ips: Sequence[str], address: str = SEED_LAB_ADDRESS
             f" on this machine: {'; '.join(conflicts[:3])}"
             " (another autoserv demo or seed test running? `ip route del` the leftover)"
         )
+
     def batch(lines: list[str], check: bool) -> None:  # one ip process, not one per route
-        subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n", text=True,
-                       check=check, capture_output=True)
+        argv, text = ["ip", "-force", "-batch", "-"], "\n".join(lines) + "\n"
+        if check:
+            run_tool(argv, input=text, error=TestbedError)
+        else:
+            subprocess.run(argv, input=text, text=True, capture_output=True)
 
     batch([f"addr add {address}/32 dev {link}"], check=True)
     try:

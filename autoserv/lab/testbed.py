@@ -46,16 +46,15 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import AutoservError
+from autoserv.localsys import descendants, free_port, pid_alive, run_tool, ssh_banner, start_time
 
 log = logging.getLogger("autoserv.testbed")
 
@@ -76,7 +75,7 @@ KINDS = ("loopback", "netns")
 _SUPERVISOR = (
     "echo $$ > {workdir}/supervisor.pid; "
     "while :; do rm -f {workdir}/rebooting {workdir}/rebooted; "
-    f'{SSHD} -D -e -f "$1" -E "$2"; '
+    f'{shlex.quote(SSHD)} -D -e -f "$1" -E "$2"; '
     "[ -e {workdir}/rebooting ] || break; "
     "n=0; while [ ! -e {workdir}/rebooted ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n+1)); done; "
     "sleep 0.5; done"
@@ -93,8 +92,8 @@ case "$(basename "$0") $*" in
   poweroff*|halt*|shutdown*|"systemctl poweroff"*|"systemctl halt"*) action=poweroff ;;
   *) echo "$(basename "$0"): not available on an autoserv test bed host" >&2; exit 1 ;;
 esac
-[ "$action" = reboot ] && touch $W/rebooting
-"$PYTHON" -I -S $W/power-worker.py $W </dev/null >/dev/null 2>&1 &
+[ "$action" = reboot ] && touch "$W/rebooting"
+"$PYTHON" -I -S "$W/power-worker.py" "$W" </dev/null >/dev/null 2>&1 &
 exit 0
 """
 
@@ -184,17 +183,25 @@ class TestbedState:
     owner_start: int = 0
 
 
-def _run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(argv, capture_output=True, text=True, **kw)
-    if res.returncode != 0:
-        raise TestbedError(f"{' '.join(argv)} failed ({res.returncode}): {res.stderr.strip()}")
-    return res
+def _run(argv: list[str], input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return run_tool(argv, input=input, error=TestbedError)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _q(value: str | os.PathLike[str]) -> str:
+    """One shell word: ``shlex.quote`` of a string or a path."""
+    return shlex.quote(os.fspath(value))
+
+
+def ssh_config_word(path: str | os.PathLike[str]) -> str:
+    """A path as one argument of an OpenSSH config file (``ssh_config``, ``sshd_config``).
+
+    Double-quoted when it holds a space; a path OpenSSH cannot express there
+    (a double quote, a newline) is an error, not a broken config.
+    """
+    text = os.fspath(path)
+    if '"' in text or "\n" in text:
+        raise TestbedError(f"test bed path {text!r}: OpenSSH config files cannot hold it")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
 def _keygen(path: Path, comment: str) -> str:
@@ -203,66 +210,22 @@ def _keygen(path: Path, comment: str) -> str:
     return Path(str(path) + ".pub").read_text().strip()
 
 
-def _descendants(pid: int) -> list[int]:
-    """All descendant pids of ``pid`` (from /proc), deepest last."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        for c in children.get(p, []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
 def _kill_tree(pid: int, grace: float = 2.0) -> None:
     """SIGTERM ``pid`` and its descendants, then SIGKILL what is left after ``grace``."""
-    pids = [pid, *_descendants(pid)]
+    pids = [pid, *descendants(pid)]
     for p in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(p, signal.SIGTERM)
     deadline = Deadline(grace)
-    while not deadline.expired() and any(_alive(p) for p in pids):
+    while not deadline.expired() and any(pid_alive(p) for p in pids):
         time.sleep(0.02)
     for p in pids:
-        if _alive(p):
+        if pid_alive(p):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(p, signal.SIGKILL)
     for p in pids:  # reap our own children
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(p, os.WNOHANG)
-
-
-def _stat(pid: int) -> list[str]:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first); [] if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _start_time(pid: int) -> int:
-    """Start time of ``pid`` in clock ticks since boot (0 if it does not exist)."""
-    fields = _stat(pid)
-    return int(fields[19]) if len(fields) > 19 else 0
-
-
-def _same_process(pid: int, start: int) -> bool:
-    """``pid`` is alive and is the process that started at ``start`` (0: unknown, trust the pid)."""
-    fields = _stat(pid) if pid else []
-    return len(fields) > 19 and fields[0] != "Z" and (not start or int(fields[19]) == start)
 
 
 REGISTRY_DIR = Path("/run/autoserv/testbeds")
@@ -282,8 +245,8 @@ def _registered() -> list[tuple[Path, TestbedState]]:
 
 def _is_leftover(state: TestbedState) -> bool:
     if state.owner_pid:
-        return not _same_process(state.owner_pid, state.owner_start)
-    return not any(_same_process(h.pid, h.pid_start) for h in state.hosts)
+        return not pid_alive(state.owner_pid, state.owner_start)
+    return not any(pid_alive(h.pid, h.pid_start) for h in state.hosts)
 
 
 def reap_leftovers() -> list[str]:
@@ -300,11 +263,6 @@ def reap_leftovers() -> list[str]:
         path.unlink(missing_ok=True)
         reaped.append(state.directory)
     return reaped
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return bool(fields) and fields[0] != "Z"
 
 
 def _netns_list() -> set[str]:
@@ -420,7 +378,7 @@ class Testbed:
         (self.dir / "bashrc").write_text("# autoserv test bed: clean login environment\n")
         shadow = self._write_shadow() if self.password else None
         reap_leftovers()
-        self.state.owner_pid, self.state.owner_start = os.getpid(), _start_time(os.getpid())
+        self.state.owner_pid, self.state.owner_start = os.getpid(), start_time(os.getpid())
         try:
             if self.kind == "netns":
                 self._make_lab()
@@ -445,7 +403,7 @@ class Testbed:
         """Stop what ``up()`` started and delete the namespaces and links; idempotent."""
         existing = _netns_list()
         for host in self.state.hosts:
-            if _same_process(host.pid, host.pid_start):
+            if pid_alive(host.pid, host.pid_start):
                 _kill_tree(host.pid)
         for ns in [*self.state.namespaces, *(h.netns for h in self.state.hosts)]:
             if ns and ns != self.state.lab_netns and ns in existing:
@@ -521,7 +479,7 @@ class Testbed:
         _keygen(workdir / "ssh_host_ed25519_key", f"autoserv-testbed-{name}")
         netns = ""
         if self.kind == "loopback":
-            address, port, listen = "127.0.0.1", _free_port(), "127.0.0.1"
+            address, port, listen = "127.0.0.1", free_port(), "127.0.0.1"
         else:
             net = ipaddress.ip_network(self.state.subnet)
             address, port, listen = str(net.network_address + 9 + index), 22, "0.0.0.0"
@@ -532,20 +490,24 @@ class Testbed:
         boot_id = workdir / "boot_id"
         boot_id.write_text(Path("/proc/sys/kernel/random/uuid").read_text())
         power = workdir / "power"
-        power.write_text(_POWER_SCRIPT.format(workdir=workdir, python=shlex.quote(sys.executable)))
+        power.write_text(_POWER_SCRIPT.format(workdir=_q(workdir), python=_q(sys.executable)))
         (workdir / "power-worker.py").write_text(_POWER_WORKER)
         power.chmod(0o755)
-        mounts = [
-            f"mount --bind {self.dir / 'bashrc'} /root/.bashrc",
-            f"mount --bind {workdir / 'state'} {REMOTE_STATE_DIR}",
-            f"mount --bind {boot_id} /proc/sys/kernel/random/boot_id",
+        binds: list[tuple[str | Path, str]] = [
+            (self.dir / "bashrc", "/root/.bashrc"),
+            (workdir / "state", REMOTE_STATE_DIR),
+            (boot_id, "/proc/sys/kernel/random/boot_id"),
         ]
-        mounts += [f"mount --bind {power} {target}" for target in _power_targets()]
+        binds += [(power, target) for target in _power_targets()]
         if not self.with_scp:  # a host that only speaks SFTP
-            mounts += [f"mount --bind /dev/null {p}" for p in ("/usr/bin/scp",) if os.path.exists(p)]
+            binds += [("/dev/null", p) for p in ("/usr/bin/scp",) if os.path.exists(p)]
         if shadow is not None:
-            mounts.append(f"mount --bind {shadow} /etc/shadow")
-        script = " && ".join([f"hostname {name}", *mounts, _SUPERVISOR.format(workdir=workdir)])
+            binds.append((shadow, "/etc/shadow"))
+        script = " && ".join([
+            f"hostname {_q(name)}",
+            *(f"mount --bind -- {_q(src)} {_q(dest)}" for src, dest in binds),
+            _SUPERVISOR.format(workdir=_q(workdir)),
+        ])
         argv = [
             "unshare", "--mount", "--uts", "--propagation", "private",
             "sh", "-c", script, "sshd", str(config), str(workdir / "sshd.log"),
@@ -557,7 +519,7 @@ class Testbed:
             stderr=open(workdir / "start.log", "wb"), start_new_session=True,
         )
         self._procs.append(proc)
-        return TestbedHost(name, address, port, str(workdir), proc.pid, netns, _start_time(proc.pid))
+        return TestbedHost(name, address, port, str(workdir), proc.pid, netns, start_time(proc.pid))
 
     def _make_host_netns(self, ns: str, index: int, address: str) -> None:
         lab = self.state.lab_netns
@@ -580,9 +542,9 @@ class Testbed:
         return "\n".join([
             f"Port {port}",
             f"ListenAddress {listen}",
-            f"HostKey {workdir / 'ssh_host_ed25519_key'}",
-            f"PidFile {workdir / 'sshd.pid'}",
-            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+            f"HostKey {ssh_config_word(workdir / 'ssh_host_ed25519_key')}",
+            f"PidFile {ssh_config_word(workdir / 'sshd.pid')}",
+            f"AuthorizedKeysFile {ssh_config_word(self.dir / 'authorized_keys')}",
             "UsePAM no",
             "StrictModes no",
             "UseDNS no",
@@ -609,9 +571,9 @@ class Testbed:
                 f"    HostName {h.address}",
                 f"    Port {h.port}",
                 "    User root",
-                f"    IdentityFile {self.client_key}",
+                f"    IdentityFile {ssh_config_word(self.client_key)}",
                 "    IdentitiesOnly yes",
-                f"    UserKnownHostsFile {self.known_hosts}",
+                f"    UserKnownHostsFile {ssh_config_word(self.known_hosts)}",
                 "    StrictHostKeyChecking yes",
                 "",
             ]))
@@ -623,17 +585,11 @@ class Testbed:
         delays = backoff(0.005, 1.5, 0.2)
         while pending:
             for host in list(pending):
-                try:
-                    with socket.create_connection((host.address, host.port), timeout=0.5) as s:
-                        s.settimeout(deadline.remaining(2.0) or 0.1)
-                        if s.recv(4).startswith(b"SSH-"):
-                            pending.remove(host)
-                except OSError:
-                    if not _alive(host.pid):
-                        start_log = Path(host.workdir, "start.log").read_text(errors="replace")
-                        raise TestbedError(
-                            f"sshd for {host.name} exited at start: {start_log.strip()}"
-                        ) from None
+                if ssh_banner(host.address, host.port, deadline.remaining(2.0) or 0.1, connect_timeout=0.5):
+                    pending.remove(host)
+                elif not pid_alive(host.pid):
+                    start_log = Path(host.workdir, "start.log").read_text(errors="replace")
+                    raise TestbedError(f"sshd for {host.name} exited at start: {start_log.strip()}")
             if pending:
                 if deadline.expired():
                     names = ", ".join(h.name for h in pending)
@@ -674,7 +630,7 @@ class Testbed:
 
     def status(self) -> list[tuple[TestbedHost, bool]]:
         """Each host and whether its sshd is still running."""
-        return [(h, bool(h.pid) and _alive(h.pid)) for h in self.hosts]
+        return [(h, bool(h.pid) and pid_alive(h.pid)) for h in self.hosts]
 
 
 def default_dir() -> Path:
