@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from autoserv.localsys import free_port, ssh_banner
 from bench.common import OURS, Comparison, Measurement, log
 
 QEMU = shutil.which("qemu-system-x86_64")
@@ -35,26 +35,15 @@ BANNER = "SSH banner (raw socket poll)"
 HANDSHAKE = "fresh connect + true (is_up)"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _banner_poller(port: int, started: float, stop: threading.Event, out: list[float]) -> None:
     # qemu's user network accepts at once and closes when the guest refuses;
     # once the guest accepts, its sshd (under TCG, on a busy machine) may take
     # well over 0.2 s to send the banner: wait for it instead of giving up
     # and reconnecting (which made this "ideal" poller later than wait_up).
     while not stop.is_set():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.settimeout(3.0)
-                if s.recv(4).startswith(b"SSH-"):
-                    out.append(time.monotonic() - started)
-                    return
-        except OSError:
-            pass
+        if ssh_banner("127.0.0.1", port, timeout=3.0, connect_timeout=0.2):
+            out.append(time.monotonic() - started)
+            return
         stop.wait(0.01)
 
 
@@ -92,7 +81,7 @@ def measure(trials: int) -> Comparison | None:
         image = build_guest_image(authorized_keys=key.with_suffix(".pub").read_text(), addresses=pool)
         log.info("guest image %s (build %.1f s)", image.directory, image.build_seconds)
         for trial in range(trials):
-            port = _free_port()
+            port = free_port()
             known = work / f"known_hosts{trial}"
             known.write_text(image.known_hosts_line("127.0.0.1", port))
             argv = [

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autoserv.lab.guest_image import default_cache_dir
 from autoserv.lab.testbed import Testbed, TestbedHost
+from autoserv.localsys import pid_alive
 
 _SOURCES = """Types: deb-src
 URIs: http://deb.debian.org/debian
@@ -71,11 +72,10 @@ def qemu_pids(tb: Testbed, host: TestbedHost) -> list[int]:
     pids = []
     for p in out.split():
         try:
-            stat = Path(f"/proc/{p}/stat").read_text()
             cmd = Path(f"/proc/{p}/cmdline").read_bytes()
         except OSError:
             continue
-        if stat.rsplit(")", 1)[1].split()[0] != "Z" and b"qemu-system" in cmd:
+        if b"qemu-system" in cmd and pid_alive(int(p)):
             pids.append(int(p))
     return pids
 

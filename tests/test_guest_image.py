@@ -43,6 +43,7 @@ from autoserv.lab.guest_image import (
     default_cache_dir,
     write_cpio,
 )
+from autoserv.localsys import free_port
 
 log = logging.getLogger("tests.guest_image")
 
@@ -53,12 +54,6 @@ GUEST = POOL[4]  # 02:00:00:00:00:05 → 192.168.2.5 (vhost5)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
