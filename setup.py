@@ -1,6 +1,25 @@
 """autoserv: a Python 3 re-creation of Autotest's remote runner (Autoserv)."""
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+#: Files of the checkout that the lab's demo needs when autoserv is installed (copied at build).
+LAB_DATA = {"control_examples/kvm_seed.control": "autoserv/lab/control_examples/kvm_seed.control"}
+
+
+class BuildWithLabData(build_py):
+    """build_py that also copies :data:`LAB_DATA` into the built package (a wheel's demo works)."""
+
+    def run(self) -> None:
+        super().run()
+        for src, dest in LAB_DATA.items():
+            target = Path(self.build_lib) / dest
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+
 
 setup(
     name="autoserv",
@@ -16,6 +35,7 @@ setup(
         "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko"],
         "bench": ["fabric>=3.2", "parallel-ssh>=2.12", "matplotlib>=3.8"],
     },
+    cmdclass={"build_py": BuildWithLabData},
     entry_points={
         "console_scripts": [
             "autoserv=autoserv.cli:main",

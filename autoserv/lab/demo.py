@@ -11,6 +11,8 @@ through ``/32`` routes the demo adds to the test bed's lab link), then runs::
     autoserv --ssh-config <dir>/ssh_config -m tb1 control_examples/kvm_seed.control
 
 which prints the guest's ``uname -a``.  Everything is torn down at the end.
+The control file comes from the checkout, else from the copy an installed
+autoserv carries as package data (setup.py puts it there at build time).
 The pieces are reused by the tests (``tests/test_kvm_e2e.py``).
 """
 
@@ -29,6 +31,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from importlib import resources
 from pathlib import Path
 
 from autoserv.addresses import generate_addresses
@@ -53,8 +56,17 @@ __all__ = [
 
 log = logging.getLogger("autoserv.demo")
 
-REPO = Path(__file__).resolve().parents[2]
-SEED_CONTROL = REPO / "control_examples" / "kvm_seed.control"
+def _seed_control() -> Path:
+    """``control_examples/kvm_seed.control`` of the checkout this module runs from, else the
+    copy an installed autoserv ships as package data (``autoserv/lab/control_examples/``)."""
+    checkout = Path(__file__).resolve().parents[2] / "control_examples" / "kvm_seed.control"
+    if checkout.is_file():
+        return checkout
+    return Path(str(resources.files("autoserv.lab") / "control_examples" / "kvm_seed.control"))
+
+
+#: The seed control file the demo runs (from the checkout, else from the package data).
+SEED_CONTROL = _seed_control()
 SEED_TARBALL = Path("/var/local/src/kvm-33.tar.gz")
 SEED_DISK = Path("/var/local/vdisk.img")
 #: The seed's pool: 02:00:00:00:00:NN ↔ 192.168.2.NN, NN = 1..31.
@@ -266,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="demo: %(message)s", stream=sys.stderr)
     if os.geteuid() != 0:
         sys.stderr.write("demo: needs root (network namespaces, sshd, qemu)\n")
+        return 2
+    if not SEED_CONTROL.is_file():
+        sys.stderr.write(f"demo: the seed control file is missing ({SEED_CONTROL}): reinstall autoserv"
+                         " or run the demo from a checkout (./dev.sh demo)\n")
         return 2
     _sigterm_unwinds()
     work = Path(opts.keep) if opts.keep else Path(tempfile.mkdtemp(prefix="autoserv-demo-"))
