@@ -15,7 +15,12 @@ from autoserv.lab.testbed import Testbed
 
 #: root's password on the test bed hosts (a private /etc/shadow per host).
 TEST_PASSWORD = "autoserv-test-pw"
-KINDS = ["loopback", "netns"]
+#: The host kinds of the ``testbed`` fixture; the netns one carries the ``netns`` mark, so
+#: ``-m "not netns"`` runs the loopback half without making a namespace.
+KINDS = ["loopback", pytest.param("netns", marks=pytest.mark.netns)]
+#: Fixtures that make network namespaces (``seed`` is test_kvm_e2e's netns test bed): a test
+#: using one, directly or through another fixture, gets the ``netns`` mark too.
+NETNS_FIXTURES = {"testbed_netns", "seed"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,6 +30,13 @@ def pytest_configure(config: pytest.Config) -> None:
         raise KeyboardInterrupt("SIGTERM")
 
     signal.signal(signal.SIGTERM, _term)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if NETNS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.netns)
 
 
 def _need_root_tools(kind: str) -> None:
