@@ -5,6 +5,7 @@ Real processes and sockets on this machine; the banner probe also against a real
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -189,8 +190,8 @@ def test_ssh_banner_of_a_real_sshd(tmp_path: Path) -> None:
 
 
 def test_localsys_imports_nothing_but_the_core_basics() -> None:
-    code = ("import sys, autoserv.localsys; "
-            "print(sorted(m for m in sys.modules if m.startswith('autoserv')))")
+    code = ("import json, sys, autoserv.localsys; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('autoserv'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # the runner core may use it: it must not pull in hosts, virt, the lab or the job
-    assert set(eval(out)) <= {"autoserv", "autoserv.errors", "autoserv.result", "autoserv.localsys"}
+    assert set(json.loads(out)) <= {"autoserv", "autoserv.errors", "autoserv.result", "autoserv.localsys"}

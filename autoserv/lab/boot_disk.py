@@ -16,13 +16,13 @@ import contextlib
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from autoserv.errors import AutoservVirtError
 from autoserv.lab.guest_image import GuestImage
+from autoserv.localsys import find_tool, run_tool
 
 __all__ = ["build_boot_disk", "syslinux_config"]
 
@@ -41,22 +41,11 @@ def syslinux_config(append: str) -> str:
 
 
 def _tool(name: str) -> str:
-    for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
-        path = os.path.join(d, name)
-        if os.access(path, os.X_OK):
-            return path
-    found = shutil.which(name)
-    if found:
-        return found
-    raise AutoservVirtError(f"boot disk: {name} not found: apt-get install {_TOOLS[name]}")
+    return find_tool(name, _TOOLS[name], error=AutoservVirtError, context="boot disk: ")
 
 
 def _run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
-    if proc.returncode != 0:
-        raise AutoservVirtError(
-            f"boot disk: {' '.join(argv)} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}"
-        )
+    run_tool(argv, error=AutoservVirtError, context="boot disk: ")
 
 
 def build_boot_disk(image: GuestImage, dest: str | os.PathLike[str] | None = None) -> Path:
