@@ -24,17 +24,18 @@ def run_testbed_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_up_status_down(tmp_path: Path) -> None:
-    d = tmp_path / "tb"
+    d = tmp_path / "test bed"
     up = run_testbed_cli("up", "--dir", str(d), "-n", "2", "--kind", "loopback")
     assert up.returncode == 0, up.stderr
-    assert f"--ssh-config {d}/ssh_config -m tb1,tb2" in up.stdout
+    assert f"--ssh-config '{d}/ssh_config' -m tb1,tb2" in up.stdout  # ready to paste
     try:
         # the hosts outlive the command, and a later test bed does not take them for leftovers
         with Testbed(tmp_path / "other", count=1):
             pass
         status = run_testbed_cli("status", "--dir", str(d))
         assert [line.split("\t")[2] for line in status.stdout.splitlines()] == ["up", "up"]
-        with hosts.SSHHost("tb2", ssh_config=str(d / "ssh_config")) as h:
+        # known_hosts given: hosts/ssh_connection.py cuts UserKnownHostsFile at its first space
+        with hosts.SSHHost("tb2", ssh_config=str(d / "ssh_config"), known_hosts=str(d / "known_hosts")) as h:
             assert h.run("hostname").stdout.strip() == "tb2"
     finally:
         down = run_testbed_cli("down", "--dir", str(d))
@@ -84,6 +85,7 @@ def test_a_test_bed_under_a_directory_with_a_space(tmp_path: Path) -> None:
             input="", capture_output=True, text=True, timeout=60,
         )
         assert (ssh.returncode, ssh.stdout) == (0, "tb1\nbound\n"), ssh.stderr
+        # known_hosts given: hosts/ssh_connection.py cuts UserKnownHostsFile at its first space
         with hosts.SSHHost("tb1", ssh_config=str(tb.ssh_config), known_hosts=str(tb.known_hosts)) as h:
             assert h.run("echo $((6 * 7))").stdout == "42\n"
     assert not _alive(host.pid, host.pid_start)

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -291,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = seed_command(config, work / "results")
             if opts.verbose:
                 cmd.insert(3, "--verbose")
-            log.info("running: %s", " ".join(cmd))
+            log.info("running: %s", shlex.join(cmd))
             t0 = time.monotonic()
             rc = run_to_the_end(cmd, seed_env())
             log.info("autoserv exited %d after %.1f s%s", rc, time.monotonic() - t0,

@@ -662,8 +662,8 @@ def main(argv: list[str] | None = None) -> int:
             tb = Testbed(directory, count=opts.count, kind=opts.kind).up()
             tb.detach()
             print(f"# {tb.count} {tb.kind} hosts up; state in {directory}")
-            print(f"# use: autoserv --ssh-config {tb.ssh_config} -m {','.join(tb.machines)} CONTROL")
-            print(f"# or:  ssh -F {tb.ssh_config} {tb.machines[0]}")
+            print(f"# use: autoserv --ssh-config {_q(tb.ssh_config)} -m {','.join(tb.machines)} CONTROL")
+            print(f"# or:  ssh -F {_q(tb.ssh_config)} {tb.machines[0]}")
             print(tb.ssh_config.read_text(), end="")
         elif opts.action == "down":
             if not (directory / "testbed.json").exists():
