@@ -10,8 +10,8 @@ for the runner core to use: it imports nothing of autoserv but the error tree.
   fork).  A zombie is *not* alive (``kill -0`` succeeds on one, and a
   container's init may never reap it); matching the start time as well
   guards against a reused pid;
-* :data:`ALIVE_SH`: the same liveness test as a POSIX shell function, for a
-  remote host's ``/proc``;
+* :data:`ALIVE_SH`, :data:`GROUP_ALIVE_SH`: the same liveness test as POSIX
+  shell functions (one pid; any process of a group), for a remote host's ``/proc``;
 * :func:`free_port`: a free TCP port on loopback;
 * :func:`ssh_banner`: whether a port accepts TCP and sends ``SSH-``.
 """
@@ -30,6 +30,7 @@ from autoserv.errors import AutoservError
 
 __all__ = [
     "ALIVE_SH",
+    "GROUP_ALIVE_SH",
     "descendants",
     "find_tool",
     "free_port",
@@ -148,6 +149,18 @@ ALIVE_SH = r"""alive() {
 }"""
 """POSIX shell function ``alive PID [TEXT]``: true when PID runs, is not a zombie and (with
 TEXT) its command line contains TEXT (which guards against a reused pid on a remote host)."""
+
+GROUP_ALIVE_SH = r"""group_alive() {
+    case "$1" in ''|*[!0-9]*) return 1 ;; esac
+    for s in /proc/[0-9]*/stat; do
+        { read -r l < "$s"; } 2>/dev/null || continue
+        l=${l##*) }; set -- "$1" $l
+        [ "$2" != Z ] && [ "$4" = "$1" ] && return 0
+    done
+    return 1
+}"""
+"""POSIX shell function ``group_alive PGID``: true while a process of group PGID runs (zombies
+do not count), e.g. to wait for a killed remote command and its children to be gone."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -20,6 +20,7 @@ from autoserv.errors import AutoservError, AutoservVirtError
 from autoserv.lab.testbed import Testbed
 from autoserv.localsys import (
     ALIVE_SH,
+    GROUP_ALIVE_SH,
     descendants,
     find_tool,
     free_port,
@@ -145,6 +146,42 @@ def test_alive_sh_matches_pid_alive(sleeper: subprocess.Popen[bytes], zombie: in
     assert _sh_alive(str(zombie)) == 1
     for bad in ("", "abc", "12x", "-1", str(2**22 + 1)):
         assert _sh_alive(bad) == 1
+
+
+def _sh_group_alive(pgid: str) -> int:
+    return subprocess.run(["sh", "-c", GROUP_ALIVE_SH + '\ngroup_alive "$@"', "group_alive", pgid]).returncode
+
+
+def test_group_alive_sh_sees_the_children_of_a_group() -> None:
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & exec sleep 61"], start_new_session=True)
+    try:
+        for _ in range(200):
+            if open(f"/proc/{leader.pid}/cmdline", "rb").read() == b"sleep\x0061\x00":
+                break
+            threading.Event().wait(0.02)
+        assert _sh_group_alive(str(leader.pid)) == 0
+        leader.kill()
+        leader.wait()  # the leader is gone; its child 'sleep 60' still runs in the group
+        assert _sh_group_alive(str(leader.pid)) == 0
+    finally:
+        os.killpg(leader.pid, 9)
+    for _ in range(200):  # the orphan is reaped by init
+        if _sh_group_alive(str(leader.pid)) == 1:
+            break
+        threading.Event().wait(0.02)
+    assert _sh_group_alive(str(leader.pid)) == 1
+    for bad in ("", "x", "0x1"):
+        assert _sh_group_alive(bad) == 1
+
+
+def test_group_alive_sh_ignores_zombies() -> None:
+    lone = subprocess.Popen(["true"], start_new_session=True)
+    while proc_stat(lone.pid)[:1] != ["Z"]:
+        threading.Event().wait(0.01)
+    try:
+        assert _sh_group_alive(str(lone.pid)) == 1  # only a zombie left in that group
+    finally:
+        lone.wait()
 
 
 # -- ports and the SSH banner -----------------------------------------------------------------
