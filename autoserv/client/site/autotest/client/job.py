@@ -173,9 +173,11 @@ class ClientJob:
         groups = self._state.data["groups"]
         if status_code == "START":
             groups.append([subdir, operation])
-            self._state.save()
         elif status_code.startswith("END "):
             groups.pop()
+        else:
+            return
+        if not self._in_child:  # a child's nesting is its own; the runner's state file is not
             self._state.save()
 
     # -- state and steps -----------------------------------------------------------------
@@ -387,13 +389,24 @@ class ClientJob:
         return result
 
     def parallel(self, *tasklists: Iterable[Any]) -> None:
-        """Run each ``[function, arg, ...]`` in its own forked process; JobError if any failed."""
+        """Run each ``[function, arg, ...]`` in its own forked process; JobError if any failed.
+
+        A task's status lines are collected in ``<resultdir>/.parallel.<n>.status`` and
+        appended to status.log as one block when the task ends (tasks in the order given),
+        so concurrent tasks never interleave their START/END groups; its log lines reach
+        debug/client.log live.
+        """
         pids = []
+        blocks = []
         try:
-            for task in tasklists:
+            for index, task in enumerate(tasklists):
                 fn, *task_args = list(task)
+                block = os.path.join(self.resultdir, f".parallel.{os.getpid()}.{index}.status")
+                open(block, "w").close()
+                blocks.append(block)
                 pid = self._fork()
                 if pid == 0:
+                    self._writer.path = block
                     code = 0
                     try:
                         fn(*task_args)
@@ -405,13 +418,31 @@ class ClientJob:
                     sys.stderr.flush()
                     os._exit(code)
                 pids.append(pid)
-            failed = sum(1 for pid in pids if self._reap(pid) != 0)
+            failed = 0
+            for pid, block in zip(pids, blocks, strict=True):
+                failed += self._reap(pid) != 0
+                self._append_block(block)
         except BaseException:
             for pid in pids:
-                self._kill_child(pid)
+                if pid in self._child_groups:
+                    self._kill_child(pid)
+                    self._reap(pid)
+            for block in blocks:
+                self._append_block(block)
             raise
         if failed:
             raise error.JobError(f"{failed} of {len(pids)} task(s) failed in job.parallel")
+
+    def _append_block(self, block: str) -> None:
+        try:
+            with open(block, encoding="utf-8") as f:
+                text = f.read()
+            os.unlink(block)
+        except FileNotFoundError:
+            return
+        if text and self._writer.path is not None:
+            with open(self._writer.path, "a", encoding="utf-8") as f:
+                f.write(text)
 
     # -- reboot ------------------------------------------------------------------------
 
