@@ -834,3 +834,120 @@ def test_runtime_runs_on_a_testbed_host(host, tmp_path: Path) -> None:
     assert (collected / "sleeptest" / "keyval").read_text() == "param-seconds=0.5\nversion=1\n"
     assert (collected / "py2test" / "results" / "keyval").read_text().startswith("total{perf}=6\n\n")
     print(f"install + run of 5 tests on {host.hostname}: {elapsed:.2f} s")
+
+
+@pytest.mark.slow
+def test_reboot_and_continue_on_a_testbed_host(host, tmp_path: Path) -> None:
+    """job.reboot() on a host: exit 3, the host's (simulated) reboot happens, --continue finishes."""
+    local = install_site(tmp_path / "site")
+    autodir = host.run("mktemp -d /tmp/autoserv-client-XXXXXX").stdout.strip()
+    quoted = shlex.quote(autodir)
+    command = (f"cd {quoted} && PYTHONPATH={quoted} python3 -m autotest.client.runner control "
+               "--results results/default")
+    try:
+        host.send_file(str(local) + "/", autodir)
+        control = tmp_path / "control"
+        control.write_text(STEP_CONTROL)
+        host.send_file(str(control), f"{autodir}/control")
+        old_boot = host.get_boot_id()
+        start = time.monotonic()
+        first = host.run(command, ignore_status=True)
+        assert first.exit_status == 3, first.stderr
+        before = host.run(f"cat {quoted}/results/default/status.log").stdout
+        assert REBOOTING.match(before.splitlines()[-1])
+        assert host.wait_down(timeout=60, old_boot_id=old_boot)
+        assert host.wait_up(timeout=60)
+        assert host.get_boot_id() != old_boot
+        second = host.run(command + " --continue", ignore_status=True)
+        elapsed = time.monotonic() - start
+        assert second.exit_status == 0, second.stderr
+        text = host.run(f"cat {quoted}/results/default/status.log").stdout
+    finally:
+        host.run(f"rm -rf -- {quoted}", ignore_status=True)
+    assert text.startswith(before)
+    new = autoserv_status.parse(text[len(before):])
+    assert [(e.status_code, e.operation) for e in new] == [
+        ("START", "sleeptest.after"), ("GOOD", "sleeptest.after"), ("END GOOD", "sleeptest.after"),
+        ("INFO", "step_two"), ("END GOOD", None)]
+    assert new[3].message == "word 2 phase=3"  # set_state survived the reboot
+    assert FINISHED.match(text.splitlines()[-1])
+    print(f"client job with a reboot on {host.hostname}: {elapsed:.2f} s")
+
+
+def test_tests_dirs_come_before_the_builtin_tests(autodir: Path, tmp_path: Path) -> None:
+    tests = tmp_path / "tests"
+    (tests / "sleeptest").mkdir(parents=True)
+    (tests / "sleeptest" / "sleeptest.py").write_text(
+        "from autotest.client import test\nfrom autotest.client.shared import error\n\n"
+        "class sleeptest(test.test):\n"
+        "    version = 9\n"
+        "    def run_once(self, seconds=1):\n"
+        "        raise error.TestNAError('the --tests sleeptest')\n")
+    results = tmp_path / "results"
+    builtin_control = autodir / "autotest" / "client" / "tests" / "sleeptest" / "control"
+    proc = run_client(autodir, builtin_control, results, "--tests", str(tests))
+    assert proc.returncode == 0, proc.stderr
+    entry = outcome(results, "sleeptest")
+    assert (entry.status_code, entry.message) == ("TEST_NA", "the --tests sleeptest")
+    assert "version=9" in (results / "sleeptest" / "keyval").read_text()
+    # the built-in test's own control file (with its metadata variables) runs as a control file
+    results2 = tmp_path / "results2"
+    assert run_client(autodir, builtin_control, results2).returncode == 0
+    assert outcome(results2, "sleeptest").status_code == "GOOD"
+
+
+def test_configure_make_and_unmap_url(runtime: SimpleNamespace, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.server
+    import threading
+
+    if shutil.which("make") is None:
+        pytest.fail("make is not installed (apt-get install make)")
+    work = tmp_path / "build"
+    work.mkdir()
+    (work / "configure").write_text("#!/bin/sh\necho \"PREFIX=$1\" > config.mk\n")
+    (work / "configure").chmod(0o755)
+    (work / "Makefile").write_text("include config.mk\nall:\n\techo built $(PREFIX) > out\n")
+    monkeypatch.chdir(work)
+    assert runtime.utils.configure("/opt/x") == 0
+    assert runtime.utils.make() == 0
+    assert (work / "out").read_text() == "built /opt/x\n"
+    with pytest.raises(runtime.error.CmdError):
+        runtime.utils.make("no-such-target")
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "pkg.tar.bz2").write_bytes(b"payload")
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "srv"))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/pkg.tar.bz2"
+        got = runtime.utils.unmap_url("/unused", url, str(tmp_path))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert got == str(tmp_path / "pkg.tar.bz2")
+    assert Path(got).read_bytes() == b"payload"
+
+
+def test_continue_of_a_run_that_died_before_its_first_line(autodir: Path, tmp_path: Path) -> None:
+    import json
+
+    results = tmp_path / "results"
+    control = tmp_path / "control"
+    control.write_text("def step_init():\n    job.next_step(step_two)\n"
+                       "def step_two():\n    job.run_test('sleeptest', seconds=0)\n")
+    assert run_client(autodir, control, results).returncode == 0
+    state = json.loads((results / "control.state").read_text())
+    # as saved just before the first status line: nothing open, step_init queued
+    state.update(groups=[], finished=False, steps=[["step_init", [], {}]], steps_done=[])
+    (results / "control.state").write_text(json.dumps(state))
+    (results / "status.log").write_text("")
+    shutil.rmtree(results / "sleeptest")
+    proc = run_client(autodir, control, results, "--continue")
+    assert proc.returncode == 0, proc.stderr
+    check_grammar(results)
+    assert [(e.status_code, e.operation, e.indent) for e in entries(results)] == [
+        ("START", None, 0), ("FAIL", "reboot", 1), ("START", "sleeptest", 1), ("GOOD", "sleeptest", 2),
+        ("END GOOD", "sleeptest", 1), ("END GOOD", None, 0)]

@@ -477,6 +477,8 @@ class ClientJob:
             log.info("Continuing after the requested reboot")
             return
         log.warning("Continuing after an unexpected reboot")
+        if not groups:  # the first run died before it opened the job's outermost group
+            self.record("START", None, None)
         while len(groups) > 1:
             subdir, operation = groups[-1]
             self.record("END FAIL", subdir, operation, "unexpected reboot")

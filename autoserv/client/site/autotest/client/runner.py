@@ -47,7 +47,10 @@ and closes the outermost group with ``END GOOD\\t----\\t----`` at indentation 0.
 ``--continue`` whose state has no requested reboot is an unexpected reboot: every group
 still open inside the outermost one is closed with ``END FAIL ... unexpected reboot``,
 then ``\\tFAIL\\t----\\treboot\\t...\\tunexpected reboot`` is recorded and the job goes on with
-its next queued step.
+its next queued step.  The only ``START\\t----\\t----`` a continuation writes is for a job whose
+first run died before writing its own (control.state's ``groups`` is empty): then it opens
+the outermost group first, so every client run still ends with ``END ...\\t----\\t----`` at
+indentation 0.
 """
 
 from __future__ import annotations
