@@ -5,9 +5,12 @@ Status lines go to ``<resultdir>/status.log`` through
 copy), so the grammar is exactly autoserv's; each line is also logged to
 ``debug/client.log``.
 
-Every test runs in a forked child process in its own process group: a crash only
-ends that child, and ``timeout=`` kills the whole group.  The child sends its outcome
-(status word and message) back through a pipe as one JSON object.
+Every test (and every ``job.parallel`` task) runs in a forked child process that leads
+its own session: a crash only ends that child, and ``timeout=`` (or SIGTERM to the
+runner) SIGKILLs every process of that session, including the commands its
+``utils.run`` calls started (they get their own process group inside the session).
+The child sends its outcome (status word and message) back through a pipe as one
+JSON object.
 
 ``control.state`` is JSON, rewritten atomically (temporary file + rename) on every change::
 
@@ -36,7 +39,7 @@ from typing import Any
 from autotest.client.shared import error, status, utils
 from autotest.client.shared.test import find_test, runtest
 
-__all__ = ["JobReboot", "JobState", "ClientJob", "read_boot_id"]
+__all__ = ["JobReboot", "JobState", "ClientJob", "read_boot_id", "session_members"]
 
 log = logging.getLogger("autotest.job")
 
@@ -58,6 +61,23 @@ def read_boot_id() -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of the live (not zombie) processes in session ``sid``, from ``/proc``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # after "pid (comm)": state ppid pgrp session ...
+        if len(fields) > 3 and fields[0] != "Z" and fields[3] == str(sid):
+            members.append(int(entry))
+    return members
 
 
 def _json_check(what: str, value: Any) -> None:
@@ -277,6 +297,7 @@ class ClientJob:
         return status_word
 
     def _fork(self) -> int:
+        """Fork a child that leads its own session (and process group); return its pid."""
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -285,20 +306,32 @@ class ClientJob:
             self._child_groups = set()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.setpgid(0, 0)
+            os.setsid()
         else:
-            try:
-                os.setpgid(pid, pid)
-            except OSError:  # the child did it already, or has exited
-                pass
             self._child_groups.add(pid)
         return pid
 
     def _kill_child(self, pid: int) -> None:
+        """SIGKILL the child and every process of its session (what the test started).
+
+        Commands of ``utils.run`` get their own process group but stay in the session,
+        so they go too; only a process that made itself a new session escapes.
+        """
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+        for _ in range(50):
+            members = session_members(pid)
+            if not members:
+                return
+            for member in members:
+                try:
+                    os.kill(member, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        log.warning("processes of session %d survived SIGKILL: %s", pid, session_members(pid))
 
     def _reap(self, pid: int) -> int:
         _, wait_status = os.waitpid(pid, 0)
@@ -354,7 +387,7 @@ class ClientJob:
         finally:
             os.close(read_fd)
         if timed_out:
-            return "ABORT", f"timed out after {timeout} s: killed the test's process group"
+            return "ABORT", f"timed out after {timeout} s: killed the test and its processes"
         try:
             outcome = json.loads(data.decode())
             return str(outcome["status"]), str(outcome["message"])
@@ -366,7 +399,7 @@ class ClientJob:
                         "without a result"
 
     def kill_children(self) -> None:
-        """Kill the process group of every running test or parallel task (on SIGTERM)."""
+        """Kill every process of every running test or parallel task (on SIGTERM)."""
         for pid in list(self._child_groups):
             self._kill_child(pid)
 
