@@ -621,6 +621,32 @@ def test_sigterm_kills_the_test_and_records_abort(autodir: Path, tmp_path: Path)
     assert no_leftovers(marker) == []
 
 
+def test_runner_killed_by_sigkill_takes_its_tests_along(autodir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    marker = f"orphan-marker-{os.getpid()}-{time.monotonic_ns()}"
+    control = tmp_path / "control"
+    control.write_text(f"job.run_test('hangtest', marker={marker!r}, via='utils')\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotest.client.runner", str(control), "--results", str(results),
+         "--tests", str(DATA_TESTS)],
+        cwd=autodir, env=dict(os.environ, PYTHONPATH=str(autodir)))
+    try:
+        deadline = Deadline(30)
+        while not processes_with(marker) and not deadline.expired():
+            time.sleep(0.05)
+        assert processes_with(marker)
+    finally:
+        proc.kill()  # SIGKILL: the runner records nothing and kills nothing itself
+        proc.wait()
+    assert no_leftovers(marker) == []
+    test_pid = int((results / "hangtest" / "pids").read_text())
+    deadline = Deadline(5)
+    while Path(f"/proc/{test_pid}").exists() and not deadline.expired():
+        time.sleep(0.05)
+    stat = Path(f"/proc/{test_pid}/stat")
+    assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
+
+
 def test_job_api_groups_parallel_and_no_ops(autodir: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
     control = (
@@ -774,7 +800,9 @@ def test_unexpected_reboot_is_recorded_and_the_job_goes_on(autodir: Path, tmp_pa
     finally:
         proc.kill()  # the "power cut": no chance to record anything
         proc.wait()
-    os.killpg(test_pid, signal.SIGKILL)
+    deadline = Deadline(5)  # the test's process follows its runner (parent-death signal)
+    while Path(f"/proc/{test_pid}").exists() and not deadline.expired():
+        time.sleep(0.05)
     size = (results / "status.log").stat().st_size
     proc2 = run_client(autodir, control, results, "--continue", "--tests", str(DATA_TESTS))
     assert proc2.returncode == 0, proc2.stderr
