@@ -988,3 +988,18 @@ def test_continue_of_a_run_that_died_before_its_first_line(autodir: Path, tmp_pa
     assert [(e.status_code, e.operation, e.indent) for e in entries(results)] == [
         ("START", None, 0), ("FAIL", "reboot", 1), ("START", "sleeptest", 1), ("GOOD", "sleeptest", 2),
         ("END GOOD", "sleeptest", 1), ("END GOOD", None, 0)]
+
+
+def test_test_length_and_a_test_given_by_its_directory(autodir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    control = (f"job.run_test({str(DATA_TESTS / 'lifecycletest')!r}, test_length=0.3, rate=1)\n"
+               f"job.run_test({str(tmp_path / 'nowhere')!r})\n")
+    start = time.monotonic()
+    proc = run_client(autodir, control, results)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start >= 0.3
+    assert outcome(results, "lifecycletest").status_code == "GOOD"
+    calls = (results / "lifecycletest" / "calls").read_text().splitlines()
+    runs = [c for c in calls if c.startswith("run_once")]
+    assert len(runs) >= 1 and runs == [f"run_once {i}" for i in range(1, len(runs) + 1)]
+    assert outcome(results, "nowhere").message == "nowhere: test does not exist"
