@@ -1003,3 +1003,37 @@ def test_test_length_and_a_test_given_by_its_directory(autodir: Path, tmp_path: 
     runs = [c for c in calls if c.startswith("run_once")]
     assert len(runs) >= 1 and runs == [f"run_once {i}" for i in range(1, len(runs) + 1)]
     assert outcome(results, "nowhere").message == "nowhere: test does not exist"
+
+
+def test_steps_order_subdir_tag_and_bad_state_values(autodir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    control = (
+        "order = []\n"
+        "def step_init():\n"
+        "    job.next_step(second, 2)\n"
+        "    job.next_step_prepend('first', n=1)\n"
+        "    job.next_step([third, 3])\n"
+        "def first(n):\n"
+        "    job.set_state('order', job.get_state('order', []) + ['first %d' % n])\n"
+        "def second(n):\n"
+        "    job.set_state('order', job.get_state('order') + ['second %d' % n])\n"
+        "def third(n):\n"
+        "    job.set_state('order', job.get_state('order') + ['third %d' % n])\n"
+        "    job.run_test('sleeptest', seconds=0, tag='t', subdir_tag='s')\n"
+        "    try:\n"
+        "        job.set_state('bad', object())\n"
+        "    except TypeError as e:\n"
+        "        job.record('INFO', None, 'bad_state', str(e))\n"
+    )
+    proc = run_client(autodir, control, results)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    state = json.loads((results / "control.state").read_text())
+    assert state["state"]["order"] == ["first 1", "second 2", "third 3"]
+    assert [s[0] for s in state["steps_done"]] == ["step_init", "first", "second", "third"]
+    entry = outcome(results, "sleeptest.t")
+    assert (entry.subdir, entry.operation) == ("sleeptest.t.s", "sleeptest.t")
+    assert (results / "sleeptest.t.s" / "keyval").is_file()
+    bad = next(e for e in entries(results) if e.operation == "bad_state")
+    assert bad.message.startswith("job.set_state('bad'): not a JSON value")
