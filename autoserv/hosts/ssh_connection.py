@@ -18,9 +18,9 @@ import fnmatch
 import getpass
 import logging
 import os
-import signal
 import socket
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +28,11 @@ import paramiko
 
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservHostKeyError, AutoservSshPermissionDeniedError, AutoservSSHTimeout
+from autoserv.hosts import paramiko_ext
 from autoserv.hosts.defaults import get_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name
 from autoserv.hosts.machine import parse_machine
+from autoserv.hosts.paramiko_ext import send_eof
 from autoserv.secret import Secret
 
 log = logging.getLogger("autoserv.hosts.ssh")
@@ -87,26 +89,7 @@ class ConnectParams:
 _config_cache: dict[str, tuple[tuple[int, int], paramiko.SSHConfig]] = {}
 
 
-class _OnceGetpass:
-    """Stands in for :mod:`getpass` inside :mod:`paramiko.config`.
-
-    paramiko's config lookup asks ``getpass.getuser()`` (environment, then
-    the passwd database) for every ``Host`` block it tries, twice per lookup:
-    with 50 hosts in the config that was ~2.5 ms of CPU per connection, paid
-    again by every forked ``parallel_simple`` worker.  The local user name
-    does not change while a process runs, so it is asked once.
-    """
-
-    def __init__(self) -> None:
-        self._user: str | None = None
-
-    def getuser(self) -> str:
-        if self._user is None:
-            self._user = getpass.getuser()
-        return self._user
-
-
-paramiko.config.getpass = _OnceGetpass()  # type: ignore[attr-defined]
+paramiko_ext.install_getuser_cache()
 
 
 def _load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
@@ -334,59 +317,13 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
     )
 
 
-def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
-    """paramiko's channel-request handler, plus RFC 4254 ``exit-signal``.
-
-    paramiko drops ``exit-signal``, so a command killed by a signal (the OOM
-    killer, ``kill -9``) would look like a lost connection.  Here it ends
-    the channel with ``exit_status = -signum``, as a local run reports it.
-    """
-    start = m.packet.tell()
-    if m.get_text() != "exit-signal":
-        m.packet.seek(start)
-        paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]
-        return
-    m.get_boolean()  # want_reply: false for exit-signal
-    name = m.get_text()
-    number = getattr(signal.Signals, "SIG" + name, None)
-    chan.autoserv_exit_signal = name  # type: ignore[attr-defined]
-    if number is not None:
-        chan.exit_status = -int(number)
-    chan.status_event.set()
-
-
-def _install_exit_signal_handler(t: paramiko.Transport) -> None:
-    table = dict(t._channel_handler_table)  # type: ignore[attr-defined]
-    table[paramiko.common.MSG_CHANNEL_REQUEST] = _channel_request
-    t._channel_handler_table = table  # type: ignore[attr-defined]
-
-
-def send_eof(chan: paramiko.Channel) -> None:
-    """``chan.shutdown_write()`` without its race against the channel's close.
-
-    paramiko builds the EOF under the channel lock but sends it after letting
-    go.  When the command has just ended, the transport thread can answer the
-    server's CLOSE in between, and an EOF that arrives after our CLOSE makes
-    OpenSSH drop the whole connection ("ieof packet referred to nonexistent
-    channel"), killing every other command on it (seen with 20-40 concurrent
-    short commands on one connection: ~5 % of them failed).  Sending under
-    the lock orders the EOF before the CLOSE, as paramiko's own data sends do.
-    """
-    with chan.lock:  # type: ignore[attr-defined]
-        if chan.closed:
-            return
-        m = chan._send_eof()  # type: ignore[attr-defined]  # None once EOF (or CLOSE) went out
-        if m is not None and chan.transport is not None:
-            chan.transport._send_user_message(m)  # type: ignore[attr-defined]
-
-
 def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> paramiko.Transport:
     """Connect, check the host key and authenticate, all within ``p.connect_timeout``."""
     deadline = deadline or Deadline(p.connect_timeout)
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
     t = paramiko.Transport(sock)
-    _install_exit_signal_handler(t)
+    paramiko_ext.install_exit_signal_handler(t)
     try:
         t.banner_timeout = max(0.1, deadline.remaining())
         t.handshake_timeout = max(0.1, deadline.remaining())
@@ -414,14 +351,19 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
         raise
     if p.keepalive:
         t.set_keepalive(p.keepalive)
-    t._autoserv_jumps = jumps  # type: ignore[attr-defined]  # closed with t
+    _jumps[t] = jumps  # closed with t
     log.debug("connected to %s@%s (%s)", p.user, p.where, t.remote_version)
     return t
 
 
+#: transport -> the jump-host transports it runs through (closed with it)
+_jumps: weakref.WeakKeyDictionary[paramiko.Transport, list[paramiko.Transport]] = weakref.WeakKeyDictionary()
+
+
 def close_transport(t: paramiko.Transport) -> None:
+    """Close ``t`` and the jump-host transports it runs through."""
     t.close()
-    for j in getattr(t, "_autoserv_jumps", []):
+    for j in _jumps.pop(t, []):
         j.close()
 
 
@@ -495,4 +437,5 @@ __all__ = [
     "open_transport",
     "POOL",
     "AutoservHostKeyError",
+    "send_eof",
 ]

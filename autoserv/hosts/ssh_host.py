@@ -28,7 +28,7 @@ import scp
 
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservRunError, AutoservSSHTimeout
-from autoserv.hosts import transfer
+from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import parse_machine
 from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
@@ -55,11 +55,11 @@ def _exit_status(chan: paramiko.Channel) -> int | None:
     """The command's exit status, ``-signum`` if a signal killed it, None if unknown.
 
     paramiko leaves ``-1`` when the server sent neither (the connection
-    died); an ``exit-signal`` is recorded by ``ssh_connection._channel_request``.
+    died); an ``exit-signal`` is recorded by :mod:`autoserv.hosts.paramiko_ext`.
     """
     if not chan.exit_status_ready():
         return None
-    if chan.exit_status == -1 and getattr(chan, "autoserv_exit_signal", None) is None:
+    if chan.exit_status == -1 and paramiko_ext.exit_signal(chan) is None:
         return None
     return int(chan.exit_status)
 
@@ -308,7 +308,7 @@ class SSHHost(RemoteHost):
                 result,
             )
         if result.exit_status != 0 and not ignore_status:
-            signalled = getattr(chan, "autoserv_exit_signal", None)
+            signalled = paramiko_ext.exit_signal(chan)
             if signalled is not None:
                 raise AutoservRunError(f"command killed by signal {signalled} on {self.hostname}",
                                        result)
@@ -323,21 +323,11 @@ class SSHHost(RemoteHost):
         A watchdog thread per command would cost ~0.5 ms on the hot path.
         """
         limit = timeout or self.params.connect_timeout
-        m = paramiko.Message()
-        m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
-        m.add_int(chan.remote_chanid)
-        m.add_string("exec")
-        m.add_boolean(True)
-        m.add_string(command)
-        chan._event_pending()  # type: ignore[attr-defined]
-        chan.transport._send_user_message(m)  # type: ignore[union-attr]
-        if not chan.event.wait(limit):
+        if not paramiko_ext.send_exec(chan, command, limit):
             chan.close()
             raise AutoservSSHTimeout(
                 f"{self.params.where} did not answer a command request within {limit:g} s"
             )
-        if not chan.event_ready:
-            raise chan.transport.get_exception() or paramiko.SSHException("Channel closed.")  # type: ignore[union-attr]
 
     @staticmethod
     def _start_stdin(chan: paramiko.Channel, stdin: Any) -> threading.Thread | None:
