@@ -22,11 +22,14 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from autoserv import __version__, abort, control
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
+
+if TYPE_CHECKING:
+    from autoserv.hosts.machine import Machine
 
 __all__ = ["main", "build_parser", "parse_args", "parse_machine_list", "exit_code_for"]
 
@@ -219,12 +222,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise AutoservUsageError(f"control file {options.control_file} {what}")
     for extra in options.extra_args:
         options.args.extend(extra.split())
-    options.machine_list = parse_machine_list(options.machines, options.mlist)
+    options.parsed_machines = parse_machines(options.machines, options.mlist)
+    options.machine_list = [m.spec for m in options.parsed_machines]
     return options
 
 
 def parse_machine_list(specs: Sequence[str], mlist: str | None = None) -> list[str]:
     """The machines of ``-m`` values and an ``-M`` file: validated, de-duplicated, in order."""
+    return [m.spec for m in parse_machines(specs, mlist)]
+
+
+def parse_machines(specs: Sequence[str], mlist: str | None = None) -> list[Machine]:
+    """:func:`parse_machine_list`, each entry parsed once into a :class:`~autoserv.hosts.Machine`."""
     entries: list[str] = []
     for spec in specs:
         entries += [e for e in re.split(r"[\s,]+", spec) if e]
@@ -238,13 +247,10 @@ def parse_machine_list(specs: Sequence[str], mlist: str | None = None) -> list[s
             line = line.split("#", 1)[0].strip()
             if line:
                 entries += [e for e in re.split(r"[\s,]+", line) if e]
-    from autoserv.hosts import parse_machine
+    from autoserv.hosts.machine import Machine
 
-    machines: list[str] = []
-    for entry in dict.fromkeys(entries):
-        parse_machine(entry)  # AutoservUsageError names the entry (password masked)
-        machines.append(entry)
-    return machines
+    # AutoservUsageError names a bad entry (password masked)
+    return [Machine.parse(entry) for entry in dict.fromkeys(entries)]
 
 
 def _default_resultdir() -> str:
@@ -266,7 +272,7 @@ def make_job(options: argparse.Namespace) -> ServerJob:
         options.control_file,
         options.args,
         resultdir,
-        options.machine_list,
+        options.parsed_machines,
         label=options.label,
         user=options.user,
         tag=options.tag,
@@ -338,10 +344,9 @@ def _redact(text: str, options: argparse.Namespace | None) -> str:
     if options is not None:
         if options.ssh_pass:
             secrets.append(options.ssh_pass)
-        for machine in getattr(options, "machine_list", []):
-            cred = machine.rpartition("@")[0]
-            if ":" in cred:
-                secrets.append(cred.split(":", 1)[1])
+        for machine in getattr(options, "parsed_machines", []):
+            if machine.password:
+                secrets.append(machine.password.reveal())
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

@@ -26,11 +26,14 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoserv import abort, logging_setup, parallel, status
 from autoserv import control as control_mod
 from autoserv.errors import JobError, TestBaseException
+
+if TYPE_CHECKING:
+    from autoserv.hosts.machine import Machine
 
 __all__ = ["ServerJob", "STATUS_VERSION", "write_keyval", "read_keyval", "IN_USE_MARKERS"]
 
@@ -101,7 +104,8 @@ class ServerJob:
 
     ``resultdir`` None means no results directory at all (``-N``): nothing is written and
     the control file runs in the current directory.  ``machines`` are the machine entries
-    as given (de-duplicated by the caller); ``args`` the control file's arguments.
+    as given (de-duplicated by the caller), as strings or parsed
+    :class:`~autoserv.hosts.Machine` values; ``args`` the control file's arguments.
     """
 
     def __init__(
@@ -109,7 +113,7 @@ class ServerJob:
         control: str,
         args: Sequence[str] = (),
         resultdir: str | None = None,
-        machines: Sequence[str] = (),
+        machines: Sequence[str | Machine] = (),
         *,
         label: str = "",
         user: str | None = None,
@@ -126,7 +130,14 @@ class ServerJob:
         self.control = os.path.abspath(control)
         self.args = list(args)
         self.resultdir = os.path.abspath(resultdir) if resultdir is not None else None
-        self.machines = list(machines)
+        from autoserv.hosts.machine import Machine
+
+        #: the machines parsed once: passwords (to redact) and labels come from here
+        self.parsed_machines = [
+            m if isinstance(m, Machine) else Machine.parse(m, check_host=False) for m in machines
+        ]
+        #: the entries as given (with passwords): what the control file's ``machines`` holds
+        self.machines = [m.spec for m in self.parsed_machines]
         self.label = label
         self.user = user if user is not None else _default_user()
         self.tag = tag
@@ -232,10 +243,9 @@ class ServerJob:
         self._started = True
         self._check_resultdir()
         logging_setup.add_secret(self.ssh_pass)
-        for machine in self.machines:
-            cred = machine.rpartition("@")[0]
-            if ":" in cred:
-                logging_setup.add_secret(cred.split(":", 1)[1])
+        for machine in self.parsed_machines:
+            if machine.password:
+                logging_setup.add_secret(machine.password.reveal())
         debug_dir = os.path.join(self.resultdir, "debug") if self.resultdir else None
         logging_setup.setup(debug_dir, self.console, self.verbose)
         self._logging = True
@@ -252,7 +262,7 @@ class ServerJob:
         error: BaseException | None = None
         try:
             log.info("Control file: %s", self.control)
-            log.info("Machines: %s", ", ".join(map(parallel.arg_label, self.machines)) or "none")
+            log.info("Machines: %s", ", ".join(m.label for m in self.parsed_machines) or "none")
             log.info("Results: %s", self.resultdir or "none (-N)")
             if self.resultdir is not None:
                 write_keyval(
@@ -260,7 +270,7 @@ class ServerJob:
                     {
                         "label": self.label,
                         "user": self.user,
-                        "hostname": ",".join(map(parallel.arg_label, self.machines)),
+                        "hostname": ",".join(m.label for m in self.parsed_machines),
                         "status_version": STATUS_VERSION,
                         "job_started": int(time.time()),
                     },

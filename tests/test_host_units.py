@@ -22,7 +22,7 @@ from autoserv.errors import (
 )
 from autoserv.hosts import parse_machine, set_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name, read_known_keys
-from autoserv.hosts.machine import mask_machine
+from autoserv.hosts.machine import Machine, machine_label, mask_machine
 from autoserv.hosts.ssh_connection import resolve
 from autoserv.hosts.ssh_host import _StderrFilter, kill_command, wrap_command
 from autoserv.hosts.transfer import plan_send
@@ -68,6 +68,35 @@ def test_parse_machine_error_masks_password() -> None:
 
 def test_parse_machine_defaults() -> None:
     assert parse_machine("h", user="u", password="p", port=2) == ("h", "u", "p", 2)
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "user", "password", "port", "label"),
+    [
+        ("host", "host", None, None, None, "host"),
+        ("me@host:2222", "host", "me", None, 2222, "me@host:2222"),
+        ("me:pw@host", "host", "me", "pw", None, "me@host"),
+        ("u:p:w@[::1]:2222", "::1", "u", "p:w", 2222, "u@[::1]:2222"),
+        ("me:p@ss@h", "h", "me", "p@ss", None, "me@h"),
+        ("me:@h", "h", "me", None, None, "me@h"),
+    ],
+)
+def test_machine_value(
+    text: str, host: str, user: str | None, password: str | None, port: int | None, label: str
+) -> None:
+    m = Machine.parse(text)
+    assert (m.host, m.user, m.port, m.label, str(m), m.spec) == (host, user, port, label, label, text)
+    assert (m.password.reveal() if m.password else None) == password
+    if password:
+        assert password not in repr(m) and isinstance(m.password, Secret)
+
+
+def test_machine_label_never_raises() -> None:
+    assert machine_label("not a machine:pw") == "not a machine:pw"
+    assert machine_label("u:pw@bad host") == "u@bad host"
+    assert Machine.parse("odd#alias", check_host=False).host == "odd#alias"
+    with pytest.raises(AutoservUsageError):
+        Machine.parse("odd#alias")
 
 
 # -- settings precedence -----------------------------------------------------------------

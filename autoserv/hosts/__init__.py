@@ -11,7 +11,7 @@ from typing import Any
 from autoserv.hosts import registry
 from autoserv.hosts.base import Host, RemoteHost, set_status_hook
 from autoserv.hosts.defaults import get_ssh_defaults, reset_ssh_defaults, set_ssh_defaults
-from autoserv.hosts.machine import mask_machine, parse_machine
+from autoserv.hosts.machine import Machine, mask_machine, parse_machine
 from autoserv.hosts.ssh_host import SSHHost
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Guest",
     "KVMGuest",
     "create_host",
+    "Machine",
     "parse_machine",
     "mask_machine",
     "set_ssh_defaults",
@@ -31,17 +32,14 @@ __all__ = [
 ]
 
 
-def create_host(hostname: str, **args: Any) -> SSHHost:
-    """An :class:`SSHHost` for a machine string ``[user[:pass]@]host[:port]``.
+def create_host(hostname: str | Machine, **args: Any) -> SSHHost:
+    """An :class:`SSHHost` for a machine string ``[user[:pass]@]host[:port]`` (or a parsed one).
 
     Keyword arguments (``user``, ``port``, ``password``, ``key_file``, ...) override
-    what the string says.
+    what the string says.  A malformed string raises :class:`AutoservUsageError`.
     """
-    host, user, password, port = parse_machine(hostname)
-    args.setdefault("user", user)
-    args.setdefault("password", password)
-    args.setdefault("port", port)
-    return SSHHost(host, **args)
+    machine = hostname if isinstance(hostname, Machine) else Machine.parse(hostname)
+    return SSHHost(machine, **args)
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,7 @@ from autoserv.errors import AutoservHostKeyError, AutoservSshPermissionDeniedErr
 from autoserv.hosts import paramiko_ext
 from autoserv.hosts.defaults import get_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name
-from autoserv.hosts.machine import parse_machine
+from autoserv.hosts.machine import Machine
 from autoserv.hosts.paramiko_ext import send_eof
 from autoserv.secret import Secret
 
@@ -206,8 +206,8 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
                    f"{exc or type(exc).__name__}") from None
     if p.proxy_jump:
         jump_spec = p.proxy_jump.split(",")[0]
-        jhost, juser, _, jport = parse_machine(jump_spec)
-        jp = resolve(jhost, user=juser, port=jport, ssh_config=p.ssh_config,
+        jump = Machine.parse(jump_spec)
+        jp = resolve(jump.host, user=jump.user, port=jump.port, ssh_config=p.ssh_config,
                      connect_timeout=deadline.remaining(), host_key_policy=p.host_key_policy,
                      known_hosts=p.known_hosts)
         jt = open_transport(jp, deadline)

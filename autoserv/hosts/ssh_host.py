@@ -30,7 +30,7 @@ from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservRunError, AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
-from autoserv.hosts.machine import parse_machine
+from autoserv.hosts.machine import Machine
 from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
 from autoserv.result import CmdResult
 from autoserv.secret import Secret
@@ -152,7 +152,8 @@ class SSHHost(RemoteHost):
 
     ``hostname`` may be a name from ``~/.ssh/config`` (its HostName, User,
     Port, IdentityFile, ProxyJump, UserKnownHostsFile, StrictHostKeyChecking
-    apply) or a ``user:password@host:port`` string.  Arguments left ``None``
+    apply), a ``user:password@host:port`` string or a parsed
+    :class:`~autoserv.hosts.Machine`; the arguments override what it says.  Arguments left ``None``
     take the process defaults (:func:`autoserv.hosts.set_ssh_defaults`), then
     the ssh config, then ``root``, port 22, policy ``accept-new``.
 
@@ -164,7 +165,7 @@ class SSHHost(RemoteHost):
 
     def __init__(
         self,
-        hostname: str,
+        hostname: str | Machine,
         user: str | None = None,
         port: int | None = None,
         password: str | Secret | None = None,
@@ -179,13 +180,12 @@ class SSHHost(RemoteHost):
         via: SSHHost | None = None,
         via_target: tuple[str, int] | None = None,
     ) -> None:
-        if "@" in hostname or hostname.count(":") == 1 or hostname.startswith("["):
-            hostname, m_user, m_pass, m_port = parse_machine(hostname)
-            user = user or m_user
-            password = password or m_pass
-            port = port or m_port
+        machine = (hostname if isinstance(hostname, Machine)
+                   else Machine.parse(hostname, check_host=False))
+        self.machine = machine
         self.params: ConnectParams = resolve(
-            hostname, user=user, port=port, password=password, key_file=key_file,
+            machine.host, user=user or machine.user, port=port or machine.port,
+            password=password or machine.password, key_file=key_file,
             host_key_policy=host_key_policy, known_hosts=known_hosts, ssh_config=ssh_config,
             connect_timeout=connect_timeout, pinned_host_keys=tuple(pinned_host_keys),
             keepalive=keepalive,
@@ -193,7 +193,7 @@ class SSHHost(RemoteHost):
         if via is not None:  # tunnelled through another host's connection (e.g. a guest's
             # forwarded SSH port on its KVM host)
             self.params = dataclasses.replace(self.params, via=via, via_target=via_target)
-        super().__init__(hostname)
+        super().__init__(machine.host)
         self.user = self.params.user
         self.port = self.params.port
         self._active_pids: set[int] = set()
