@@ -17,7 +17,9 @@ from autoserv import hosts
 from autoserv.errors import (
     AutoservError,
     AutoservRunError,
+    AutoservRunTimeoutError,
 )
+from autoserv.run_core import KILL_BUDGET
 from autoserv.testbed import Testbed
 from tests.host_helpers import alive
 
@@ -88,13 +90,23 @@ def test_output_streams_to_logger_and_tee(host: hosts.SSHHost, caplog: pytest.Lo
 
 def test_timeout_kills_remote_command_and_children(host: hosts.SSHHost) -> None:
     cmd = "echo started; sleep 3131 & sh -c 'sleep 3132' & sleep 3133; echo never"
-    with pytest.raises(AutoservRunError) as info:
+    with pytest.raises(AutoservRunTimeoutError) as info:  # an AutoservRunError too
         host.run(cmd, timeout=1, ignore_status=True)
+    assert isinstance(info.value, AutoservRunError)
     res = info.value.result_obj
     assert res is not None and res.timed_out and info.value.timed_out
     assert res.stdout == "started\n"
     assert "timed out" in str(info.value)
     assert alive(host, "'slee[p] 313'") == []
+
+
+def test_timeout_kills_a_command_that_ignores_term_within_the_kill_budget(host: hosts.SSHHost) -> None:
+    # TERM is ignored: the kill path escalates to KILL on its own deadline, not fixed waits
+    start = time.monotonic()
+    with pytest.raises(AutoservRunTimeoutError, match="timed out after 1 s"):
+        host.run("trap '' TERM; sleep 3171 & trap '' TERM; sleep 3172", timeout=1)
+    assert time.monotonic() - start < 1 + KILL_BUDGET
+    assert alive(host, "'slee[p] 317'") == []
 
 
 def test_exception_during_run_kills_remote_command(host: hosts.SSHHost) -> None:
@@ -162,10 +174,12 @@ def test_reconnects_after_connection_drop(host: hosts.SSHHost) -> None:
 def test_command_killed_by_a_signal_says_so(host: hosts.SSHHost) -> None:
     # sshd reports "exit-signal", which paramiko drops: not a lost connection
     res = host.run("echo dying; kill -9 $$", ignore_status=True)
-    assert (res.exit_status, res.stdout) == (-9, "dying\n")
+    assert (res.exit_status, res.exit_signal, res.stdout) == (-9, 9, "dying\n")
+    assert host.run("exit 3", ignore_status=True).exit_signal is None
     with pytest.raises(AutoservRunError, match="killed by signal TERM") as info:
         host.run("kill -TERM $$")
     assert info.value.result_obj is not None and info.value.result_obj.exit_status == -15
+    assert info.value.result_obj.exit_signal == 15 and not isinstance(info.value, AutoservRunTimeoutError)
     assert host.run_output("echo same connection") == "same connection"
 
 

@@ -309,3 +309,6 @@ def test_local_run() -> None:
         run("sleep 3620 & sleep 3621", timeout=0.5, ignore_status=True)
     out = subprocess.run(["pgrep", "-f", "slee[p] 362"], capture_output=True, text=True).stdout
     assert out == ""
+    killed = run("kill -9 $$", ignore_status=True)
+    assert (killed.exit_status, killed.exit_signal) == (-9, 9)
+    assert run("true").exit_signal is None

@@ -1,6 +1,6 @@
 """Host and RemoteHost: what every host offers on top of ``run``.
 
-A subclass implements :meth:`Host.run` (and transfers); everything here —
+A subclass implements ``_start``/``_run_error`` for the run core (and transfers); everything here —
 ``run_output``, ``run_grep``, ``is_up``, ``wait_up``/``wait_down`` on a
 deadline, ``reboot``, ``get_tmp_dir`` and the system queries — is written
 once in terms of it.  Hosts never print: they log to ``autoserv.host.<name>``.
@@ -24,7 +24,8 @@ from autoserv.errors import (
 )
 from autoserv.hosts import registry
 from autoserv.result import CmdResult
-from autoserv.streams import TEE_TO_LOGS
+from autoserv.run_core import Execution, Failure, Runner, run_command
+from autoserv.streams import TEE_TO_LOGS, StreamCollector
 
 #: Called as ``hook(status_code, subdir, operation, status="", optional_fields=None)``
 #: to write status.log lines (the runner sets it; ``None`` outside a job).
@@ -38,7 +39,7 @@ def set_status_hook(hook: StatusHook | None) -> None:
     _status_hook = hook
 
 
-class Host:
+class Host(Runner):
     """A machine commands can run on.  Context manager; ``close()`` is idempotent."""
 
     DENIED_PROBES = 3  # permission-denied probes in a row after which wait_up() gives up
@@ -51,7 +52,7 @@ class Host:
         self._tmp_dirs: list[str] = []
         registry.register(self)
 
-    # -- to implement --------------------------------------------------
+    # -- running (transports implement _start and _run_error) --------------
     def run(
         self,
         command: str,
@@ -64,6 +65,36 @@ class Host:
         verbose: bool = True,
         args: Iterable[Any] = (),
     ) -> CmdResult:
+        """Run ``command`` on the host; each of ``args`` is appended shell-quoted.
+
+        Output streams live to the host's logger (or to the given file
+        objects) and is returned whole.  A non-zero exit raises
+        :class:`AutoservRunError` unless ``ignore_status``; a timeout ends the
+        command and its children and raises :class:`AutoservRunTimeoutError`
+        even with ``ignore_status``.  ``connect_timeout`` bounds reaching the
+        host (connecting, opening a channel, the command request) in all.
+        The run itself is :func:`autoserv.run_core.run_command`; a host
+        class implements ``_start`` and ``_run_error``.
+        """
+        return run_command(
+            self, command, timeout=timeout, ignore_status=ignore_status, stdout_tee=stdout_tee,
+            stderr_tee=stderr_tee, connect_timeout=connect_timeout, stdin=stdin, verbose=verbose,
+            args=args,
+        )
+
+    def _start(
+        self,
+        command: str,
+        stdin: str | bytes | IO[Any] | None,
+        out: StreamCollector,
+        err: StreamCollector,
+        connect_timeout: float | None,
+    ) -> Execution:
+        raise NotImplementedError(f"{type(self).__name__} cannot run commands")
+
+    def _run_error(
+        self, failure: Failure, result: CmdResult, execution: Execution, timeout: float | None
+    ) -> Exception:
         raise NotImplementedError
 
     def _close_connection(self) -> None:

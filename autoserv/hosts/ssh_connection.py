@@ -79,6 +79,16 @@ class ConnectParams:
     def where(self) -> str:
         return f"{self.hostname}:{self.port}"
 
+    def deadline(self, connect_timeout: float | Deadline | None = None) -> Deadline:
+        """The one window for reaching the host: connecting (TCP, banner, key
+        exchange, authentication), opening a channel and the command request
+        all draw on it.  ``connect_timeout`` (a number, or a deadline already
+        running) wins over this host's setting; 0 or None means the host's.
+        """
+        if isinstance(connect_timeout, Deadline):
+            return connect_timeout
+        return Deadline(float(connect_timeout) if connect_timeout else self.connect_timeout)
+
     def checker(self) -> HostKeyChecker:
         return HostKeyChecker(self.host_key_policy, self.known_hosts, pinned=self.pinned_host_keys)
 
@@ -189,6 +199,11 @@ def resolve(
     )
 
 
+def _window(deadline: Deadline) -> str:
+    """The seconds a connect deadline was given, for messages ("1", "2.5")."""
+    return f"{deadline.seconds:g}" if deadline.seconds is not None else "unbounded"
+
+
 def _connect_error(p: ConnectParams, cause: str) -> AutoservSSHTimeout:
     return AutoservSSHTimeout(f"cannot connect to {p.where}: {cause}")
 
@@ -225,7 +240,7 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
     except ConnectionRefusedError:
         raise _connect_error(p, "connection refused") from None
     except TimeoutError:
-        raise _connect_error(p, f"timed out after {p.connect_timeout:g} s") from None
+        raise _connect_error(p, f"timed out after {_window(deadline)} s") from None
     except OSError as exc:
         raise _connect_error(p, exc.strerror or str(exc)) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -269,7 +284,7 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
     def attempt(what: str, fn: Any) -> bool:
         nonlocal allowed
         if deadline.expired():
-            raise _connect_error(p, f"authentication timed out after {p.connect_timeout:g} s")
+            raise _connect_error(p, f"authentication timed out after {_window(deadline)} s")
         t.auth_timeout = max(0.1, deadline.remaining())
         tried.append(what)
         try:
@@ -318,8 +333,9 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
 
 
 def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> paramiko.Transport:
-    """Connect, check the host key and authenticate, all within ``p.connect_timeout``."""
-    deadline = deadline or Deadline(p.connect_timeout)
+    """Connect, check the host key and authenticate, all within ``deadline``
+    (default: ``p.connect_timeout`` from now)."""
+    deadline = deadline or p.deadline()
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
     t = paramiko.Transport(sock)
@@ -337,11 +353,11 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if deadline.expired():
                 raise _connect_error(
-                    p, f"no SSH handshake within {p.connect_timeout:g} s ({exc or 'timeout'})"
+                    p, f"no SSH handshake within {_window(deadline)} s ({exc or 'timeout'})"
                 ) from None
             raise _connect_error(p, f"SSH handshake failed: {exc or type(exc).__name__}") from None
         if not (t.is_active() and t.initial_kex_done):
-            raise _connect_error(p, f"no SSH handshake within {p.connect_timeout:g} s")
+            raise _connect_error(p, f"no SSH handshake within {_window(deadline)} s")
         checker.check(p.known_name(), t.get_remote_server_key())
         _authenticate(t, p, deadline)
     except BaseException:
@@ -391,8 +407,10 @@ class TransportPool:
         if t is not None:
             close_transport(t)
 
-    def get(self, p: ConnectParams, connect_timeout: float | None = None) -> paramiko.Transport:
-        """The live transport for ``p``, connecting (again) if needed."""
+    def get(
+        self, p: ConnectParams, connect_timeout: float | Deadline | None = None
+    ) -> paramiko.Transport:
+        """The live transport for ``p``, connecting (again) within ``p.deadline(connect_timeout)``."""
         t = self._entries.get(p.key)
         if t is not None and t.is_active():
             return t
@@ -405,8 +423,7 @@ class TransportPool:
             if t is not None:
                 log.info("connection to %s dropped; reconnecting", p.where)
                 close_transport(t)
-            deadline = Deadline(connect_timeout or p.connect_timeout)
-            t = open_transport(p, deadline)
+            t = open_transport(p, p.deadline(connect_timeout))
             self._entries[p.key] = t
             return t
 

@@ -19,7 +19,6 @@ import shlex
 import stat
 import tarfile
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -27,14 +26,15 @@ import paramiko
 import scp
 
 from autoserv.deadline import Deadline
-from autoserv.errors import AutoservError, AutoservRunError, AutoservSSHTimeout
+from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutError, AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import Machine
 from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
 from autoserv.result import CmdResult
+from autoserv.run_core import KILL_BUDGET, Execution, Failure
 from autoserv.secret import Secret
-from autoserv.streams import TEE_TO_LOGS, StreamCollector
+from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
 
 _PID_MARK = b"AUTOSERV_PID="
@@ -147,6 +147,94 @@ class _StderrFilter:
         self._head = b""
 
 
+class _SSHExecution(Execution):
+    """A command in an exec channel: streams read from the channel, killed from a second one."""
+
+    def __init__(
+        self, host: SSHHost, chan: paramiko.Channel, out: StreamCollector, err: _StderrFilter
+    ) -> None:
+        self.host = host
+        self.chan = chan
+        self.out = out
+        self.err = err
+        self._feeder: threading.Thread | None = None
+        self._finished = False
+
+    def feed_stdin(self, stdin: str | bytes | IO[Any] | None) -> None:
+        """Send ``stdin`` (from a thread for file objects), then EOF."""
+        chan = self.chan
+        if stdin is None:
+            send_eof(chan)
+            return
+        if isinstance(stdin, str):
+            stdin = stdin.encode()
+
+        def feed() -> None:
+            try:
+                if isinstance(stdin, bytes):
+                    chan.sendall(stdin)
+                else:
+                    for chunk in iter(lambda: stdin.read(65536), b"" if "b" in getattr(
+                            stdin, "mode", "b") else ""):
+                        chan.sendall(chunk.encode() if isinstance(chunk, str) else chunk)
+                send_eof(chan)
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+
+        self._feeder = threading.Thread(target=feed, daemon=True, name="autoserv-stdin")
+        self._feeder.start()
+
+    def _drain(self) -> None:
+        chan = self.chan
+        while chan.recv_ready():
+            self.out.feed(chan.recv(65536))
+        while chan.recv_stderr_ready():
+            self.err.feed(chan.recv_stderr(65536))
+
+    def wait(self, deadline: Deadline) -> bool:
+        if self.lost:
+            return True
+        chan = self.chan
+        transport = chan.get_transport()
+        try:
+            while True:
+                self._drain()
+                if chan.eof_received and chan.exit_status_ready():
+                    self._drain()  # what raced in with EOF
+                    return True
+                if chan.closed or transport is None or not transport.is_active():
+                    self._drain()
+                    # a channel closed by a dying connection has no exit status
+                    self.lost = _exit_status(chan) is None
+                    return True
+                if deadline.expired():
+                    return False
+                wait = deadline.remaining(0.5)
+                if chan.eof_received:
+                    chan.status_event.wait(wait)
+                else:
+                    select.select([chan], [], [], wait)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self.host.log.debug("connection error while running a command: %s", exc)
+            self.lost = True
+            return True
+
+    def kill(self, budget: Deadline) -> None:
+        pid = self.err.await_pid(self.chan, budget.remaining(2.0))
+        self.host._kill_remote(pid, self.chan, budget)
+
+    def finish(self, budget: Deadline) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._feeder is not None:
+            self._feeder.join(budget.remaining(1.0))
+        self.exit_status = _exit_status(self.chan)
+        self.exit_signal = paramiko_ext.exit_signal_number(paramiko_ext.exit_signal(self.chan))
+        with contextlib.suppress(Exception):
+            self.chan.close()
+
+
 class SSHHost(RemoteHost):
     """A host reached over SSH.
 
@@ -208,17 +296,19 @@ class SSHHost(RemoteHost):
         return f"<{type(self).__name__} {self.user}@{self.params.hostname}:{self.port}>"
 
     # -- connection ----------------------------------------------------------
-    def transport(self, connect_timeout: float | None = None) -> paramiko.Transport:
-        """The live transport (connecting if needed)."""
+    def transport(self, connect_timeout: float | Deadline | None = None) -> paramiko.Transport:
+        """The live transport (connecting within ``connect_timeout``, default the host's, if needed)."""
         if self._closed:
             raise AutoservError(f"{self.hostname}: host is closed")
         return POOL.get(self.params, connect_timeout)
 
-    def _open_session(self, connect_timeout: float | None) -> paramiko.Channel:
+    def _open_session(self, connect_timeout: float | Deadline | None) -> paramiko.Channel:
+        """A new session channel; connecting and opening draw on one connect deadline."""
+        connect = self.params.deadline(connect_timeout)
         for attempt in (1, 2):
-            t = self.transport(connect_timeout)
+            t = self.transport(connect)
             try:
-                return t.open_session(timeout=connect_timeout or self.params.connect_timeout)
+                return t.open_session(timeout=connect.remaining())
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 2 or t.is_active():
                     raise AutoservSSHTimeout(
@@ -245,159 +335,70 @@ class SSHHost(RemoteHost):
         """Drop the shared connection now (e.g. before a reboot); the next use reconnects."""
         POOL.drop(self.params)
 
-    # -- run -----------------------------------------------------------------
-    def run(
+    # -- run (the SSH transport of autoserv.run_core) --------------------------------
+    def _start(
         self,
         command: str,
-        timeout: float | None = 3600,
-        ignore_status: bool = False,
-        stdout_tee: IO[str] | Any | None = TEE_TO_LOGS,
-        stderr_tee: IO[str] | Any | None = TEE_TO_LOGS,
-        connect_timeout: float | None = None,
-        stdin: str | bytes | IO[Any] | None = None,
-        verbose: bool = True,
-        args: Iterable[Any] = (),
-    ) -> CmdResult:
-        """Run ``command`` on the host; each of ``args`` is appended shell-quoted.
-
-        Output streams live to the host's logger (or to the given file
-        objects) and is returned whole.  A non-zero exit raises
-        :class:`AutoservRunError` unless ``ignore_status``; a timeout ends the
-        remote command and its children and raises even with ``ignore_status``.
-        """
-        command = quote_args(command, args)
-        if verbose:
-            self.log.debug("[%s] running: %s", self.hostname, command)
-        start = time.monotonic()
-        deadline = Deadline(timeout)
-        chan = self._open_session(connect_timeout)
-        out = StreamCollector(stdout_tee, self.log, prefix="[stdout] ")
-        err_sink = StreamCollector(stderr_tee, self.log, prefix="[stderr] ")
-        err = _StderrFilter(err_sink)
-        timed_out = False
-        lost = False
-        feeder: threading.Thread | None = None
+        stdin: str | bytes | IO[Any] | None,
+        out: StreamCollector,
+        err: StreamCollector,
+        connect_timeout: float | None,
+    ) -> Execution:
+        """Open a channel and send the wrapped command, all within one connect deadline."""
+        connect = self.params.deadline(connect_timeout)
+        chan = self._open_session(connect)
+        execution = _SSHExecution(self, chan, out, _StderrFilter(err))
         try:
-            self._exec(chan, wrap_command(command), connect_timeout)
-            feeder = self._start_stdin(chan, stdin)
-            timed_out, lost = self._pump(chan, out, err, deadline)
+            self._exec(chan, wrap_command(command), connect)
+            execution.feed_stdin(stdin)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.log.debug("connection error during %r: %s", command, exc)
-            lost = True
+            execution.lost = True
         except BaseException:
-            self._kill_remote(err.await_pid(chan, 2.0), chan)
+            budget = Deadline(KILL_BUDGET)
+            execution.kill(budget)
+            execution.finish(budget)
             raise
-        finally:
-            if feeder is not None:
-                feeder.join(1)
-        if timed_out:
-            self._kill_remote(err.await_pid(chan, 2.0), chan)
-        exit_status = _exit_status(chan)
-        with contextlib.suppress(Exception):
-            chan.close()
-        result = CmdResult(
-            command=command, exit_status=exit_status, stdout=out.finish(),
-            stderr=err_sink.finish(), duration=time.monotonic() - start,
-            hostname=self.hostname, timed_out=timed_out,
-        )
-        if timed_out:
-            raise AutoservRunError(f"command timed out after {timeout} s on {self.hostname}", result)
-        if lost:
-            raise AutoservRunError(
+        return execution
+
+    def _run_error(
+        self, failure: Failure, result: CmdResult, execution: Execution, timeout: float | None
+    ) -> Exception:
+        if failure == "timeout":
+            return AutoservRunTimeoutError(
+                f"command timed out after {timeout} s on {self.hostname}", result)
+        if failure == "lost":
+            return AutoservRunError(
                 f"connection to {self.hostname} ({self.params.where}) lost while running command",
-                result,
-            )
-        if result.exit_status != 0 and not ignore_status:
-            signalled = paramiko_ext.exit_signal(chan)
-            if signalled is not None:
-                raise AutoservRunError(f"command killed by signal {signalled} on {self.hostname}",
-                                       result)
-            raise AutoservRunError(f"command failed on {self.hostname}", result)
-        return result
+                result)
+        assert isinstance(execution, _SSHExecution)
+        signalled = paramiko_ext.exit_signal(execution.chan)
+        if signalled is not None:
+            return AutoservRunError(f"command killed by signal {signalled} on {self.hostname}", result)
+        return AutoservRunError(f"command failed on {self.hostname}", result)
 
-    def _exec(self, chan: paramiko.Channel, command: str, timeout: float | None) -> None:
-        """``exec_command`` with a bound on the wait for the server's reply.
-
-        paramiko's own ``exec_command`` waits forever; this sends the same
-        request (RFC 4254 "exec", want-reply) and waits at most ``timeout``.
-        A watchdog thread per command would cost ~0.5 ms on the hot path.
-        """
-        limit = timeout or self.params.connect_timeout
-        if not paramiko_ext.send_exec(chan, command, limit):
+    def _exec(self, chan: paramiko.Channel, command: str, connect: Deadline) -> None:
+        """``exec_command`` waiting for the server's reply only as long as ``connect`` lasts."""
+        if not paramiko_ext.send_exec(chan, command, connect.remaining()):
             chan.close()
             raise AutoservSSHTimeout(
-                f"{self.params.where} did not answer a command request within {limit:g} s"
+                f"{self.params.where} did not answer a command request within "
+                f"{connect.seconds:g} s"
             )
 
-    @staticmethod
-    def _start_stdin(chan: paramiko.Channel, stdin: Any) -> threading.Thread | None:
-        if stdin is None:
-            send_eof(chan)
-            return None
-        if isinstance(stdin, str):
-            stdin = stdin.encode()
-
-        def feed() -> None:
-            try:
-                if isinstance(stdin, bytes):
-                    chan.sendall(stdin)
-                else:
-                    for chunk in iter(lambda: stdin.read(65536), b"" if "b" in getattr(
-                            stdin, "mode", "b") else ""):
-                        chan.sendall(chunk.encode() if isinstance(chunk, str) else chunk)
-                send_eof(chan)
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-
-        thread = threading.Thread(target=feed, daemon=True, name="autoserv-stdin")
-        thread.start()
-        return thread
-
-    def _pump(
-        self, chan: paramiko.Channel, out: StreamCollector, err: _StderrFilter, deadline: Deadline
-    ) -> tuple[bool, bool]:
-        """Read both streams until EOF and exit status; returns (timed_out, lost)."""
-        transport = chan.get_transport()
-        while True:
-            while chan.recv_ready():
-                out.feed(chan.recv(65536))
-            while chan.recv_stderr_ready():
-                err.feed(chan.recv_stderr(65536))
-            if chan.eof_received and chan.exit_status_ready():
-                # drain what raced in with EOF
-                while chan.recv_ready():
-                    out.feed(chan.recv(65536))
-                while chan.recv_stderr_ready():
-                    err.feed(chan.recv_stderr(65536))
-                return False, False
-            if chan.closed or transport is None or not transport.is_active():
-                while chan.recv_ready():
-                    out.feed(chan.recv(65536))
-                while chan.recv_stderr_ready():
-                    err.feed(chan.recv_stderr(65536))
-                # a channel closed by a dying connection has no exit status
-                return False, _exit_status(chan) is None
-            if deadline.expired():
-                return True, False
-            wait = deadline.remaining(0.5)
-            if chan.eof_received:
-                chan.status_event.wait(wait)
-            else:
-                select.select([chan], [], [], wait)
-
-    def _kill_remote(self, pid: int | None, chan: paramiko.Channel) -> None:
-        """End the remote command's process group; never raises."""
+    def _kill_remote(self, pid: int | None, chan: paramiko.Channel, budget: Deadline) -> None:
+        """End the remote command's process group within ``budget``; never raises."""
         try:
             if pid is not None:
-                t = POOL.get(self.params, 10)
-                killer = t.open_session(timeout=10)
-                killer.exec_command(kill_command(pid))
+                t = POOL.get(self.params, Deadline(budget.remaining()))
+                killer = t.open_session(timeout=budget.remaining())
+                killer.exec_command(kill_command(pid, grace=min(_KILL_GRACE, budget.remaining() / 2)))
                 send_eof(killer)
-                if not killer.status_event.wait(_KILL_GRACE + 5):
+                if not killer.status_event.wait(budget.remaining()):
                     self.log.warning("could not confirm the remote command %d ended", pid)
                 killer.close()
                 self.log.debug("killed remote process group %d on %s", pid, self.hostname)
-            chan.status_event.wait(1.0)
+            chan.status_event.wait(budget.remaining(1.0))
         except Exception as exc:
             self.log.warning("could not kill remote command (pid %s) on %s: %s",
                              pid, self.hostname, exc)
