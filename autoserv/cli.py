@@ -279,26 +279,17 @@ def make_job(options: argparse.Namespace) -> ServerJob:
         ssh_user=options.ssh_user,
         ssh_port=options.ssh_port,
         ssh_pass=options.ssh_pass,
+        ssh_key=options.ssh_key,
+        host_key_policy=options.host_key_policy,
+        known_hosts=options.known_hosts,
+        ssh_config=options.ssh_config,
+        connect_timeout=options.connect_timeout,
         use_existing_results=options.use_existing_results,
         control_filename=options.control_filename,
         console=not options.no_tee,
         verbose=options.verbose,
         pidfile_label=options.pidfile_label if options.write_pidfile else None,
     )
-
-
-def _ssh_defaults(options: argparse.Namespace) -> dict[str, Any]:
-    names = {
-        "user": "ssh_user",
-        "port": "ssh_port",
-        "password": "ssh_pass",
-        "key_file": "ssh_key",
-        "host_key_policy": "host_key_policy",
-        "known_hosts": "known_hosts",
-        "ssh_config": "ssh_config",
-        "connect_timeout": "connect_timeout",
-    }
-    return {key: getattr(options, attr, None) for key, attr in names.items()}
 
 
 def exit_code_for(exc: BaseException | None) -> int:
@@ -364,10 +355,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # --help, --version
             return exc.code if isinstance(exc.code, int) else 0
         job = make_job(options)
-        from autoserv import hosts
-
-        hosts.reset_ssh_defaults()
-        hosts.set_ssh_defaults(**_ssh_defaults(options))
         job.run()
         if job.failed:
             where = os.path.join(job.resultdir, "status.log") if job.resultdir else "the log"
@@ -392,13 +379,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("autoserv exiting with status %d", code, extra={"files_only": True})
     if job is not None:
         job.close(code)
-    if options is not None:
-        try:
-            from autoserv import hosts
-
-            hosts.reset_ssh_defaults()
-        except Exception:  # pragma: no cover - resetting defaults never matters at exit
-            pass
     if error is not None and code != 0 and options is not None and options.verbose:
         if not isinstance(error, AutoservUsageError):
             sys.stderr.write(_redact("".join(traceback.format_exception(error)), options))

@@ -81,11 +81,22 @@ def _close_all_hosts() -> None:
     registry.close_all()
 
 
-def _set_status_hook(hook: Callable[..., None] | None) -> None:
-    """Let hosts record reboots in this job's status.log."""
-    from autoserv.hosts import set_status_hook
+def _activate_host_context(job: ServerJob) -> Any:
+    """Give hosts this job's context: its SSH defaults, results dir and status.log hook.
 
-    set_status_hook(hook)
+    Returns the previous context, for :func:`_restore_host_context`.
+    """
+    from autoserv.hosts import context
+    from autoserv.hosts.defaults import SSHDefaults
+
+    ssh = SSHDefaults().updated(**job.ssh_settings)
+    return context.activate(context.JobContext(ssh=ssh, resultdir=job.resultdir, record=job.record))
+
+
+def _restore_host_context(previous: Any) -> None:
+    from autoserv.hosts import context
+
+    context.restore(previous)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -121,6 +132,11 @@ class ServerJob:
         ssh_user: str | None = None,
         ssh_port: int | None = None,
         ssh_pass: str | None = None,
+        ssh_key: str | None = None,
+        host_key_policy: str | None = None,
+        known_hosts: str | None = None,
+        ssh_config: str | None = None,
+        connect_timeout: float | None = None,
         use_existing_results: bool = False,
         control_filename: str = "control.srv",
         console: bool = True,
@@ -144,6 +160,12 @@ class ServerJob:
         self.ssh_user = ssh_user
         self.ssh_port = ssh_port
         self.ssh_pass = ssh_pass
+        #: SSH defaults for every host of this job (``--ssh-*`` flags); in force while it runs
+        self.ssh_settings: dict[str, Any] = {
+            "user": ssh_user, "port": ssh_port, "password": ssh_pass, "key_file": ssh_key,
+            "host_key_policy": host_key_policy, "known_hosts": known_hosts,
+            "ssh_config": ssh_config, "connect_timeout": connect_timeout,
+        }
         self.use_existing_results = use_existing_results
         self.control_filename = control_filename
         self.console = console
@@ -257,7 +279,7 @@ class ServerJob:
                     f.write(f"{os.getpid()}\n")
         self._handlers = abort.AbortHandlers().install()
         self._previous_hooks = parallel.set_hooks(self)
-        _set_status_hook(self.record)
+        previous_context = _activate_host_context(self)
         cwd = os.getcwd()
         error: BaseException | None = None
         try:
@@ -297,7 +319,7 @@ class ServerJob:
             finally:
                 os.chdir(cwd)
                 parallel.set_hooks(self._previous_hooks)
-                _set_status_hook(None)
+                _restore_host_context(previous_context)
         if self._handlers.pending:
             raise abort.JobAbort(self._handlers.pending)
 

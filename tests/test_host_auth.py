@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from autoserv import hosts
 from autoserv.errors import (
     AutoservSshPermissionDeniedError,
 )
+from autoserv.hosts.defaults import SSHDefaults
 from autoserv.hosts.ssh_connection import POOL
 from autoserv.testbed import Testbed
 from tests.conftest import TEST_PASSWORD
@@ -82,9 +84,9 @@ def test_ssh_config_proxyjump(testbed: Testbed, tmp_path: Path) -> None:
     assert h.run_output("hostname") == target.name
 
 
-def test_process_defaults_apply(testbed: Testbed) -> None:
+def test_process_defaults_apply(testbed: Testbed, ssh_defaults: Callable[..., SSHDefaults]) -> None:
     th = testbed.hosts[0]
-    hosts.set_ssh_defaults(
+    ssh_defaults(
         port=th.port,
         key_file=str(testbed.client_key),
         known_hosts=str(testbed.known_hosts),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from autoserv import hosts
+from autoserv.hosts import context
 from autoserv.testbed import Testbed
 
 
@@ -12,15 +13,12 @@ def test_reboot_waits_down_and_up(testbed: Testbed) -> None:
     # the test bed simulates reboots per host (new boot id, sshd restarted)
     h = hosts.SSHHost(testbed.machines[2], ssh_config=str(testbed.ssh_config))
     records: list[tuple[object, ...]] = []
-    hosts.set_status_hook(lambda *a, **k: records.append((*a, k.get("optional_fields"))))
-    try:
+    with context.job_context(record=lambda *a, **k: records.append((*a, k.get("optional_fields")))):
         old = h.get_boot_id()
         h.reboot(timeout=60)
         assert h.get_boot_id() != old
         # the host is really back: nothing of the old boot kills the new sessions
         assert h.run_output("sleep 1; echo alive") == "alive"
-    finally:
-        hosts.set_status_hook(None)
     ops = [(r[0], r[2]) for r in records]
     assert ops == [
         ("START", "reboot"),

@@ -7,6 +7,7 @@ import logging
 import posixpath
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -20,7 +21,8 @@ from autoserv.errors import (
     AutoservUsageError,
     CmdError,
 )
-from autoserv.hosts import parse_machine, set_ssh_defaults
+from autoserv.hosts import context, get_ssh_defaults, parse_machine, set_ssh_defaults
+from autoserv.hosts.defaults import SSHDefaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name, read_known_keys
 from autoserv.hosts.machine import Machine, machine_label, mask_machine
 from autoserv.hosts.ssh_connection import resolve
@@ -102,7 +104,7 @@ def test_machine_label_never_raises() -> None:
 # -- settings precedence -----------------------------------------------------------------
 
 
-def test_resolve_precedence(tmp_path: Path) -> None:
+def test_resolve_precedence(tmp_path: Path, ssh_defaults: Callable[..., SSHDefaults]) -> None:
     cfg = tmp_path / "config"
     cfg.write_text("Host alias\n  HostName 10.1.2.3\n  User cfguser\n  Port 2022\n"
                    "  IdentityFile /k/from/config\n  StrictHostKeyChecking yes\n"
@@ -110,13 +112,30 @@ def test_resolve_precedence(tmp_path: Path) -> None:
     p = resolve("alias", ssh_config=str(cfg))
     assert (p.hostname, p.user, p.port, p.host_key_policy) == ("10.1.2.3", "cfguser", 2022, "strict")
     assert p.key_files == ("/k/from/config",) and p.known_hosts == "/kh/from/config"
-    set_ssh_defaults(user="defuser", port=2200, host_key_policy="off")
+    ssh_defaults(user="defuser", port=2200, host_key_policy="off")
     p = resolve("alias", ssh_config=str(cfg))
     assert (p.user, p.port, p.host_key_policy) == ("defuser", 2200, "off")
     p = resolve("alias", user="arg", port=1, ssh_config=str(cfg))
     assert (p.user, p.port) == ("arg", 1)
     p = resolve("plain", ssh_config=str(tmp_path / "missing"))
     assert (p.hostname, p.user, p.port) == ("plain", "defuser", 2200)
+
+
+def test_job_context_blocks_restore_what_was_before() -> None:
+    outer = context.current()
+    assert outer == context.JobContext()
+    with context.job_context(resultdir="/r1") as ctx:
+        assert context.current() is ctx and context.current().resultdir == "/r1"
+        set_ssh_defaults(user="inner")
+        with context.job_context(ssh=SSHDefaults(port=2)):
+            assert (get_ssh_defaults().user, get_ssh_defaults().port) == (None, 2)
+            assert context.current().resultdir is None
+        assert get_ssh_defaults().user == "inner" and context.current().resultdir == "/r1"
+    assert context.current() is outer and get_ssh_defaults().user is None
+    with pytest.raises(ValueError, match="host key policy"):
+        SSHDefaults().updated(host_key_policy="sometimes")
+    with pytest.raises(TypeError, match="unknown SSH default"):
+        SSHDefaults().updated(colour="blue")
 
 
 def test_password_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:

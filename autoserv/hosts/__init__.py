@@ -1,14 +1,15 @@
 """Host classes: ``Host`` → ``RemoteHost`` → ``SSHHost`` → ``Guest`` → ``KVMGuest``.
 
 ``create_host(machine)`` builds the right class from a machine string;
-``set_ssh_defaults(...)`` sets what every SSH host uses unless told otherwise.
+``set_ssh_defaults(...)`` sets what every SSH host uses unless told otherwise
+(in the current job context: :mod:`autoserv.hosts.context`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from autoserv.hosts import registry
+from autoserv.hosts import context, registry
 from autoserv.hosts.base import Host, RemoteHost, set_status_hook
 from autoserv.hosts.defaults import get_ssh_defaults, reset_ssh_defaults, set_ssh_defaults
 from autoserv.hosts.machine import Machine, mask_machine, parse_machine
@@ -29,6 +30,7 @@ __all__ = [
     "reset_ssh_defaults",
     "set_status_hook",
     "registry",
+    "context",
 ]
 
 

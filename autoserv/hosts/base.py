@@ -22,21 +22,16 @@ from autoserv.errors import (
     AutoservRunError,
     AutoservSshPermissionDeniedError,
 )
-from autoserv.hosts import registry
+from autoserv.hosts import context, registry
+from autoserv.hosts.context import StatusHook
 from autoserv.result import CmdResult
 from autoserv.run_core import Execution, Failure, Runner, run_command
 from autoserv.streams import TEE_TO_LOGS, StreamCollector
 
-#: Called as ``hook(status_code, subdir, operation, status="", optional_fields=None)``
-#: to write status.log lines (the runner sets it; ``None`` outside a job).
-StatusHook = Callable[..., None]
-_status_hook: StatusHook | None = None
-
 
 def set_status_hook(hook: StatusHook | None) -> None:
-    """Where hosts record reboot progress (the job's ``record``)."""
-    global _status_hook
-    _status_hook = hook
+    """Where hosts record reboot progress in the current context (a job sets its ``record``)."""
+    context.update(record=hook)
 
 
 class Host(Runner):
@@ -295,7 +290,7 @@ class Host(Runner):
         """
         if kernel_args or label:
             self.log.warning("reboot: label/kernel_args are not supported and are ignored")
-        record = _status_hook or (lambda *a, **k: None)
+        record = context.current().record or (lambda *a, **k: None)
         deadline = Deadline(timeout)
         old = self.get_boot_id()
         record("START", None, "reboot")
