@@ -241,9 +241,11 @@ class SSHHost(RemoteHost):
     ``hostname`` may be a name from ``~/.ssh/config`` (its HostName, User,
     Port, IdentityFile, ProxyJump, UserKnownHostsFile, StrictHostKeyChecking
     apply), a ``user:password@host:port`` string or a parsed
-    :class:`~autoserv.hosts.Machine`; the arguments override what it says.  Arguments left ``None``
-    take the process defaults (:func:`autoserv.hosts.set_ssh_defaults`), then
-    the ssh config, then ``root``, port 22, policy ``accept-new``.
+    :class:`~autoserv.hosts.Machine`; the arguments override what it says.
+    Arguments left ``None`` take the job's SSH defaults
+    (:mod:`autoserv.hosts.context`), then the ssh config, then ``root``,
+    port 22, policy ``accept-new``.  ``run`` is the shared run core
+    (:mod:`autoserv.run_core`); this class is its SSH transport.
 
     The connection opens lazily on first use and is shared by every run and
     transfer in this process; it is reopened if it drops.  With ``via`` (another
