@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,36 +56,31 @@ def test_unknown_host_name() -> None:
         h.run("true")
 
 
-def test_silent_server_times_out_within_connect_timeout() -> None:
-    # accepts TCP but never sends a banner (like qemu user networking before the guest listens)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(5)
-    port = srv.getsockname()[1]
-    try:
-        h = hosts.SSHHost("127.0.0.1", port=port, connect_timeout=1, host_key_policy="off")
-        with pytest.raises(AutoservSSHTimeout, match=f"127.0.0.1:{port}"):
-            h.run("true")
-    finally:
-        srv.close()
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP but never sends a banner (like qemu user
+    networking before the guest listens)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(5)
+        yield srv.getsockname()[1]
 
 
-def test_connect_timeout_of_a_run_is_one_window_and_named_in_the_error() -> None:
-    # a real listener that never sends a banner; the host's own default is 30 s, the run asks 1 s
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(5)
-    port = srv.getsockname()[1]
-    try:
-        h = hosts.SSHHost("127.0.0.1", port=port, host_key_policy="off")
-        assert h.params.connect_timeout == 30
-        start = time.monotonic()
-        with pytest.raises(AutoservSSHTimeout) as info:
-            h.run("true", connect_timeout=1)
-        assert time.monotonic() - start < 10  # generous: the window is 1 s, not 30
-        assert f"127.0.0.1:{port}: no SSH handshake within 1 s" in str(info.value)
-    finally:
-        srv.close()
+def test_silent_server_times_out_within_connect_timeout(silent_port: int) -> None:
+    h = hosts.SSHHost("127.0.0.1", port=silent_port, connect_timeout=1, host_key_policy="off")
+    with pytest.raises(AutoservSSHTimeout, match=f"127.0.0.1:{silent_port}: no SSH handshake within 1 s"):
+        h.run("true")
+
+
+def test_connect_timeout_of_a_run_is_one_window_and_named_in_the_error(silent_port: int) -> None:
+    # the host's own default is 30 s; the run asks 1 s, and the message says so
+    h = hosts.SSHHost("127.0.0.1", port=silent_port, host_key_policy="off")
+    assert h.params.connect_timeout == 30
+    start = time.monotonic()
+    with pytest.raises(AutoservSSHTimeout) as info:
+        h.run("true", connect_timeout=1)
+    assert time.monotonic() - start < 10  # generous: the window is 1 s, not 30
+    assert f"127.0.0.1:{silent_port}: no SSH handshake within 1 s" in str(info.value)
 
 
 def test_unreachable_address_in_lab_times_out(testbed_netns: Testbed) -> None:

@@ -25,8 +25,8 @@ from autoserv.errors import (
 from autoserv.hosts import context, registry
 from autoserv.hosts.context import StatusHook
 from autoserv.result import CmdResult
-from autoserv.run_core import Execution, Failure, Runner, run_command
-from autoserv.streams import TEE_TO_LOGS, StreamCollector
+from autoserv.run_core import Runner, run_command
+from autoserv.streams import TEE_TO_LOGS
 
 
 def set_status_hook(hook: StatusHook | None) -> None:
@@ -35,7 +35,11 @@ def set_status_hook(hook: StatusHook | None) -> None:
 
 
 class Host(Runner):
-    """A machine commands can run on.  Context manager; ``close()`` is idempotent."""
+    """A machine commands can run on.  Context manager; ``close()`` is idempotent.
+
+    Abstract: a host class implements the run core's ``_start`` and
+    ``_run_error`` (:class:`autoserv.run_core.Runner`).
+    """
 
     DENIED_PROBES = 3  # permission-denied probes in a row after which wait_up() gives up
 
@@ -76,21 +80,6 @@ class Host(Runner):
             stderr_tee=stderr_tee, connect_timeout=connect_timeout, stdin=stdin, verbose=verbose,
             args=args,
         )
-
-    def _start(
-        self,
-        command: str,
-        stdin: str | bytes | IO[Any] | None,
-        out: StreamCollector,
-        err: StreamCollector,
-        connect_timeout: float | None,
-    ) -> Execution:
-        raise NotImplementedError(f"{type(self).__name__} cannot run commands")
-
-    def _run_error(
-        self, failure: Failure, result: CmdResult, execution: Execution, timeout: float | None
-    ) -> Exception:
-        raise NotImplementedError
 
     def _close_connection(self) -> None:
         """Release transport resources (subclasses)."""
