@@ -129,16 +129,18 @@ def run_command(
     out = StreamCollector(stdout_tee, runner.log, logging.DEBUG, "[stdout] ")
     err = StreamCollector(stderr_tee, runner.log, logging.DEBUG, "[stderr] ")
     execution = runner._start(command, stdin, out, err, connect_timeout)
+    budget: Deadline | None = None  # one kill budget, from the moment the kill starts
     try:
         ended = execution.wait(deadline)
         if not ended:
-            execution.kill(Deadline(KILL_BUDGET))
+            budget = Deadline(KILL_BUDGET)
+            execution.kill(budget)
     except BaseException:
         budget = Deadline(KILL_BUDGET)
         execution.kill(budget)
         execution.finish(budget)
         raise
-    execution.finish(Deadline(KILL_BUDGET))
+    execution.finish(budget or Deadline(KILL_BUDGET))
     result = CmdResult(
         command=command,
         exit_status=execution.exit_status,
