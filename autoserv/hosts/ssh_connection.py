@@ -96,54 +96,56 @@ class ConnectParams:
         return known_name(self.host_key_alias or self.hostname, self.port)
 
 
-_config_cache: dict[str, tuple[tuple[int, int], paramiko.SSHConfig]] = {}
-
-
 paramiko_ext.install_getuser_cache()
 
 
-def _load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
-    """The parsed ssh config, cached while the file's mtime and size stay the same."""
-    path = os.path.expanduser(path or "~/.ssh/config")
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    stamp = (st.st_mtime_ns, st.st_size)
-    cached = _config_cache.get(path)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    cfg = paramiko.SSHConfig.from_path(path)
-    _config_cache[path] = (stamp, cfg)
-    return cfg
+class _SSHConfigs:
+    """Parsed ssh config files, cached while a file's mtime and size stay the same."""
 
+    def __init__(self) -> None:
+        self._parsed: dict[str, tuple[tuple[int, int], paramiko.SSHConfig]] = {}
+        self._warmed: set[int] = set()  # ids of configs whose Host patterns are compiled
+        self._process_warmed = False
 
-def _warm_before_fork() -> None:
-    """Do in the parent, once, what every forked SSH worker would otherwise repeat.
+    def load(self, path: str | None) -> paramiko.SSHConfig | None:
+        """The parsed config at ``path`` (default ``~/.ssh/config``); None if there is none."""
+        path = os.path.expanduser(path or "~/.ssh/config")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        cfg = paramiko.SSHConfig.from_path(path)
+        self._parsed[path] = (stamp, cfg)
+        return cfg
 
-    The default ssh config is parsed and its ``Host`` patterns compiled into
-    :mod:`fnmatch`'s cache (without a lookup, so no ``Match exec`` runs);
-    the passwd NSS module (paramiko's config lookup asks ``getpass.getuser()``)
-    and the ``idna`` codec (``socket`` host names) are loaded.  Each of N
-    ``parallel_simple`` workers spent ~6 ms of CPU on this with 50 hosts in
-    the config.
-    """
-    with contextlib.suppress(Exception):
-        path = os.path.expanduser(get_ssh_defaults().ssh_config or "~/.ssh/config")
-        cfg = _load_ssh_config(path)
-        if cfg is not None and id(cfg) not in _warmed:
-            for pattern in cfg.get_hostnames():
-                fnmatch.fnmatch("", pattern.lstrip("!"))
-            _warmed.add(id(cfg))
-    if not _warmed_once:
-        _warmed_once.append(True)
+    def warm_before_fork(self) -> None:
+        """Do in the parent, once, what every forked SSH worker would otherwise repeat.
+
+        The default ssh config is parsed and its ``Host`` patterns compiled into
+        :mod:`fnmatch`'s cache (without a lookup, so no ``Match exec`` runs);
+        the passwd NSS module (paramiko's config lookup asks ``getpass.getuser()``)
+        and the ``idna`` codec (``socket`` host names) are loaded.  Each of N
+        ``parallel_simple`` workers spent ~6 ms of CPU on this with 50 hosts in
+        the config.
+        """
         with contextlib.suppress(Exception):
-            getpass.getuser()
-            "localhost".encode("idna")
+            cfg = self.load(get_ssh_defaults().ssh_config)
+            if cfg is not None and id(cfg) not in self._warmed:
+                for pattern in cfg.get_hostnames():
+                    fnmatch.fnmatch("", pattern.lstrip("!"))
+                self._warmed.add(id(cfg))
+        if not self._process_warmed:
+            self._process_warmed = True
+            with contextlib.suppress(Exception):
+                getpass.getuser()
+                "localhost".encode("idna")
 
 
-_warmed_once: list[bool] = []
-_warmed: set[int] = set()
+_CONFIGS = _SSHConfigs()
 
 
 def resolve(
@@ -162,7 +164,7 @@ def resolve(
     """Merge arguments > process defaults > ssh config > built-in defaults."""
     d = get_ssh_defaults()
     config_path = ssh_config or d.ssh_config
-    cfg = _load_ssh_config(config_path)
+    cfg = _CONFIGS.load(config_path)
     entry: dict[str, Any] = dict(cfg.lookup(hostname)) if cfg is not None else {}
     if password is not None and not isinstance(password, Secret):
         password = Secret(password) if password else None
@@ -446,7 +448,7 @@ class TransportPool:
 
 
 POOL = TransportPool()
-os.register_at_fork(before=_warm_before_fork, after_in_child=POOL._forget_in_child)
+os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=POOL._forget_in_child)
 
 __all__ = [
     "ConnectParams",
