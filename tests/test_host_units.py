@@ -26,7 +26,7 @@ from autoserv.hosts.defaults import SSHDefaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name, read_known_keys
 from autoserv.hosts.machine import Machine, machine_label, mask_machine
 from autoserv.hosts.ssh_connection import resolve
-from autoserv.hosts.ssh_host import _StderrFilter, kill_command, wrap_command
+from autoserv.hosts.ssh_exec import StderrFilter, kill_command, wrap_command
 from autoserv.hosts.transfer import plan_send
 from autoserv.result import CmdResult
 from autoserv.secret import Secret
@@ -262,12 +262,12 @@ def test_kill_command_ends_a_process_group() -> None:
 
 def test_stderr_filter_strips_pid_line_split_across_chunks() -> None:
     sink = StreamCollector(None)
-    f = _StderrFilter(sink)
+    f = StderrFilter(sink)
     for chunk in (b"AUTOSE", b"RV_PID=12", b"3\nreal ", b"error\n"):
         f.feed(chunk)
     assert f.pid == 123 and sink.finish() == "real error\n"
     sink2 = StreamCollector(None)
-    f2 = _StderrFilter(sink2)
+    f2 = StderrFilter(sink2)
     f2.feed(b"no marker here\n")
     assert f2.pid is None and sink2.finish() == "no marker here\n"
 

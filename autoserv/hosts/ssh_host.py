@@ -1,11 +1,10 @@
 """SSHHost: a remote host reached over SSH (paramiko), files moved with scp/SFTP.
 
-Commands run in an exec channel on the host's one shared transport (see
-:mod:`autoserv.hosts.ssh_connection`).  Each command is wrapped so that the
-remote shell first reports its pid on stderr (the line is removed from the
-output); a timeout, a Ctrl-C or any exception while the command runs then
-kills the remote process group — the command and all its children — from a
-second channel, instead of only abandoning the local side.
+Commands run through the shared run core (:mod:`autoserv.run_core`) in an
+exec channel on the host's one shared transport
+(:mod:`autoserv.hosts.ssh_connection`); :mod:`autoserv.hosts.ssh_exec` is
+that transport's side (the pid wrapper, reading, killing the remote process
+group).  This module wires it in and moves files (scp, SFTP, tar).
 """
 
 from __future__ import annotations
@@ -14,11 +13,9 @@ import contextlib
 import dataclasses
 import os
 import posixpath
-import select
 import shlex
 import stat
 import tarfile
-import threading
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -31,55 +28,12 @@ from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import Machine
 from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
+from autoserv.hosts.ssh_exec import SSHExecution, StderrFilter, send_command, wrap_command
 from autoserv.result import CmdResult
 from autoserv.run_core import KILL_BUDGET, Execution, Failure
 from autoserv.secret import Secret
 from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
-
-_PID_MARK = b"AUTOSERV_PID="
-_KILL_GRACE = 2.0
-
-
-def wrap_command(command: str) -> str:
-    """The remote command line: report the shell's pid on stderr, then run ``command``.
-
-    ``eval`` keeps the command in the login shell (as plain ``ssh host cmd``
-    does) at no extra process; sshd makes that shell a session leader, so
-    its pid names the process group of everything the command starts.
-    """
-    return f"printf 'AUTOSERV_PID=%s\\n' $$ >&2; eval {shlex.quote(command)}"
-
-
-def _exit_status(chan: paramiko.Channel) -> int | None:
-    """The command's exit status, ``-signum`` if a signal killed it, None if unknown.
-
-    paramiko leaves ``-1`` when the server sent neither (the connection
-    died); an ``exit-signal`` is recorded by :mod:`autoserv.hosts.paramiko_ext`.
-    """
-    if not chan.exit_status_ready():
-        return None
-    if chan.exit_status == -1 and paramiko_ext.exit_signal(chan) is None:
-        return None
-    return int(chan.exit_status)
-
-
-def kill_command(pid: int, grace: float = _KILL_GRACE) -> str:
-    """Shell that ends process group ``pid``: TERM, then KILL whatever still runs after ``grace`` s.
-
-    Liveness is read from ``/proc`` ignoring zombies (a container's init may
-    never reap them, and ``kill -0`` succeeds on a zombie).
-    """
-    steps = max(1, int(grace / 0.1))
-    p = int(pid)
-    return (
-        f"alive() {{ for s in /proc/[0-9]*/stat; do {{ read -r l < \"$s\"; }} 2>/dev/null || continue; "
-        f"l=${{l##*) }}; set -- $l; [ \"$1\" != Z ] && [ \"$3\" = {p} ] && return 0; done; "
-        f"return 1; }}; "
-        f"kill -TERM -{p} 2>/dev/null || kill -TERM {p} 2>/dev/null; i=0; "
-        f"while alive; do i=$((i+1)); [ $i -gt {steps} ] && break; sleep 0.1; done; "
-        f"kill -KILL -{p} 2>/dev/null; kill -KILL {p} 2>/dev/null; true"
-    )
 
 
 def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
@@ -97,142 +51,6 @@ def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
         pass
     finally:
         sftp.close()
-
-
-class _StderrFilter:
-    """Removes the pid line the wrapper prints first on stderr."""
-
-    def __init__(self, sink: StreamCollector) -> None:
-        self.sink = sink
-        self.pid: int | None = None
-        self._head = b""
-        self._done = False
-
-    def feed(self, data: bytes) -> None:
-        if self._done:
-            self.sink.feed(data)
-            return
-        self._head += data
-        if b"\n" not in self._head:
-            if len(self._head) > 64 or not _PID_MARK.startswith(self._head[: len(_PID_MARK)]):
-                self._flush()
-            return
-        line, rest = self._head.split(b"\n", 1)
-        if line.startswith(_PID_MARK) and line[len(_PID_MARK):].isdigit():
-            self.pid = int(line[len(_PID_MARK):])
-            self._head = rest
-        self._flush()
-
-    def await_pid(self, chan: paramiko.Channel, timeout: float) -> int | None:
-        """Read stderr (without teeing it) until the pid line arrives or ``timeout`` passes."""
-        deadline = Deadline(timeout)
-        while self.pid is None and not self._done and not deadline.expired():
-            if chan.recv_stderr_ready():
-                self._head += chan.recv_stderr(4096)
-                if b"\n" in self._head:
-                    line = self._head.split(b"\n", 1)[0]
-                    if line.startswith(_PID_MARK) and line[len(_PID_MARK):].isdigit():
-                        self.pid = int(line[len(_PID_MARK):])
-                    self._done = True
-            elif chan.closed:
-                break
-            else:
-                select.select([chan], [], [], deadline.remaining(0.05))
-        return self.pid
-
-    def _flush(self) -> None:
-        self._done = True
-        if self._head:
-            self.sink.feed(self._head)
-        self._head = b""
-
-
-class _SSHExecution(Execution):
-    """A command in an exec channel: streams read from the channel, killed from a second one."""
-
-    def __init__(
-        self, host: SSHHost, chan: paramiko.Channel, out: StreamCollector, err: _StderrFilter
-    ) -> None:
-        self.host = host
-        self.chan = chan
-        self.out = out
-        self.err = err
-        self._feeder: threading.Thread | None = None
-        self._finished = False
-
-    def feed_stdin(self, stdin: str | bytes | IO[Any] | None) -> None:
-        """Send ``stdin`` (from a thread for file objects), then EOF."""
-        chan = self.chan
-        if stdin is None:
-            send_eof(chan)
-            return
-        if isinstance(stdin, str):
-            stdin = stdin.encode()
-
-        def feed() -> None:
-            try:
-                if isinstance(stdin, bytes):
-                    chan.sendall(stdin)
-                else:
-                    for chunk in iter(lambda: stdin.read(65536), b"" if "b" in getattr(
-                            stdin, "mode", "b") else ""):
-                        chan.sendall(chunk.encode() if isinstance(chunk, str) else chunk)
-                send_eof(chan)
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-
-        self._feeder = threading.Thread(target=feed, daemon=True, name="autoserv-stdin")
-        self._feeder.start()
-
-    def _drain(self) -> None:
-        chan = self.chan
-        while chan.recv_ready():
-            self.out.feed(chan.recv(65536))
-        while chan.recv_stderr_ready():
-            self.err.feed(chan.recv_stderr(65536))
-
-    def wait(self, deadline: Deadline) -> bool:
-        if self.lost:
-            return True
-        chan = self.chan
-        transport = chan.get_transport()
-        try:
-            while True:
-                self._drain()
-                if chan.eof_received and chan.exit_status_ready():
-                    self._drain()  # what raced in with EOF
-                    return True
-                if chan.closed or transport is None or not transport.is_active():
-                    self._drain()
-                    # a channel closed by a dying connection has no exit status
-                    self.lost = _exit_status(chan) is None
-                    return True
-                if deadline.expired():
-                    return False
-                wait = deadline.remaining(0.5)
-                if chan.eof_received:
-                    chan.status_event.wait(wait)
-                else:
-                    select.select([chan], [], [], wait)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            self.host.log.debug("connection error while running a command: %s", exc)
-            self.lost = True
-            return True
-
-    def kill(self, budget: Deadline) -> None:
-        pid = self.err.await_pid(self.chan, budget.remaining(2.0))
-        self.host._kill_remote(pid, self.chan, budget)
-
-    def finish(self, budget: Deadline) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        if self._feeder is not None:
-            self._feeder.join(budget.remaining(1.0))
-        self.exit_status = _exit_status(self.chan)
-        self.exit_signal = paramiko_ext.exit_signal_number(paramiko_ext.exit_signal(self.chan))
-        with contextlib.suppress(Exception):
-            self.chan.close()
 
 
 class SSHHost(RemoteHost):
@@ -349,9 +167,9 @@ class SSHHost(RemoteHost):
         """Open a channel and send the wrapped command, all within one connect deadline."""
         connect = self.params.deadline(connect_timeout)
         chan = self._open_session(connect)
-        execution = _SSHExecution(self, chan, out, _StderrFilter(err))
+        execution = SSHExecution(self, chan, out, StderrFilter(err))
         try:
-            self._exec(chan, wrap_command(command), connect)
+            send_command(chan, wrap_command(command), connect, self.params.where)
             execution.feed_stdin(stdin)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.log.debug("connection error during %r: %s", command, exc)
@@ -373,40 +191,11 @@ class SSHHost(RemoteHost):
             return AutoservRunError(
                 f"connection to {self.hostname} ({self.params.where}) lost while running command",
                 result)
-        assert isinstance(execution, _SSHExecution)
+        assert isinstance(execution, SSHExecution)
         signalled = paramiko_ext.exit_signal(execution.chan)
         if signalled is not None:
             return AutoservRunError(f"command killed by signal {signalled} on {self.hostname}", result)
         return AutoservRunError(f"command failed on {self.hostname}", result)
-
-    def _exec(self, chan: paramiko.Channel, command: str, connect: Deadline) -> None:
-        """``exec_command`` waiting for the server's reply only as long as ``connect`` lasts."""
-        if not paramiko_ext.send_exec(chan, command, connect.remaining()):
-            chan.close()
-            raise AutoservSSHTimeout(
-                f"{self.params.where} did not answer a command request within "
-                f"{connect.seconds:g} s"
-            )
-
-    def _kill_remote(self, pid: int | None, chan: paramiko.Channel, budget: Deadline) -> None:
-        """End the remote command's process group within ``budget``; never raises."""
-        try:
-            if pid is not None:
-                t = POOL.get(self.params, Deadline(budget.remaining()))
-                killer = t.open_session(timeout=budget.remaining())
-                killer.exec_command(kill_command(pid, grace=min(_KILL_GRACE, budget.remaining() / 2)))
-                send_eof(killer)
-                if not killer.status_event.wait(budget.remaining()):
-                    self.log.warning("could not confirm the remote command %d ended", pid)
-                killer.close()
-                self.log.debug("killed remote process group %d on %s", pid, self.hostname)
-            chan.status_event.wait(budget.remaining(1.0))
-        except Exception as exc:
-            self.log.warning("could not kill remote command (pid %s) on %s: %s",
-                             pid, self.hostname, exc)
-        finally:
-            with contextlib.suppress(Exception):
-                chan.close()
 
     # -- files -----------------------------------------------------------------
     def _remote_has_scp(self) -> bool:
