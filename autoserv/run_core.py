@@ -26,11 +26,14 @@ from autoserv.deadline import Deadline
 from autoserv.result import CmdResult
 from autoserv.streams import TEE_TO_LOGS, StreamCollector
 
-__all__ = ["Execution", "Runner", "Failure", "run_command", "quote_args", "KILL_BUDGET"]
+__all__ = ["Execution", "Runner", "Failure", "Stdin", "run_command", "quote_args", "KILL_BUDGET"]
 
 #: Seconds the kill after a timeout or an exception may take in all (finding the
 #: command, TERM, a grace, KILL, reading the final status); never more.
 KILL_BUDGET = 10.0
+
+#: What a run may read as its standard input.
+Stdin = str | bytes | IO[Any] | None
 
 #: Why a run failed: it timed out, the transport was lost, a signal killed the
 #: command, or it exited non-zero.
@@ -79,14 +82,8 @@ class Runner(ABC):
     log: logging.Logger
 
     @abstractmethod
-    def _start(
-        self,
-        command: str,
-        stdin: str | bytes | IO[Any] | None,
-        out: StreamCollector,
-        err: StreamCollector,
-        connect_timeout: float | None,
-    ) -> Execution:
+    def _start(self, command: str, stdin: Stdin, out: StreamCollector, err: StreamCollector,
+               connect_timeout: float | None) -> Execution:
         """Start ``command`` (already quoted) feeding ``stdin``; raise if it cannot start."""
 
     @abstractmethod
@@ -109,7 +106,7 @@ def run_command(
     stdout_tee: IO[str] | Any | None = TEE_TO_LOGS,
     stderr_tee: IO[str] | Any | None = TEE_TO_LOGS,
     connect_timeout: float | None = None,
-    stdin: str | bytes | IO[Any] | None = None,
+    stdin: Stdin = None,
     verbose: bool = True,
     args: Iterable[Any] = (),
 ) -> CmdResult:

@@ -23,7 +23,7 @@ from typing import IO, Any
 from autoserv.deadline import Deadline
 from autoserv.errors import CmdError
 from autoserv.result import CmdResult
-from autoserv.run_core import KILL_BUDGET, Execution, Failure, Runner, quote_args, run_command
+from autoserv.run_core import KILL_BUDGET, Execution, Failure, Runner, Stdin, quote_args, run_command
 from autoserv.streams import TEE_TO_LOGS, StreamCollector
 
 __all__ = ["run", "sh_escape", "sh_quote_word", "quote_args", "get_tmp_dir", "TEE_TO_LOGS"]
@@ -109,8 +109,8 @@ class _Local(Runner):
     def _running(self, command: str) -> None:
         self.log.debug("Running (local) %r", command)
 
-    def _start(self, command: str, stdin: str | bytes | IO[Any] | None, out: StreamCollector,
-               err: StreamCollector, connect_timeout: float | None) -> Execution:
+    def _start(self, command: str, stdin: Stdin, out: StreamCollector, err: StreamCollector,
+               connect_timeout: float | None) -> Execution:
         data = _stdin_bytes(stdin)
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],

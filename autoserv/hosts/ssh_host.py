@@ -17,7 +17,6 @@ import shlex
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
 
 import paramiko
 import scp
@@ -30,7 +29,7 @@ from autoserv.hosts.machine import Machine
 from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
 from autoserv.hosts.ssh_exec import SSHExecution, StderrFilter, send_command, wrap_command
 from autoserv.result import CmdResult
-from autoserv.run_core import KILL_BUDGET, Execution, Failure
+from autoserv.run_core import KILL_BUDGET, Execution, Failure, Stdin
 from autoserv.secret import Secret
 from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
@@ -156,14 +155,8 @@ class SSHHost(RemoteHost):
         POOL.drop(self.params)
 
     # -- run (the SSH transport of autoserv.run_core) --------------------------------
-    def _start(
-        self,
-        command: str,
-        stdin: str | bytes | IO[Any] | None,
-        out: StreamCollector,
-        err: StreamCollector,
-        connect_timeout: float | None,
-    ) -> Execution:
+    def _start(self, command: str, stdin: Stdin, out: StreamCollector, err: StreamCollector,
+               connect_timeout: float | None) -> Execution:
         """Open a channel and send the wrapped command, all within one connect deadline."""
         connect = self.params.deadline(connect_timeout)
         chan = self._open_session(connect)
