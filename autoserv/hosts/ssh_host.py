@@ -103,7 +103,6 @@ class SSHHost(RemoteHost):
         super().__init__(machine.host)
         self.user = self.params.user
         self.port = self.params.port
-        self._active_pids: set[int] = set()
         self._has_scp: bool | None = None
         POOL.acquire(self.params)
 
