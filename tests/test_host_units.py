@@ -13,6 +13,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from autoserv import hosts
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
@@ -91,6 +92,22 @@ def test_machine_value(
     assert (m.password.reveal() if m.password else None) == password
     if password:
         assert password not in repr(m) and isinstance(m.password, Secret)
+
+
+def test_hosts_take_the_parsed_machine() -> None:
+    m = Machine.parse("me:pw@127.0.0.1:2222")
+    for h in (hosts.create_host(m, ssh_config="/nonexistent"),
+              hosts.SSHHost(m.spec, ssh_config="/nonexistent"),
+              hosts.SSHHost(m, ssh_config="/nonexistent")):
+        assert (h.hostname, h.user, h.port) == ("127.0.0.1", "me", 2222)
+        assert h.password is not None and h.password.reveal() == "pw" and h.machine == m
+        assert "pw" not in repr(h) and "pw" not in repr(h.machine)
+        h.close()
+    over = hosts.create_host(m, user="other", port=22, ssh_config="/nonexistent")
+    assert (over.user, over.port) == ("other", 22)  # arguments win over the string
+    over.close()
+    with pytest.raises(AutoservUsageError, match="bad host name"):
+        hosts.create_host("me:pw@bad host")
 
 
 def test_machine_label_never_raises() -> None:
