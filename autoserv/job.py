@@ -93,6 +93,12 @@ def _activate_host_context(job: ServerJob) -> Any:
     return context.activate(context.JobContext(ssh=ssh, resultdir=job.resultdir, record=job.record))
 
 
+def _update_host_context(**changes: Any) -> None:
+    from autoserv.hosts import context
+
+    context.update(**changes)
+
+
 def _restore_host_context(previous: Any) -> None:
     from autoserv.hosts import context
 
@@ -399,6 +405,7 @@ class ServerJob:
         if self.resultdir is not None and subdir is not None:
             write_keyval(self.resultdir, {"hostname": label, "status_version": STATUS_VERSION})
             os.chdir(self.resultdir)
+        _update_host_context(resultdir=self.resultdir)  # e.g. guest console logs go here
         self._handlers = abort.current()
         error: BaseException | None = None
         try:

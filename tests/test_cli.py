@@ -212,11 +212,17 @@ def test_the_job_gives_hosts_its_context_while_it_runs(tmp_path: Path,
         ctx = hosts.context.current()
         assert ctx.resultdir == job.resultdir and ctx.record == job.record
         assert hosts.SSHHost("h9").params.connect_timeout == 2.5
+        def work(machine):  # a worker's hosts see its own results subdir
+            assert job.resultdir.endswith("/" + machine), job.resultdir
+            assert hosts.context.current().resultdir == job.resultdir
+            assert hosts.get_ssh_defaults().user == "me"
+        parallel_simple(work, machines)
         """,
     )
     assert hosts_context.current() == hosts_context.JobContext()
-    code = cli.main([str(ctl), "-r", str(tmp_path / "r"), "--ssh-user", "me", "--ssh-port", "2200",
-                     "--ssh-pass", "pw", "--host-key-policy", "off", "--connect-timeout", "2.5"])
+    code = cli.main([str(ctl), "-r", str(tmp_path / "r"), "-m", "h1,h2", "--ssh-user", "me",
+                     "--ssh-port", "2200", "--ssh-pass", "pw", "--host-key-policy", "off",
+                     "--connect-timeout", "2.5"])
     assert code == 0, capsys.readouterr().err
     assert hosts_context.current() == hosts_context.JobContext()  # nothing outlives the job
 
