@@ -22,11 +22,14 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from autoserv import __version__, abort, control
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
+
+if TYPE_CHECKING:
+    from autoserv.hosts.machine import Machine
 
 __all__ = ["main", "build_parser", "parse_args", "parse_machine_list", "exit_code_for"]
 
@@ -219,12 +222,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise AutoservUsageError(f"control file {options.control_file} {what}")
     for extra in options.extra_args:
         options.args.extend(extra.split())
-    options.machine_list = parse_machine_list(options.machines, options.mlist)
+    options.parsed_machines = parse_machines(options.machines, options.mlist)
+    options.machine_list = [m.spec for m in options.parsed_machines]
     return options
 
 
 def parse_machine_list(specs: Sequence[str], mlist: str | None = None) -> list[str]:
     """The machines of ``-m`` values and an ``-M`` file: validated, de-duplicated, in order."""
+    return [m.spec for m in parse_machines(specs, mlist)]
+
+
+def parse_machines(specs: Sequence[str], mlist: str | None = None) -> list[Machine]:
+    """:func:`parse_machine_list`, each entry parsed once into a :class:`~autoserv.hosts.Machine`."""
     entries: list[str] = []
     for spec in specs:
         entries += [e for e in re.split(r"[\s,]+", spec) if e]
@@ -238,13 +247,10 @@ def parse_machine_list(specs: Sequence[str], mlist: str | None = None) -> list[s
             line = line.split("#", 1)[0].strip()
             if line:
                 entries += [e for e in re.split(r"[\s,]+", line) if e]
-    from autoserv.hosts import parse_machine
+    from autoserv.hosts.machine import Machine
 
-    machines: list[str] = []
-    for entry in dict.fromkeys(entries):
-        parse_machine(entry)  # AutoservUsageError names the entry (password masked)
-        machines.append(entry)
-    return machines
+    # AutoservUsageError names a bad entry (password masked)
+    return [Machine.parse(entry) for entry in dict.fromkeys(entries)]
 
 
 def _default_resultdir() -> str:
@@ -266,33 +272,24 @@ def make_job(options: argparse.Namespace) -> ServerJob:
         options.control_file,
         options.args,
         resultdir,
-        options.machine_list,
+        options.parsed_machines,
         label=options.label,
         user=options.user,
         tag=options.tag,
         ssh_user=options.ssh_user,
         ssh_port=options.ssh_port,
         ssh_pass=options.ssh_pass,
+        ssh_key=options.ssh_key,
+        host_key_policy=options.host_key_policy,
+        known_hosts=options.known_hosts,
+        ssh_config=options.ssh_config,
+        connect_timeout=options.connect_timeout,
         use_existing_results=options.use_existing_results,
         control_filename=options.control_filename,
         console=not options.no_tee,
         verbose=options.verbose,
         pidfile_label=options.pidfile_label if options.write_pidfile else None,
     )
-
-
-def _ssh_defaults(options: argparse.Namespace) -> dict[str, Any]:
-    names = {
-        "user": "ssh_user",
-        "port": "ssh_port",
-        "password": "ssh_pass",
-        "key_file": "ssh_key",
-        "host_key_policy": "host_key_policy",
-        "known_hosts": "known_hosts",
-        "ssh_config": "ssh_config",
-        "connect_timeout": "connect_timeout",
-    }
-    return {key: getattr(options, attr, None) for key, attr in names.items()}
 
 
 def exit_code_for(exc: BaseException | None) -> int:
@@ -338,10 +335,9 @@ def _redact(text: str, options: argparse.Namespace | None) -> str:
     if options is not None:
         if options.ssh_pass:
             secrets.append(options.ssh_pass)
-        for machine in getattr(options, "machine_list", []):
-            cred = machine.rpartition("@")[0]
-            if ":" in cred:
-                secrets.append(cred.split(":", 1)[1])
+        for machine in getattr(options, "parsed_machines", []):
+            if machine.password:
+                secrets.append(machine.password.reveal())
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
@@ -359,10 +355,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # --help, --version
             return exc.code if isinstance(exc.code, int) else 0
         job = make_job(options)
-        from autoserv import hosts
-
-        hosts.reset_ssh_defaults()
-        hosts.set_ssh_defaults(**_ssh_defaults(options))
         job.run()
         if job.failed:
             where = os.path.join(job.resultdir, "status.log") if job.resultdir else "the log"
@@ -387,13 +379,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("autoserv exiting with status %d", code, extra={"files_only": True})
     if job is not None:
         job.close(code)
-    if options is not None:
-        try:
-            from autoserv import hosts
-
-            hosts.reset_ssh_defaults()
-        except Exception:  # pragma: no cover - resetting defaults never matters at exit
-            pass
     if error is not None and code != 0 and options is not None and options.verbose:
         if not isinstance(error, AutoservUsageError):
             sys.stderr.write(_redact("".join(traceback.format_exception(error)), options))

@@ -18,6 +18,7 @@ __all__ = [
     "AutoservError",
     "AutoservSSHTimeout",
     "AutoservRunError",
+    "AutoservRunTimeoutError",
     "AutoservSshPermissionDeniedError",
     "AutoservHostKeyError",
     "AutoservVirtError",
@@ -91,6 +92,10 @@ class AutoservRunError(AutoservError):
         if self.result_obj is None:
             return self.description
         return f"{self.description}\n{describe_result(self.result_obj)}"
+
+
+class AutoservRunTimeoutError(AutoservRunError):
+    """A command ran out of its timeout and was killed; ``result_obj`` keeps its partial output."""
 
 
 class AutoservSshPermissionDeniedError(AutoservRunError):

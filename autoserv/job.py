@@ -26,11 +26,14 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoserv import abort, logging_setup, parallel, status
 from autoserv import control as control_mod
 from autoserv.errors import JobError, TestBaseException
+
+if TYPE_CHECKING:
+    from autoserv.hosts.machine import Machine
 
 __all__ = ["ServerJob", "STATUS_VERSION", "write_keyval", "read_keyval", "IN_USE_MARKERS"]
 
@@ -78,11 +81,28 @@ def _close_all_hosts() -> None:
     registry.close_all()
 
 
-def _set_status_hook(hook: Callable[..., None] | None) -> None:
-    """Let hosts record reboots in this job's status.log."""
-    from autoserv.hosts import set_status_hook
+def _activate_host_context(job: ServerJob) -> Any:
+    """Give hosts this job's context: its SSH defaults, results dir and status.log hook.
 
-    set_status_hook(hook)
+    Returns the previous context, for :func:`_restore_host_context`.
+    """
+    from autoserv.hosts import context
+    from autoserv.hosts.defaults import SSHDefaults
+
+    ssh = SSHDefaults().updated(**job.ssh_settings)
+    return context.activate(context.JobContext(ssh=ssh, resultdir=job.resultdir, record=job.record))
+
+
+def _update_host_context(**changes: Any) -> None:
+    from autoserv.hosts import context
+
+    context.update(**changes)
+
+
+def _restore_host_context(previous: Any) -> None:
+    from autoserv.hosts import context
+
+    context.restore(previous)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -101,7 +121,8 @@ class ServerJob:
 
     ``resultdir`` None means no results directory at all (``-N``): nothing is written and
     the control file runs in the current directory.  ``machines`` are the machine entries
-    as given (de-duplicated by the caller); ``args`` the control file's arguments.
+    as given (de-duplicated by the caller), as strings or parsed
+    :class:`~autoserv.hosts.Machine` values; ``args`` the control file's arguments.
     """
 
     def __init__(
@@ -109,7 +130,7 @@ class ServerJob:
         control: str,
         args: Sequence[str] = (),
         resultdir: str | None = None,
-        machines: Sequence[str] = (),
+        machines: Sequence[str | Machine] = (),
         *,
         label: str = "",
         user: str | None = None,
@@ -117,6 +138,11 @@ class ServerJob:
         ssh_user: str | None = None,
         ssh_port: int | None = None,
         ssh_pass: str | None = None,
+        ssh_key: str | None = None,
+        host_key_policy: str | None = None,
+        known_hosts: str | None = None,
+        ssh_config: str | None = None,
+        connect_timeout: float | None = None,
         use_existing_results: bool = False,
         control_filename: str = "control.srv",
         console: bool = True,
@@ -126,13 +152,26 @@ class ServerJob:
         self.control = os.path.abspath(control)
         self.args = list(args)
         self.resultdir = os.path.abspath(resultdir) if resultdir is not None else None
-        self.machines = list(machines)
+        from autoserv.hosts.machine import Machine
+
+        #: the machines parsed once: passwords (to redact) and labels come from here
+        self.parsed_machines = [
+            m if isinstance(m, Machine) else Machine.parse(m, check_host=False) for m in machines
+        ]
+        #: the entries as given (with passwords): what the control file's ``machines`` holds
+        self.machines = [m.spec for m in self.parsed_machines]
         self.label = label
         self.user = user if user is not None else _default_user()
         self.tag = tag
         self.ssh_user = ssh_user
         self.ssh_port = ssh_port
         self.ssh_pass = ssh_pass
+        #: SSH defaults for every host of this job (``--ssh-*`` flags); in force while it runs
+        self.ssh_settings: dict[str, Any] = {
+            "user": ssh_user, "port": ssh_port, "password": ssh_pass, "key_file": ssh_key,
+            "host_key_policy": host_key_policy, "known_hosts": known_hosts,
+            "ssh_config": ssh_config, "connect_timeout": connect_timeout,
+        }
         self.use_existing_results = use_existing_results
         self.control_filename = control_filename
         self.console = console
@@ -232,10 +271,9 @@ class ServerJob:
         self._started = True
         self._check_resultdir()
         logging_setup.add_secret(self.ssh_pass)
-        for machine in self.machines:
-            cred = machine.rpartition("@")[0]
-            if ":" in cred:
-                logging_setup.add_secret(cred.split(":", 1)[1])
+        for machine in self.parsed_machines:
+            if machine.password:
+                logging_setup.add_secret(machine.password.reveal())
         debug_dir = os.path.join(self.resultdir, "debug") if self.resultdir else None
         logging_setup.setup(debug_dir, self.console, self.verbose)
         self._logging = True
@@ -247,12 +285,12 @@ class ServerJob:
                     f.write(f"{os.getpid()}\n")
         self._handlers = abort.AbortHandlers().install()
         self._previous_hooks = parallel.set_hooks(self)
-        _set_status_hook(self.record)
+        previous_context = _activate_host_context(self)
         cwd = os.getcwd()
         error: BaseException | None = None
         try:
             log.info("Control file: %s", self.control)
-            log.info("Machines: %s", ", ".join(map(parallel.arg_label, self.machines)) or "none")
+            log.info("Machines: %s", ", ".join(m.label for m in self.parsed_machines) or "none")
             log.info("Results: %s", self.resultdir or "none (-N)")
             if self.resultdir is not None:
                 write_keyval(
@@ -260,7 +298,7 @@ class ServerJob:
                     {
                         "label": self.label,
                         "user": self.user,
-                        "hostname": ",".join(map(parallel.arg_label, self.machines)),
+                        "hostname": ",".join(m.label for m in self.parsed_machines),
                         "status_version": STATUS_VERSION,
                         "job_started": int(time.time()),
                     },
@@ -287,7 +325,7 @@ class ServerJob:
             finally:
                 os.chdir(cwd)
                 parallel.set_hooks(self._previous_hooks)
-                _set_status_hook(None)
+                _restore_host_context(previous_context)
         if self._handlers.pending:
             raise abort.JobAbort(self._handlers.pending)
 
@@ -367,6 +405,7 @@ class ServerJob:
         if self.resultdir is not None and subdir is not None:
             write_keyval(self.resultdir, {"hostname": label, "status_version": STATUS_VERSION})
             os.chdir(self.resultdir)
+        _update_host_context(resultdir=self.resultdir)  # e.g. guest console logs go here
         self._handlers = abort.current()
         error: BaseException | None = None
         try:

@@ -106,18 +106,17 @@ def set_hooks(hooks: WorkerHooks | None) -> WorkerHooks | None:
 def arg_label(arg: Any) -> str:
     """How an argument is named in labels, subdirs and console prefixes.
 
-    A host gives its hostname; a machine string loses its password
-    (``user:pw@host`` → ``user@host``).
+    A host gives its hostname, a parsed :class:`~autoserv.hosts.Machine` its
+    label; a machine string loses its password (``user:pw@host`` → ``user@host``).
     """
+    from autoserv.hosts.machine import Machine, machine_label
+
+    if isinstance(arg, Machine):
+        return arg.label
     name = getattr(arg, "hostname", None)
     if isinstance(name, str) and name:
         return name
-    text = str(arg)
-    if "@" in text:
-        cred, _, rest = text.rpartition("@")
-        if ":" in cred:
-            text = f"{cred.split(':', 1)[0]}@{rest}"
-    return text
+    return machine_label(str(arg))
 
 
 def _subdir_names(labels: Sequence[str]) -> list[str]:

@@ -10,8 +10,9 @@ class CmdResult:
     """What a command did.
 
     ``exit_status`` is the command's exit code; negative means killed by that
-    signal (``-9``), and ``timed_out`` marks a run that autoserv ended because
-    its timeout expired.  ``hostname`` is empty for local runs.
+    signal (``-9``), and ``exit_signal`` then holds the signal number (``9``;
+    None when no signal ended it).  ``timed_out`` marks a run that autoserv
+    ended because its timeout expired.  ``hostname`` is empty for local runs.
     """
 
     command: str = ""
@@ -21,6 +22,7 @@ class CmdResult:
     duration: float = 0.0
     hostname: str = ""
     timed_out: bool = False
+    exit_signal: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,9 +1,10 @@
 """Local helpers of the control-file namespace: ``run``, ``sh_escape``, ``get_tmp_dir``.
 
-``run`` executes a command on the controller with the same ``timeout`` /
-``ignore_status`` / ``args`` semantics as ``SSHHost.run`` and returns the same
-:class:`~autoserv.result.CmdResult`.  Failures raise :class:`CmdError` (the
-local error class of Autotest).
+``run`` executes a command on the controller through the same run core as
+``SSHHost.run`` (:mod:`autoserv.run_core`: same ``timeout`` / ``ignore_status``
+/ ``args`` semantics, the same :class:`~autoserv.result.CmdResult`); this
+module holds only the local transport (a subprocess in its own session).
+Failures raise :class:`CmdError` (the local error class of Autotest).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterable
 from typing import IO, Any
 
+from autoserv.deadline import Deadline
 from autoserv.errors import CmdError
 from autoserv.result import CmdResult
+from autoserv.run_core import KILL_BUDGET, Execution, Failure, Runner, Stdin, quote_args, run_command
 from autoserv.streams import TEE_TO_LOGS, StreamCollector
 
 __all__ = ["run", "sh_escape", "sh_quote_word", "quote_args", "get_tmp_dir", "TEE_TO_LOGS"]
@@ -47,10 +49,86 @@ def sh_quote_word(text: str) -> str:
     return shlex.quote(str(text))
 
 
-def quote_args(command: str, args: Iterable[Any] = ()) -> str:
-    """Append each of ``args`` to ``command``, shell-quoted as one word each."""
-    quoted = [shlex.quote(str(a)) for a in args]
-    return " ".join([command, *quoted]) if quoted else command
+class _LocalExecution(Execution):
+    """A command in its own session on the controller: two reader threads, one process group."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], out: StreamCollector, err: StreamCollector,
+                 data: bytes | None) -> None:
+        self.proc = proc
+        assert proc.stdout is not None and proc.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._pump, args=(proc.stdout, out), daemon=True),
+            threading.Thread(target=self._pump, args=(proc.stderr, err), daemon=True),
+        ]
+        # an abort (SIGTERM/SIGINT raising in this thread) from here on still kills
+        # the command's whole process group
+        try:
+            for t in self._threads:
+                t.start()
+            if data is not None:
+                assert proc.stdin is not None
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(data)
+                    proc.stdin.close()
+        except BaseException:
+            self.kill(Deadline(KILL_BUDGET))
+            raise
+
+    @staticmethod
+    def _pump(pipe: IO[bytes], coll: StreamCollector) -> None:
+        for chunk in iter(lambda: pipe.read1(65536), b""):  # type: ignore[attr-defined]
+            coll.feed(chunk)
+
+    def wait(self, deadline: Deadline) -> bool:
+        try:
+            self.proc.wait(timeout=None if deadline.end is None else deadline.remaining())
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def kill(self, budget: Deadline) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=budget.remaining())
+
+    def finish(self, budget: Deadline) -> None:
+        for t in self._threads:
+            t.join(budget.remaining(5))
+        code = self.proc.returncode
+        self.exit_status = code
+        self.exit_signal = -code if code is not None and code < 0 else None
+
+
+class _Local(Runner):
+    """The controller as a :class:`~autoserv.run_core.Runner` (``/bin/sh -c``)."""
+
+    hostname = ""
+    log = log
+
+    def _running(self, command: str) -> None:
+        self.log.debug("Running (local) %r", command)
+
+    def _start(self, command: str, stdin: Stdin, out: StreamCollector, err: StreamCollector,
+               connect_timeout: float | None) -> Execution:
+        data = _stdin_bytes(stdin)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        return _LocalExecution(proc, out, err, data)
+
+    def _run_error(self, failure: Failure, result: CmdResult, execution: Execution,
+                   timeout: float | None) -> Exception:
+        if failure == "timeout":
+            return CmdError(result.command, result, f"timed out after {timeout} s")
+        return CmdError(result.command, result)
+
+
+_LOCAL = _Local()
 
 
 def _stdin_bytes(stdin: str | bytes | IO[Any] | None) -> bytes | None:
@@ -79,68 +157,9 @@ def run(
     A timeout kills the command's whole process group and raises
     :class:`CmdError` (even with ``ignore_status``), keeping partial output.
     """
-    command = quote_args(command, args)
-    if verbose:
-        log.debug("Running (local) %r", command)
-    data = _stdin_bytes(stdin)
-    start = time.monotonic()
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", command],
-        stdin=subprocess.PIPE if data is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    out = StreamCollector(stdout_tee, log, logging.DEBUG, "[stdout] ")
-    err = StreamCollector(stderr_tee, log, logging.DEBUG, "[stderr] ")
-
-    def pump(pipe: IO[bytes], coll: StreamCollector) -> None:
-        for chunk in iter(lambda: pipe.read1(65536), b""):  # type: ignore[attr-defined]
-            coll.feed(chunk)
-
-    def kill() -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    assert proc.stdout is not None and proc.stderr is not None
-    threads = [
-        threading.Thread(target=pump, args=(proc.stdout, out), daemon=True),
-        threading.Thread(target=pump, args=(proc.stderr, err), daemon=True),
-    ]
-    timed_out = False
-    # everything after the start is inside the try: an abort (SIGTERM/SIGINT raising in
-    # this thread) at any point still kills the command's whole process group
-    try:
-        for t in threads:
-            t.start()
-        if data is not None:
-            assert proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                proc.stdin.write(data)
-                proc.stdin.close()
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        kill()
-    except BaseException:
-        kill()
-        raise
-    for t in threads:
-        t.join(5)
-    result = CmdResult(
-        command=command,
-        exit_status=proc.returncode,
-        stdout=out.finish(),
-        stderr=err.finish(),
-        duration=time.monotonic() - start,
-        timed_out=timed_out,
-    )
-    if timed_out:
-        raise CmdError(command, result, f"timed out after {timeout} s")
-    if result.exit_status != 0 and not ignore_status:
-        raise CmdError(command, result)
-    return result
+    return run_command(_LOCAL, command, timeout=timeout, ignore_status=ignore_status,
+                       stdout_tee=stdout_tee, stderr_tee=stderr_tee, verbose=verbose,
+                       stdin=stdin, args=args)
 
 
 def get_tmp_dir(prefix: str = "autoserv-") -> str:

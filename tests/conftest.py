@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from autoserv import hosts
-from autoserv.hosts import registry
+from autoserv.hosts import context, registry
+from autoserv.hosts.defaults import SSHDefaults
 from autoserv.lab.testbed import Testbed
 
 #: root's password on the test bed hosts (a private /etc/shadow per host).
@@ -30,6 +31,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise KeyboardInterrupt("SIGTERM")
 
     signal.signal(signal.SIGTERM, _term)
+    # the tests give passwords explicitly; one from the developer's shell must not leak in
+    os.environ.pop("AUTOSERV_SSH_PASS", None)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
@@ -73,13 +76,17 @@ def testbed(request: pytest.FixtureRequest) -> Testbed:
 
 
 @pytest.fixture(autouse=True)
-def _clean_ssh_state() -> Iterator[None]:
-    """Every test starts with default SSH settings and leaves no host open."""
-    hosts.reset_ssh_defaults()
-    os.environ.pop("AUTOSERV_SSH_PASS", None)
+def _close_hosts_left_open() -> Iterator[None]:
+    """A backstop: hosts a test did not close are closed (their connections dropped) after it."""
     yield
     registry.close_all()
-    hosts.reset_ssh_defaults()
+
+
+@pytest.fixture
+def ssh_defaults() -> Iterator[Callable[..., SSHDefaults]]:
+    """``hosts.set_ssh_defaults`` for one test: it runs in a job context of its own."""
+    with context.job_context():
+        yield hosts.set_ssh_defaults
 
 
 @pytest.fixture

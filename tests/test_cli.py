@@ -18,6 +18,7 @@ import pytest
 
 from autoserv import cli, status
 from autoserv.errors import AutoservUsageError
+from autoserv.hosts import context as hosts_context
 from autoserv.job import read_keyval
 
 try:
@@ -198,6 +199,32 @@ def test_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "barrier: barrier() is not supported" in out
+
+
+def test_the_job_gives_hosts_its_context_while_it_runs(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    ctl = write(
+        tmp_path / "ctx.control",
+        """\
+        d = hosts.get_ssh_defaults()
+        assert (d.user, d.port, d.host_key_policy, d.connect_timeout) == ("me", 2200, "off", 2.5), d
+        assert d.password is not None and d.password.reveal() == "pw"
+        ctx = hosts.context.current()
+        assert ctx.resultdir == job.resultdir and ctx.record == job.record
+        assert hosts.SSHHost("h9").params.connect_timeout == 2.5
+        def work(machine):  # a worker's hosts see its own results subdir
+            assert job.resultdir.endswith("/" + machine), job.resultdir
+            assert hosts.context.current().resultdir == job.resultdir
+            assert hosts.get_ssh_defaults().user == "me"
+        parallel_simple(work, machines)
+        """,
+    )
+    assert hosts_context.current() == hosts_context.JobContext()
+    code = cli.main([str(ctl), "-r", str(tmp_path / "r"), "-m", "h1,h2", "--ssh-user", "me",
+                     "--ssh-port", "2200", "--ssh-pass", "pw", "--host-key-policy", "off",
+                     "--connect-timeout", "2.5"])
+    assert code == 0, capsys.readouterr().err
+    assert hosts_context.current() == hosts_context.JobContext()  # nothing outlives the job
 
 
 def test_no_results_dir_and_no_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -7,11 +7,13 @@ import logging
 import posixpath
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
 import pytest
 
+from autoserv import hosts
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
@@ -20,11 +22,12 @@ from autoserv.errors import (
     AutoservUsageError,
     CmdError,
 )
-from autoserv.hosts import parse_machine, set_ssh_defaults
+from autoserv.hosts import context, get_ssh_defaults, parse_machine, set_ssh_defaults
+from autoserv.hosts.defaults import SSHDefaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name, read_known_keys
-from autoserv.hosts.machine import mask_machine
+from autoserv.hosts.machine import Machine, machine_label, mask_machine
 from autoserv.hosts.ssh_connection import resolve
-from autoserv.hosts.ssh_host import _StderrFilter, kill_command, wrap_command
+from autoserv.hosts.ssh_exec import StderrFilter, kill_command, wrap_command
 from autoserv.hosts.transfer import plan_send
 from autoserv.result import CmdResult
 from autoserv.secret import Secret
@@ -70,10 +73,55 @@ def test_parse_machine_defaults() -> None:
     assert parse_machine("h", user="u", password="p", port=2) == ("h", "u", "p", 2)
 
 
+@pytest.mark.parametrize(
+    ("text", "host", "user", "password", "port", "label"),
+    [
+        ("host", "host", None, None, None, "host"),
+        ("me@host:2222", "host", "me", None, 2222, "me@host:2222"),
+        ("me:pw@host", "host", "me", "pw", None, "me@host"),
+        ("u:p:w@[::1]:2222", "::1", "u", "p:w", 2222, "u@[::1]:2222"),
+        ("me:p@ss@h", "h", "me", "p@ss", None, "me@h"),
+        ("me:@h", "h", "me", None, None, "me@h"),
+    ],
+)
+def test_machine_value(
+    text: str, host: str, user: str | None, password: str | None, port: int | None, label: str
+) -> None:
+    m = Machine.parse(text)
+    assert (m.host, m.user, m.port, m.label, str(m), m.spec) == (host, user, port, label, label, text)
+    assert (m.password.reveal() if m.password else None) == password
+    if password:
+        assert password not in repr(m) and isinstance(m.password, Secret)
+
+
+def test_hosts_take_the_parsed_machine() -> None:
+    m = Machine.parse("me:pw@127.0.0.1:2222")
+    for h in (hosts.create_host(m, ssh_config="/nonexistent"),
+              hosts.SSHHost(m.spec, ssh_config="/nonexistent"),
+              hosts.SSHHost(m, ssh_config="/nonexistent")):
+        assert (h.hostname, h.user, h.port) == ("127.0.0.1", "me", 2222)
+        assert h.password is not None and h.password.reveal() == "pw" and h.machine == m
+        assert "pw" not in repr(h) and "pw" not in repr(h.machine)
+        h.close()
+    over = hosts.create_host(m, user="other", port=22, ssh_config="/nonexistent")
+    assert (over.user, over.port) == ("other", 22)  # arguments win over the string
+    over.close()
+    with pytest.raises(AutoservUsageError, match="bad host name"):
+        hosts.create_host("me:pw@bad host")
+
+
+def test_machine_label_never_raises() -> None:
+    assert machine_label("not a machine:pw") == "not a machine:pw"
+    assert machine_label("u:pw@bad host") == "u@bad host"
+    assert Machine.parse("odd#alias", check_host=False).host == "odd#alias"
+    with pytest.raises(AutoservUsageError):
+        Machine.parse("odd#alias")
+
+
 # -- settings precedence -----------------------------------------------------------------
 
 
-def test_resolve_precedence(tmp_path: Path) -> None:
+def test_resolve_precedence(tmp_path: Path, ssh_defaults: Callable[..., SSHDefaults]) -> None:
     cfg = tmp_path / "config"
     cfg.write_text("Host alias\n  HostName 10.1.2.3\n  User cfguser\n  Port 2022\n"
                    "  IdentityFile /k/from/config\n  StrictHostKeyChecking yes\n"
@@ -81,13 +129,30 @@ def test_resolve_precedence(tmp_path: Path) -> None:
     p = resolve("alias", ssh_config=str(cfg))
     assert (p.hostname, p.user, p.port, p.host_key_policy) == ("10.1.2.3", "cfguser", 2022, "strict")
     assert p.key_files == ("/k/from/config",) and p.known_hosts == "/kh/from/config"
-    set_ssh_defaults(user="defuser", port=2200, host_key_policy="off")
+    ssh_defaults(user="defuser", port=2200, host_key_policy="off")
     p = resolve("alias", ssh_config=str(cfg))
     assert (p.user, p.port, p.host_key_policy) == ("defuser", 2200, "off")
     p = resolve("alias", user="arg", port=1, ssh_config=str(cfg))
     assert (p.user, p.port) == ("arg", 1)
     p = resolve("plain", ssh_config=str(tmp_path / "missing"))
     assert (p.hostname, p.user, p.port) == ("plain", "defuser", 2200)
+
+
+def test_job_context_blocks_restore_what_was_before() -> None:
+    outer = context.current()
+    assert outer == context.JobContext()
+    with context.job_context(resultdir="/r1") as ctx:
+        assert context.current() is ctx and context.current().resultdir == "/r1"
+        set_ssh_defaults(user="inner")
+        with context.job_context(ssh=SSHDefaults(port=2)):
+            assert (get_ssh_defaults().user, get_ssh_defaults().port) == (None, 2)
+            assert context.current().resultdir is None
+        assert get_ssh_defaults().user == "inner" and context.current().resultdir == "/r1"
+    assert context.current() is outer and get_ssh_defaults().user is None
+    with pytest.raises(ValueError, match="host key policy"):
+        SSHDefaults().updated(host_key_policy="sometimes")
+    with pytest.raises(TypeError, match="unknown SSH default"):
+        SSHDefaults().updated(colour="blue")
 
 
 def test_password_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,12 +279,12 @@ def test_kill_command_ends_a_process_group() -> None:
 
 def test_stderr_filter_strips_pid_line_split_across_chunks() -> None:
     sink = StreamCollector(None)
-    f = _StderrFilter(sink)
+    f = StderrFilter(sink)
     for chunk in (b"AUTOSE", b"RV_PID=12", b"3\nreal ", b"error\n"):
         f.feed(chunk)
     assert f.pid == 123 and sink.finish() == "real error\n"
     sink2 = StreamCollector(None)
-    f2 = _StderrFilter(sink2)
+    f2 = StderrFilter(sink2)
     f2.feed(b"no marker here\n")
     assert f2.pid is None and sink2.finish() == "no marker here\n"
 
@@ -280,3 +345,6 @@ def test_local_run() -> None:
         run("sleep 3620 & sleep 3621", timeout=0.5, ignore_status=True)
     out = subprocess.run(["pgrep", "-f", "slee[p] 362"], capture_output=True, text=True).stdout
     assert out == ""
+    killed = run("kill -9 $$", ignore_status=True)
+    assert (killed.exit_status, killed.exit_signal) == (-9, 9)
+    assert run("true").exit_signal is None

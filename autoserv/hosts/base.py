@@ -1,6 +1,6 @@
 """Host and RemoteHost: what every host offers on top of ``run``.
 
-A subclass implements :meth:`Host.run` (and transfers); everything here —
+A subclass implements ``_start``/``_run_error`` for the run core (and transfers); everything here —
 ``run_output``, ``run_grep``, ``is_up``, ``wait_up``/``wait_down`` on a
 deadline, ``reboot``, ``get_tmp_dir`` and the system queries — is written
 once in terms of it.  Hosts never print: they log to ``autoserv.host.<name>``.
@@ -22,24 +22,24 @@ from autoserv.errors import (
     AutoservRunError,
     AutoservSshPermissionDeniedError,
 )
-from autoserv.hosts import registry
+from autoserv.hosts import context, registry
+from autoserv.hosts.context import StatusHook
 from autoserv.result import CmdResult
+from autoserv.run_core import Runner, run_command
 from autoserv.streams import TEE_TO_LOGS
-
-#: Called as ``hook(status_code, subdir, operation, status="", optional_fields=None)``
-#: to write status.log lines (the runner sets it; ``None`` outside a job).
-StatusHook = Callable[..., None]
-_status_hook: StatusHook | None = None
 
 
 def set_status_hook(hook: StatusHook | None) -> None:
-    """Where hosts record reboot progress (the job's ``record``)."""
-    global _status_hook
-    _status_hook = hook
+    """Where hosts record reboot progress in the current context (a job sets its ``record``)."""
+    context.update(record=hook)
 
 
-class Host:
-    """A machine commands can run on.  Context manager; ``close()`` is idempotent."""
+class Host(Runner):
+    """A machine commands can run on.  Context manager; ``close()`` is idempotent.
+
+    Abstract: a host class implements the run core's ``_start`` and
+    ``_run_error`` (:class:`autoserv.run_core.Runner`).
+    """
 
     DENIED_PROBES = 3  # permission-denied probes in a row after which wait_up() gives up
 
@@ -51,7 +51,7 @@ class Host:
         self._tmp_dirs: list[str] = []
         registry.register(self)
 
-    # -- to implement --------------------------------------------------
+    # -- running (transports implement _start and _run_error) --------------
     def run(
         self,
         command: str,
@@ -64,7 +64,22 @@ class Host:
         verbose: bool = True,
         args: Iterable[Any] = (),
     ) -> CmdResult:
-        raise NotImplementedError
+        """Run ``command`` on the host; each of ``args`` is appended shell-quoted.
+
+        Output streams live to the host's logger (or to the given file
+        objects) and is returned whole.  A non-zero exit raises
+        :class:`AutoservRunError` unless ``ignore_status``; a timeout ends the
+        command and its children and raises :class:`AutoservRunTimeoutError`
+        even with ``ignore_status``.  ``connect_timeout`` bounds reaching the
+        host (connecting, opening a channel, the command request) in all.
+        The run itself is :func:`autoserv.run_core.run_command`; a host
+        class implements ``_start`` and ``_run_error``.
+        """
+        return run_command(
+            self, command, timeout=timeout, ignore_status=ignore_status, stdout_tee=stdout_tee,
+            stderr_tee=stderr_tee, connect_timeout=connect_timeout, stdin=stdin, verbose=verbose,
+            args=args,
+        )
 
     def _close_connection(self) -> None:
         """Release transport resources (subclasses)."""
@@ -264,7 +279,7 @@ class Host:
         """
         if kernel_args or label:
             self.log.warning("reboot: label/kernel_args are not supported and are ignored")
-        record = _status_hook or (lambda *a, **k: None)
+        record = context.current().record or (lambda *a, **k: None)
         deadline = Deadline(timeout)
         old = self.get_boot_id()
         record("START", None, "reboot")

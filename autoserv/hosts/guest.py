@@ -30,21 +30,15 @@ import pexpect.fdpexpect
 from autoserv import qemu
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservVirtError
-from autoserv.hosts import base
+from autoserv.hosts import context
 from autoserv.hosts.ssh_host import SSHHost
 
 __all__ = ["Guest", "KVMGuest", "GuestConsole", "job_results_dir"]
 
 
 def job_results_dir() -> str | None:
-    """The results directory of the job running in this process, or None.
-
-    Found through the status hook the job installs on the hosts package
-    (its ``record`` method), so hosts need no reference to the job.
-    """
-    job = getattr(base._status_hook, "__self__", None)
-    resultdir = getattr(job, "resultdir", None)
-    return resultdir if isinstance(resultdir, str) else None
+    """The results directory of the job running in this process (its context), or None."""
+    return context.current().resultdir
 
 
 class GuestConsole(pexpect.fdpexpect.fdspawn):

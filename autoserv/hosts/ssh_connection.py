@@ -18,9 +18,9 @@ import fnmatch
 import getpass
 import logging
 import os
-import signal
 import socket
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +28,11 @@ import paramiko
 
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservHostKeyError, AutoservSshPermissionDeniedError, AutoservSSHTimeout
+from autoserv.hosts import paramiko_ext
 from autoserv.hosts.defaults import get_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name
-from autoserv.hosts.machine import parse_machine
+from autoserv.hosts.machine import Machine
+from autoserv.hosts.paramiko_ext import send_eof
 from autoserv.secret import Secret
 
 log = logging.getLogger("autoserv.hosts.ssh")
@@ -77,6 +79,16 @@ class ConnectParams:
     def where(self) -> str:
         return f"{self.hostname}:{self.port}"
 
+    def deadline(self, connect_timeout: float | Deadline | None = None) -> Deadline:
+        """The one window for reaching the host: connecting (TCP, banner, key
+        exchange, authentication), opening a channel and the command request
+        all draw on it.  ``connect_timeout`` (a number, or a deadline already
+        running) wins over this host's setting; 0 or None means the host's.
+        """
+        if isinstance(connect_timeout, Deadline):
+            return connect_timeout
+        return Deadline(float(connect_timeout) if connect_timeout else self.connect_timeout)
+
     def checker(self) -> HostKeyChecker:
         return HostKeyChecker(self.host_key_policy, self.known_hosts, pinned=self.pinned_host_keys)
 
@@ -84,73 +96,56 @@ class ConnectParams:
         return known_name(self.host_key_alias or self.hostname, self.port)
 
 
-_config_cache: dict[str, tuple[tuple[int, int], paramiko.SSHConfig]] = {}
+paramiko_ext.install_getuser_cache()
 
 
-class _OnceGetpass:
-    """Stands in for :mod:`getpass` inside :mod:`paramiko.config`.
-
-    paramiko's config lookup asks ``getpass.getuser()`` (environment, then
-    the passwd database) for every ``Host`` block it tries, twice per lookup:
-    with 50 hosts in the config that was ~2.5 ms of CPU per connection, paid
-    again by every forked ``parallel_simple`` worker.  The local user name
-    does not change while a process runs, so it is asked once.
-    """
+class _SSHConfigs:
+    """Parsed ssh config files, cached while a file's mtime and size stay the same."""
 
     def __init__(self) -> None:
-        self._user: str | None = None
+        self._parsed: dict[str, tuple[tuple[int, int], paramiko.SSHConfig]] = {}
+        self._warmed: set[int] = set()  # ids of configs whose Host patterns are compiled
+        self._process_warmed = False
 
-    def getuser(self) -> str:
-        if self._user is None:
-            self._user = getpass.getuser()
-        return self._user
+    def load(self, path: str | None) -> paramiko.SSHConfig | None:
+        """The parsed config at ``path`` (default ``~/.ssh/config``); None if there is none."""
+        path = os.path.expanduser(path or "~/.ssh/config")
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        cfg = paramiko.SSHConfig.from_path(path)
+        self._parsed[path] = (stamp, cfg)
+        return cfg
 
+    def warm_before_fork(self) -> None:
+        """Do in the parent, once, what every forked SSH worker would otherwise repeat.
 
-paramiko.config.getpass = _OnceGetpass()  # type: ignore[attr-defined]
-
-
-def _load_ssh_config(path: str | None) -> paramiko.SSHConfig | None:
-    """The parsed ssh config, cached while the file's mtime and size stay the same."""
-    path = os.path.expanduser(path or "~/.ssh/config")
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    stamp = (st.st_mtime_ns, st.st_size)
-    cached = _config_cache.get(path)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    cfg = paramiko.SSHConfig.from_path(path)
-    _config_cache[path] = (stamp, cfg)
-    return cfg
-
-
-def _warm_before_fork() -> None:
-    """Do in the parent, once, what every forked SSH worker would otherwise repeat.
-
-    The default ssh config is parsed and its ``Host`` patterns compiled into
-    :mod:`fnmatch`'s cache (without a lookup, so no ``Match exec`` runs);
-    the passwd NSS module (paramiko's config lookup asks ``getpass.getuser()``)
-    and the ``idna`` codec (``socket`` host names) are loaded.  Each of N
-    ``parallel_simple`` workers spent ~6 ms of CPU on this with 50 hosts in
-    the config.
-    """
-    with contextlib.suppress(Exception):
-        path = os.path.expanduser(get_ssh_defaults().ssh_config or "~/.ssh/config")
-        cfg = _load_ssh_config(path)
-        if cfg is not None and id(cfg) not in _warmed:
-            for pattern in cfg.get_hostnames():
-                fnmatch.fnmatch("", pattern.lstrip("!"))
-            _warmed.add(id(cfg))
-    if not _warmed_once:
-        _warmed_once.append(True)
+        The default ssh config is parsed and its ``Host`` patterns compiled into
+        :mod:`fnmatch`'s cache (without a lookup, so no ``Match exec`` runs);
+        the passwd NSS module (paramiko's config lookup asks ``getpass.getuser()``)
+        and the ``idna`` codec (``socket`` host names) are loaded.  Each of N
+        ``parallel_simple`` workers spent ~6 ms of CPU on this with 50 hosts in
+        the config.
+        """
         with contextlib.suppress(Exception):
-            getpass.getuser()
-            "localhost".encode("idna")
+            cfg = self.load(get_ssh_defaults().ssh_config)
+            if cfg is not None and id(cfg) not in self._warmed:
+                for pattern in cfg.get_hostnames():
+                    fnmatch.fnmatch("", pattern.lstrip("!"))
+                self._warmed.add(id(cfg))
+        if not self._process_warmed:
+            self._process_warmed = True
+            with contextlib.suppress(Exception):
+                getpass.getuser()
+                "localhost".encode("idna")
 
 
-_warmed_once: list[bool] = []
-_warmed: set[int] = set()
+_CONFIGS = _SSHConfigs()
 
 
 def resolve(
@@ -169,7 +164,7 @@ def resolve(
     """Merge arguments > process defaults > ssh config > built-in defaults."""
     d = get_ssh_defaults()
     config_path = ssh_config or d.ssh_config
-    cfg = _load_ssh_config(config_path)
+    cfg = _CONFIGS.load(config_path)
     entry: dict[str, Any] = dict(cfg.lookup(hostname)) if cfg is not None else {}
     if password is not None and not isinstance(password, Secret):
         password = Secret(password) if password else None
@@ -206,6 +201,11 @@ def resolve(
     )
 
 
+def _window(deadline: Deadline) -> str:
+    """The seconds a connect deadline was given, for messages ("1", "2.5")."""
+    return f"{deadline.seconds:g}" if deadline.seconds is not None else "unbounded"
+
+
 def _connect_error(p: ConnectParams, cause: str) -> AutoservSSHTimeout:
     return AutoservSSHTimeout(f"cannot connect to {p.where}: {cause}")
 
@@ -223,8 +223,8 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
                    f"{exc or type(exc).__name__}") from None
     if p.proxy_jump:
         jump_spec = p.proxy_jump.split(",")[0]
-        jhost, juser, _, jport = parse_machine(jump_spec)
-        jp = resolve(jhost, user=juser, port=jport, ssh_config=p.ssh_config,
+        jump = Machine.parse(jump_spec)
+        jp = resolve(jump.host, user=jump.user, port=jump.port, ssh_config=p.ssh_config,
                      connect_timeout=deadline.remaining(), host_key_policy=p.host_key_policy,
                      known_hosts=p.known_hosts)
         jt = open_transport(jp, deadline)
@@ -242,7 +242,7 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
     except ConnectionRefusedError:
         raise _connect_error(p, "connection refused") from None
     except TimeoutError:
-        raise _connect_error(p, f"timed out after {p.connect_timeout:g} s") from None
+        raise _connect_error(p, f"timed out after {_window(deadline)} s") from None
     except OSError as exc:
         raise _connect_error(p, exc.strerror or str(exc)) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -286,7 +286,7 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
     def attempt(what: str, fn: Any) -> bool:
         nonlocal allowed
         if deadline.expired():
-            raise _connect_error(p, f"authentication timed out after {p.connect_timeout:g} s")
+            raise _connect_error(p, f"authentication timed out after {_window(deadline)} s")
         t.auth_timeout = max(0.1, deadline.remaining())
         tried.append(what)
         try:
@@ -334,59 +334,14 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
     )
 
 
-def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
-    """paramiko's channel-request handler, plus RFC 4254 ``exit-signal``.
-
-    paramiko drops ``exit-signal``, so a command killed by a signal (the OOM
-    killer, ``kill -9``) would look like a lost connection.  Here it ends
-    the channel with ``exit_status = -signum``, as a local run reports it.
-    """
-    start = m.packet.tell()
-    if m.get_text() != "exit-signal":
-        m.packet.seek(start)
-        paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]
-        return
-    m.get_boolean()  # want_reply: false for exit-signal
-    name = m.get_text()
-    number = getattr(signal.Signals, "SIG" + name, None)
-    chan.autoserv_exit_signal = name  # type: ignore[attr-defined]
-    if number is not None:
-        chan.exit_status = -int(number)
-    chan.status_event.set()
-
-
-def _install_exit_signal_handler(t: paramiko.Transport) -> None:
-    table = dict(t._channel_handler_table)  # type: ignore[attr-defined]
-    table[paramiko.common.MSG_CHANNEL_REQUEST] = _channel_request
-    t._channel_handler_table = table  # type: ignore[attr-defined]
-
-
-def send_eof(chan: paramiko.Channel) -> None:
-    """``chan.shutdown_write()`` without its race against the channel's close.
-
-    paramiko builds the EOF under the channel lock but sends it after letting
-    go.  When the command has just ended, the transport thread can answer the
-    server's CLOSE in between, and an EOF that arrives after our CLOSE makes
-    OpenSSH drop the whole connection ("ieof packet referred to nonexistent
-    channel"), killing every other command on it (seen with 20-40 concurrent
-    short commands on one connection: ~5 % of them failed).  Sending under
-    the lock orders the EOF before the CLOSE, as paramiko's own data sends do.
-    """
-    with chan.lock:  # type: ignore[attr-defined]
-        if chan.closed:
-            return
-        m = chan._send_eof()  # type: ignore[attr-defined]  # None once EOF (or CLOSE) went out
-        if m is not None and chan.transport is not None:
-            chan.transport._send_user_message(m)  # type: ignore[attr-defined]
-
-
 def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> paramiko.Transport:
-    """Connect, check the host key and authenticate, all within ``p.connect_timeout``."""
-    deadline = deadline or Deadline(p.connect_timeout)
+    """Connect, check the host key and authenticate, all within ``deadline``
+    (default: ``p.connect_timeout`` from now)."""
+    deadline = deadline or p.deadline()
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
     t = paramiko.Transport(sock)
-    _install_exit_signal_handler(t)
+    paramiko_ext.install_exit_signal_handler(t)
     try:
         t.banner_timeout = max(0.1, deadline.remaining())
         t.handshake_timeout = max(0.1, deadline.remaining())
@@ -400,11 +355,11 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if deadline.expired():
                 raise _connect_error(
-                    p, f"no SSH handshake within {p.connect_timeout:g} s ({exc or 'timeout'})"
+                    p, f"no SSH handshake within {_window(deadline)} s ({exc or 'timeout'})"
                 ) from None
             raise _connect_error(p, f"SSH handshake failed: {exc or type(exc).__name__}") from None
         if not (t.is_active() and t.initial_kex_done):
-            raise _connect_error(p, f"no SSH handshake within {p.connect_timeout:g} s")
+            raise _connect_error(p, f"no SSH handshake within {_window(deadline)} s")
         checker.check(p.known_name(), t.get_remote_server_key())
         _authenticate(t, p, deadline)
     except BaseException:
@@ -414,14 +369,19 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
         raise
     if p.keepalive:
         t.set_keepalive(p.keepalive)
-    t._autoserv_jumps = jumps  # type: ignore[attr-defined]  # closed with t
+    _jumps[t] = jumps  # closed with t
     log.debug("connected to %s@%s (%s)", p.user, p.where, t.remote_version)
     return t
 
 
+#: transport -> the jump-host transports it runs through (closed with it)
+_jumps: weakref.WeakKeyDictionary[paramiko.Transport, list[paramiko.Transport]] = weakref.WeakKeyDictionary()
+
+
 def close_transport(t: paramiko.Transport) -> None:
+    """Close ``t`` and the jump-host transports it runs through."""
     t.close()
-    for j in getattr(t, "_autoserv_jumps", []):
+    for j in _jumps.pop(t, []):
         j.close()
 
 
@@ -449,8 +409,10 @@ class TransportPool:
         if t is not None:
             close_transport(t)
 
-    def get(self, p: ConnectParams, connect_timeout: float | None = None) -> paramiko.Transport:
-        """The live transport for ``p``, connecting (again) if needed."""
+    def get(
+        self, p: ConnectParams, connect_timeout: float | Deadline | None = None
+    ) -> paramiko.Transport:
+        """The live transport for ``p``, connecting (again) within ``p.deadline(connect_timeout)``."""
         t = self._entries.get(p.key)
         if t is not None and t.is_active():
             return t
@@ -463,8 +425,7 @@ class TransportPool:
             if t is not None:
                 log.info("connection to %s dropped; reconnecting", p.where)
                 close_transport(t)
-            deadline = Deadline(connect_timeout or p.connect_timeout)
-            t = open_transport(p, deadline)
+            t = open_transport(p, p.deadline(connect_timeout))
             self._entries[p.key] = t
             return t
 
@@ -487,7 +448,7 @@ class TransportPool:
 
 
 POOL = TransportPool()
-os.register_at_fork(before=_warm_before_fork, after_in_child=POOL._forget_in_child)
+os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=POOL._forget_in_child)
 
 __all__ = [
     "ConnectParams",
@@ -495,4 +456,5 @@ __all__ = [
     "open_transport",
     "POOL",
     "AutoservHostKeyError",
+    "send_eof",
 ]

@@ -1,11 +1,10 @@
 """SSHHost: a remote host reached over SSH (paramiko), files moved with scp/SFTP.
 
-Commands run in an exec channel on the host's one shared transport (see
-:mod:`autoserv.hosts.ssh_connection`).  Each command is wrapped so that the
-remote shell first reports its pid on stderr (the line is removed from the
-output); a timeout, a Ctrl-C or any exception while the command runs then
-kills the remote process group — the command and all its children — from a
-second channel, instead of only abandoning the local side.
+Commands run through the shared run core (:mod:`autoserv.run_core`) in an
+exec channel on the host's one shared transport
+(:mod:`autoserv.hosts.ssh_connection`); :mod:`autoserv.hosts.ssh_exec` is
+that transport's side (the pid wrapper, reading, killing the remote process
+group).  This module wires it in and moves files (scp, SFTP, tar).
 """
 
 from __future__ import annotations
@@ -14,72 +13,26 @@ import contextlib
 import dataclasses
 import os
 import posixpath
-import select
 import shlex
 import stat
 import tarfile
-import threading
-import time
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
 
 import paramiko
 import scp
 
 from autoserv.deadline import Deadline
-from autoserv.errors import AutoservError, AutoservRunError, AutoservSSHTimeout
-from autoserv.hosts import transfer
+from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutError, AutoservSSHTimeout
+from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
-from autoserv.hosts.machine import parse_machine
+from autoserv.hosts.machine import Machine
 from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
+from autoserv.hosts.ssh_exec import SSHExecution, StderrFilter, send_command, wrap_command
 from autoserv.result import CmdResult
+from autoserv.run_core import KILL_BUDGET, Execution, Failure, Stdin
 from autoserv.secret import Secret
-from autoserv.streams import TEE_TO_LOGS, StreamCollector
+from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
-
-_PID_MARK = b"AUTOSERV_PID="
-_KILL_GRACE = 2.0
-
-
-def wrap_command(command: str) -> str:
-    """The remote command line: report the shell's pid on stderr, then run ``command``.
-
-    ``eval`` keeps the command in the login shell (as plain ``ssh host cmd``
-    does) at no extra process; sshd makes that shell a session leader, so
-    its pid names the process group of everything the command starts.
-    """
-    return f"printf 'AUTOSERV_PID=%s\\n' $$ >&2; eval {shlex.quote(command)}"
-
-
-def _exit_status(chan: paramiko.Channel) -> int | None:
-    """The command's exit status, ``-signum`` if a signal killed it, None if unknown.
-
-    paramiko leaves ``-1`` when the server sent neither (the connection
-    died); an ``exit-signal`` is recorded by ``ssh_connection._channel_request``.
-    """
-    if not chan.exit_status_ready():
-        return None
-    if chan.exit_status == -1 and getattr(chan, "autoserv_exit_signal", None) is None:
-        return None
-    return int(chan.exit_status)
-
-
-def kill_command(pid: int, grace: float = _KILL_GRACE) -> str:
-    """Shell that ends process group ``pid``: TERM, then KILL whatever still runs after ``grace`` s.
-
-    Liveness is read from ``/proc`` ignoring zombies (a container's init may
-    never reap them, and ``kill -0`` succeeds on a zombie).
-    """
-    steps = max(1, int(grace / 0.1))
-    p = int(pid)
-    return (
-        f"alive() {{ for s in /proc/[0-9]*/stat; do {{ read -r l < \"$s\"; }} 2>/dev/null || continue; "
-        f"l=${{l##*) }}; set -- $l; [ \"$1\" != Z ] && [ \"$3\" = {p} ] && return 0; done; "
-        f"return 1; }}; "
-        f"kill -TERM -{p} 2>/dev/null || kill -TERM {p} 2>/dev/null; i=0; "
-        f"while alive; do i=$((i+1)); [ $i -gt {steps} ] && break; sleep 0.1; done; "
-        f"kill -KILL -{p} 2>/dev/null; kill -KILL {p} 2>/dev/null; true"
-    )
 
 
 def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
@@ -99,62 +52,17 @@ def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
         sftp.close()
 
 
-class _StderrFilter:
-    """Removes the pid line the wrapper prints first on stderr."""
-
-    def __init__(self, sink: StreamCollector) -> None:
-        self.sink = sink
-        self.pid: int | None = None
-        self._head = b""
-        self._done = False
-
-    def feed(self, data: bytes) -> None:
-        if self._done:
-            self.sink.feed(data)
-            return
-        self._head += data
-        if b"\n" not in self._head:
-            if len(self._head) > 64 or not _PID_MARK.startswith(self._head[: len(_PID_MARK)]):
-                self._flush()
-            return
-        line, rest = self._head.split(b"\n", 1)
-        if line.startswith(_PID_MARK) and line[len(_PID_MARK):].isdigit():
-            self.pid = int(line[len(_PID_MARK):])
-            self._head = rest
-        self._flush()
-
-    def await_pid(self, chan: paramiko.Channel, timeout: float) -> int | None:
-        """Read stderr (without teeing it) until the pid line arrives or ``timeout`` passes."""
-        deadline = Deadline(timeout)
-        while self.pid is None and not self._done and not deadline.expired():
-            if chan.recv_stderr_ready():
-                self._head += chan.recv_stderr(4096)
-                if b"\n" in self._head:
-                    line = self._head.split(b"\n", 1)[0]
-                    if line.startswith(_PID_MARK) and line[len(_PID_MARK):].isdigit():
-                        self.pid = int(line[len(_PID_MARK):])
-                    self._done = True
-            elif chan.closed:
-                break
-            else:
-                select.select([chan], [], [], deadline.remaining(0.05))
-        return self.pid
-
-    def _flush(self) -> None:
-        self._done = True
-        if self._head:
-            self.sink.feed(self._head)
-        self._head = b""
-
-
 class SSHHost(RemoteHost):
     """A host reached over SSH.
 
     ``hostname`` may be a name from ``~/.ssh/config`` (its HostName, User,
     Port, IdentityFile, ProxyJump, UserKnownHostsFile, StrictHostKeyChecking
-    apply) or a ``user:password@host:port`` string.  Arguments left ``None``
-    take the process defaults (:func:`autoserv.hosts.set_ssh_defaults`), then
-    the ssh config, then ``root``, port 22, policy ``accept-new``.
+    apply), a ``user:password@host:port`` string or a parsed
+    :class:`~autoserv.hosts.Machine`; the arguments override what it says.
+    Arguments left ``None`` take the job's SSH defaults
+    (:mod:`autoserv.hosts.context`), then the ssh config, then ``root``,
+    port 22, policy ``accept-new``.  ``run`` is the shared run core
+    (:mod:`autoserv.run_core`); this class is its SSH transport.
 
     The connection opens lazily on first use and is shared by every run and
     transfer in this process; it is reopened if it drops.  With ``via`` (another
@@ -164,7 +72,7 @@ class SSHHost(RemoteHost):
 
     def __init__(
         self,
-        hostname: str,
+        hostname: str | Machine,
         user: str | None = None,
         port: int | None = None,
         password: str | Secret | None = None,
@@ -179,13 +87,12 @@ class SSHHost(RemoteHost):
         via: SSHHost | None = None,
         via_target: tuple[str, int] | None = None,
     ) -> None:
-        if "@" in hostname or hostname.count(":") == 1 or hostname.startswith("["):
-            hostname, m_user, m_pass, m_port = parse_machine(hostname)
-            user = user or m_user
-            password = password or m_pass
-            port = port or m_port
+        machine = (hostname if isinstance(hostname, Machine)
+                   else Machine.parse(hostname, check_host=False))
+        self.machine = machine
         self.params: ConnectParams = resolve(
-            hostname, user=user, port=port, password=password, key_file=key_file,
+            machine.host, user=user or machine.user, port=port or machine.port,
+            password=password or machine.password, key_file=key_file,
             host_key_policy=host_key_policy, known_hosts=known_hosts, ssh_config=ssh_config,
             connect_timeout=connect_timeout, pinned_host_keys=tuple(pinned_host_keys),
             keepalive=keepalive,
@@ -193,10 +100,9 @@ class SSHHost(RemoteHost):
         if via is not None:  # tunnelled through another host's connection (e.g. a guest's
             # forwarded SSH port on its KVM host)
             self.params = dataclasses.replace(self.params, via=via, via_target=via_target)
-        super().__init__(hostname)
+        super().__init__(machine.host)
         self.user = self.params.user
         self.port = self.params.port
-        self._active_pids: set[int] = set()
         self._has_scp: bool | None = None
         POOL.acquire(self.params)
 
@@ -208,17 +114,19 @@ class SSHHost(RemoteHost):
         return f"<{type(self).__name__} {self.user}@{self.params.hostname}:{self.port}>"
 
     # -- connection ----------------------------------------------------------
-    def transport(self, connect_timeout: float | None = None) -> paramiko.Transport:
-        """The live transport (connecting if needed)."""
+    def transport(self, connect_timeout: float | Deadline | None = None) -> paramiko.Transport:
+        """The live transport (connecting within ``connect_timeout``, default the host's, if needed)."""
         if self._closed:
             raise AutoservError(f"{self.hostname}: host is closed")
         return POOL.get(self.params, connect_timeout)
 
-    def _open_session(self, connect_timeout: float | None) -> paramiko.Channel:
+    def _open_session(self, connect_timeout: float | Deadline | None) -> paramiko.Channel:
+        """A new session channel; connecting and opening draw on one connect deadline."""
+        connect = self.params.deadline(connect_timeout)
         for attempt in (1, 2):
-            t = self.transport(connect_timeout)
+            t = self.transport(connect)
             try:
-                return t.open_session(timeout=connect_timeout or self.params.connect_timeout)
+                return t.open_session(timeout=connect.remaining())
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 2 or t.is_active():
                     raise AutoservSSHTimeout(
@@ -245,175 +153,41 @@ class SSHHost(RemoteHost):
         """Drop the shared connection now (e.g. before a reboot); the next use reconnects."""
         POOL.drop(self.params)
 
-    # -- run -----------------------------------------------------------------
-    def run(
-        self,
-        command: str,
-        timeout: float | None = 3600,
-        ignore_status: bool = False,
-        stdout_tee: IO[str] | Any | None = TEE_TO_LOGS,
-        stderr_tee: IO[str] | Any | None = TEE_TO_LOGS,
-        connect_timeout: float | None = None,
-        stdin: str | bytes | IO[Any] | None = None,
-        verbose: bool = True,
-        args: Iterable[Any] = (),
-    ) -> CmdResult:
-        """Run ``command`` on the host; each of ``args`` is appended shell-quoted.
-
-        Output streams live to the host's logger (or to the given file
-        objects) and is returned whole.  A non-zero exit raises
-        :class:`AutoservRunError` unless ``ignore_status``; a timeout ends the
-        remote command and its children and raises even with ``ignore_status``.
-        """
-        command = quote_args(command, args)
-        if verbose:
-            self.log.debug("[%s] running: %s", self.hostname, command)
-        start = time.monotonic()
-        deadline = Deadline(timeout)
-        chan = self._open_session(connect_timeout)
-        out = StreamCollector(stdout_tee, self.log, prefix="[stdout] ")
-        err_sink = StreamCollector(stderr_tee, self.log, prefix="[stderr] ")
-        err = _StderrFilter(err_sink)
-        timed_out = False
-        lost = False
-        feeder: threading.Thread | None = None
+    # -- run (the SSH transport of autoserv.run_core) --------------------------------
+    def _start(self, command: str, stdin: Stdin, out: StreamCollector, err: StreamCollector,
+               connect_timeout: float | None) -> Execution:
+        """Open a channel and send the wrapped command, all within one connect deadline."""
+        connect = self.params.deadline(connect_timeout)
+        chan = self._open_session(connect)
+        execution = SSHExecution(self, chan, out, StderrFilter(err))
         try:
-            self._exec(chan, wrap_command(command), connect_timeout)
-            feeder = self._start_stdin(chan, stdin)
-            timed_out, lost = self._pump(chan, out, err, deadline)
+            send_command(chan, wrap_command(command), connect, self.params.where)
+            execution.feed_stdin(stdin)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.log.debug("connection error during %r: %s", command, exc)
-            lost = True
+            execution.lost = True
         except BaseException:
-            self._kill_remote(err.await_pid(chan, 2.0), chan)
+            budget = Deadline(KILL_BUDGET)
+            execution.kill(budget)
+            execution.finish(budget)
             raise
-        finally:
-            if feeder is not None:
-                feeder.join(1)
-        if timed_out:
-            self._kill_remote(err.await_pid(chan, 2.0), chan)
-        exit_status = _exit_status(chan)
-        with contextlib.suppress(Exception):
-            chan.close()
-        result = CmdResult(
-            command=command, exit_status=exit_status, stdout=out.finish(),
-            stderr=err_sink.finish(), duration=time.monotonic() - start,
-            hostname=self.hostname, timed_out=timed_out,
-        )
-        if timed_out:
-            raise AutoservRunError(f"command timed out after {timeout} s on {self.hostname}", result)
-        if lost:
-            raise AutoservRunError(
+        return execution
+
+    def _run_error(
+        self, failure: Failure, result: CmdResult, execution: Execution, timeout: float | None
+    ) -> Exception:
+        if failure == "timeout":
+            return AutoservRunTimeoutError(
+                f"command timed out after {timeout} s on {self.hostname}", result)
+        if failure == "lost":
+            return AutoservRunError(
                 f"connection to {self.hostname} ({self.params.where}) lost while running command",
-                result,
-            )
-        if result.exit_status != 0 and not ignore_status:
-            signalled = getattr(chan, "autoserv_exit_signal", None)
-            if signalled is not None:
-                raise AutoservRunError(f"command killed by signal {signalled} on {self.hostname}",
-                                       result)
-            raise AutoservRunError(f"command failed on {self.hostname}", result)
-        return result
-
-    def _exec(self, chan: paramiko.Channel, command: str, timeout: float | None) -> None:
-        """``exec_command`` with a bound on the wait for the server's reply.
-
-        paramiko's own ``exec_command`` waits forever; this sends the same
-        request (RFC 4254 "exec", want-reply) and waits at most ``timeout``.
-        A watchdog thread per command would cost ~0.5 ms on the hot path.
-        """
-        limit = timeout or self.params.connect_timeout
-        m = paramiko.Message()
-        m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
-        m.add_int(chan.remote_chanid)
-        m.add_string("exec")
-        m.add_boolean(True)
-        m.add_string(command)
-        chan._event_pending()  # type: ignore[attr-defined]
-        chan.transport._send_user_message(m)  # type: ignore[union-attr]
-        if not chan.event.wait(limit):
-            chan.close()
-            raise AutoservSSHTimeout(
-                f"{self.params.where} did not answer a command request within {limit:g} s"
-            )
-        if not chan.event_ready:
-            raise chan.transport.get_exception() or paramiko.SSHException("Channel closed.")  # type: ignore[union-attr]
-
-    @staticmethod
-    def _start_stdin(chan: paramiko.Channel, stdin: Any) -> threading.Thread | None:
-        if stdin is None:
-            send_eof(chan)
-            return None
-        if isinstance(stdin, str):
-            stdin = stdin.encode()
-
-        def feed() -> None:
-            try:
-                if isinstance(stdin, bytes):
-                    chan.sendall(stdin)
-                else:
-                    for chunk in iter(lambda: stdin.read(65536), b"" if "b" in getattr(
-                            stdin, "mode", "b") else ""):
-                        chan.sendall(chunk.encode() if isinstance(chunk, str) else chunk)
-                send_eof(chan)
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
-
-        thread = threading.Thread(target=feed, daemon=True, name="autoserv-stdin")
-        thread.start()
-        return thread
-
-    def _pump(
-        self, chan: paramiko.Channel, out: StreamCollector, err: _StderrFilter, deadline: Deadline
-    ) -> tuple[bool, bool]:
-        """Read both streams until EOF and exit status; returns (timed_out, lost)."""
-        transport = chan.get_transport()
-        while True:
-            while chan.recv_ready():
-                out.feed(chan.recv(65536))
-            while chan.recv_stderr_ready():
-                err.feed(chan.recv_stderr(65536))
-            if chan.eof_received and chan.exit_status_ready():
-                # drain what raced in with EOF
-                while chan.recv_ready():
-                    out.feed(chan.recv(65536))
-                while chan.recv_stderr_ready():
-                    err.feed(chan.recv_stderr(65536))
-                return False, False
-            if chan.closed or transport is None or not transport.is_active():
-                while chan.recv_ready():
-                    out.feed(chan.recv(65536))
-                while chan.recv_stderr_ready():
-                    err.feed(chan.recv_stderr(65536))
-                # a channel closed by a dying connection has no exit status
-                return False, _exit_status(chan) is None
-            if deadline.expired():
-                return True, False
-            wait = deadline.remaining(0.5)
-            if chan.eof_received:
-                chan.status_event.wait(wait)
-            else:
-                select.select([chan], [], [], wait)
-
-    def _kill_remote(self, pid: int | None, chan: paramiko.Channel) -> None:
-        """End the remote command's process group; never raises."""
-        try:
-            if pid is not None:
-                t = POOL.get(self.params, 10)
-                killer = t.open_session(timeout=10)
-                killer.exec_command(kill_command(pid))
-                send_eof(killer)
-                if not killer.status_event.wait(_KILL_GRACE + 5):
-                    self.log.warning("could not confirm the remote command %d ended", pid)
-                killer.close()
-                self.log.debug("killed remote process group %d on %s", pid, self.hostname)
-            chan.status_event.wait(1.0)
-        except Exception as exc:
-            self.log.warning("could not kill remote command (pid %s) on %s: %s",
-                             pid, self.hostname, exc)
-        finally:
-            with contextlib.suppress(Exception):
-                chan.close()
+                result)
+        assert isinstance(execution, SSHExecution)
+        signalled = paramiko_ext.exit_signal(execution.chan)
+        if signalled is not None:
+            return AutoservRunError(f"command killed by signal {signalled} on {self.hostname}", result)
+        return AutoservRunError(f"command failed on {self.hostname}", result)
 
     # -- files -----------------------------------------------------------------
     def _remote_has_scp(self) -> bool:

@@ -56,7 +56,7 @@ from autoserv.deadline import Deadline, backoff
 from autoserv.errors import AutoservError
 from autoserv.localsys import descendants, free_port, pid_alive, run_tool, ssh_banner, start_time
 
-log = logging.getLogger("autoserv.testbed")
+log = logging.getLogger("autoserv.lab.testbed")
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"

@@ -1,0 +1,77 @@
+"""The job context hosts see: SSH defaults, the results directory, the status hook.
+
+A :class:`JobContext` is one immutable value.  :meth:`ServerJob.run
+<autoserv.job.ServerJob.run>` activates its own for the length of the job
+(:func:`activate` / :func:`restore`, or :func:`job_context` as a ``with``
+block) and restores the previous one at the end, so nothing of a job
+outlives it.  Hosts read :func:`current`: SSH hosts their defaults, ``reboot``
+the hook that writes status.log lines, guests the results directory for
+their console logs.  A forked ``parallel_simple`` worker inherits its
+parent's context.  Outside a job the context is empty (built-in defaults,
+no results, no status hook).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoserv.hosts.defaults import SSHDefaults
+
+__all__ = ["JobContext", "StatusHook", "current", "activate", "restore", "update", "job_context"]
+
+#: Called as ``hook(status_code, subdir, operation, status="", optional_fields=None)``
+#: to write status.log lines (the job's ``record``).
+StatusHook = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What hosts take from the job running in this process."""
+
+    ssh: SSHDefaults = field(default_factory=SSHDefaults)
+    resultdir: str | None = None
+    record: StatusHook | None = None
+
+
+_current = JobContext()  # the one piece of job state in the hosts package
+
+
+def current() -> JobContext:
+    """The context in force now."""
+    return _current
+
+
+def activate(ctx: JobContext) -> JobContext:
+    """Make ``ctx`` the current context; returns the previous one (for :func:`restore`)."""
+    global _current
+    previous, _current = _current, ctx
+    return previous
+
+
+def restore(previous: JobContext) -> None:
+    """Put back the context :func:`activate` returned."""
+    activate(previous)
+
+
+def update(**changes: Any) -> JobContext:
+    """Replace fields of the current context (``ssh=``, ``resultdir=``, ``record=``)."""
+    ctx = dataclasses.replace(_current, **changes)
+    activate(ctx)
+    return ctx
+
+
+@contextmanager
+def job_context(
+    ssh: SSHDefaults | None = None, resultdir: str | None = None, record: StatusHook | None = None
+) -> Iterator[JobContext]:
+    """A ``with`` block running under a context of its own (the previous one restored after)."""
+    ctx = JobContext(ssh=ssh or SSHDefaults(), resultdir=resultdir, record=record)
+    previous = activate(ctx)
+    try:
+        yield ctx
+    finally:
+        restore(previous)

@@ -1,0 +1,165 @@
+"""Every use of paramiko's private or undocumented internals, each behind one function.
+
+autoserv needs four things paramiko's public API does not give; each function
+here says why, and ``tests/test_paramiko_ext.py`` fails when a paramiko
+release changes what it relies on (setup.py pins paramiko below 6 so a major
+release is checked first).  No other module touches paramiko's private names.
+
+* :func:`install_getuser_cache` — replaces :mod:`getpass` inside
+  :mod:`paramiko.config` (the local user name asked once, not per ``Host`` block).
+* :func:`install_exit_signal_handler` / :func:`exit_signal` — RFC 4254
+  ``exit-signal`` requests, which paramiko drops (``Transport._channel_handler_table``,
+  ``Channel._handle_request``).
+* :func:`send_eof` — EOF sent under the channel's ``lock`` (``Channel._send_eof``,
+  ``Transport._send_user_message``), ordered before our CLOSE.
+* :func:`send_exec` — an ``exec`` request whose reply is awaited with a bound
+  (``Channel._event_pending``, ``Channel.event``, ``Channel.event_ready``).
+
+What autoserv associates with paramiko objects (the exit signal of a channel)
+lives in a weak dictionary here, never as attributes added to them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import signal
+import threading
+import weakref
+
+import paramiko
+
+__all__ = [
+    "install_getuser_cache",
+    "install_exit_signal_handler",
+    "exit_signal",
+    "exit_signal_number",
+    "send_eof",
+    "send_exec",
+]
+
+#: channel -> the signal name of its RFC 4254 exit-signal (e.g. "KILL")
+_exit_signals: weakref.WeakKeyDictionary[paramiko.Channel, str] = weakref.WeakKeyDictionary()
+
+
+class _OnceGetpass:
+    """Stands in for :mod:`getpass` inside :mod:`paramiko.config`: ``getuser()`` asked once."""
+
+    def __init__(self) -> None:
+        self._user: str | None = None
+
+    def getuser(self) -> str:
+        if self._user is None:
+            self._user = getpass.getuser()
+        return self._user
+
+
+def install_getuser_cache() -> None:
+    """Make :mod:`paramiko.config` ask the local user name once per process.
+
+    Why: paramiko's config lookup calls ``getpass.getuser()`` (environment,
+    then the passwd database) for every ``Host`` block it tries, twice per
+    lookup: with 50 hosts in the config that was ~2.5 ms of CPU per
+    connection, paid again by every forked ``parallel_simple`` worker.  The
+    local user name does not change while a process runs.  Relies on
+    ``paramiko.config`` importing the module ``getpass`` under that name and
+    calling only ``getpass.getuser``.  Idempotent.
+    """
+    if not isinstance(paramiko.config.getpass, _OnceGetpass):  # type: ignore[attr-defined]
+        paramiko.config.getpass = _OnceGetpass()  # type: ignore[attr-defined]
+
+
+def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:
+    """paramiko's channel-request handler, plus RFC 4254 ``exit-signal``."""
+    start = m.packet.tell()
+    if m.get_text() != "exit-signal":
+        m.packet.seek(start)
+        paramiko.Channel._handle_request(chan, m)  # type: ignore[attr-defined]
+        return
+    m.get_boolean()  # want_reply: false for exit-signal
+    name = m.get_text()
+    _exit_signals[chan] = name
+    number = exit_signal_number(name)
+    if number is not None:
+        chan.exit_status = -number
+    chan.status_event.set()
+
+
+def install_exit_signal_handler(t: paramiko.Transport) -> None:
+    """Record RFC 4254 ``exit-signal`` on every channel of ``t`` (call before ``start_client``).
+
+    Why: paramiko drops ``exit-signal``, so a command killed by a signal (the
+    OOM killer, ``kill -9``) would look like a lost connection.  Our handler
+    ends the channel with ``exit_status = -signum``, as a local run reports
+    it, and remembers the signal's name for :func:`exit_signal`.  Relies on
+    the per-transport dispatch table ``Transport._channel_handler_table``
+    (message type -> ``Channel`` method) and ``Channel._handle_request(m)``.
+    The table is copied, so other transports keep paramiko's.
+    """
+    table = dict(t._channel_handler_table)  # type: ignore[attr-defined]
+    table[paramiko.common.MSG_CHANNEL_REQUEST] = _channel_request
+    t._channel_handler_table = table  # type: ignore[attr-defined]
+
+
+def exit_signal(chan: paramiko.Channel) -> str | None:
+    """The name of the signal that ended ``chan``'s command (``"KILL"``), or None."""
+    return _exit_signals.get(chan)
+
+
+def exit_signal_number(name: str | None) -> int | None:
+    """``"KILL"`` -> 9; None for no or an unknown signal name."""
+    if not name:
+        return None
+    number = getattr(signal.Signals, "SIG" + name, None)
+    return int(number) if number is not None else None
+
+
+def send_eof(chan: paramiko.Channel) -> None:
+    """``chan.shutdown_write()`` without its race against the channel's close.
+
+    Why: paramiko builds the EOF under the channel lock but sends it after
+    letting go.  When the command has just ended, the transport thread can
+    answer the server's CLOSE in between, and an EOF that arrives after our
+    CLOSE makes OpenSSH drop the whole connection ("ieof packet referred to
+    nonexistent channel"), killing every other command on it (seen with 20-40
+    concurrent short commands on one connection: ~5 % of them failed).
+    Sending under the lock orders the EOF before the CLOSE, as paramiko's own
+    data sends do.  Relies on ``Channel.lock``, ``Channel._send_eof()``
+    (returns the message, None once EOF or CLOSE went out) and
+    ``Transport._send_user_message(m)``.
+    """
+    with chan.lock:  # type: ignore[attr-defined]
+        if chan.closed:
+            return
+        m = chan._send_eof()  # type: ignore[attr-defined]
+        if m is not None and chan.transport is not None:
+            chan.transport._send_user_message(m)  # type: ignore[attr-defined]
+
+
+def send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:
+    """``chan.exec_command(command)``, waiting at most ``timeout`` s for the server's reply.
+
+    Returns False when no reply came in time (the caller closes the channel);
+    raises the transport's error (or :class:`paramiko.SSHException`) when the
+    server refused the request or the channel closed.
+
+    Why: paramiko's ``exec_command`` waits forever for the reply; a watchdog
+    thread per command would cost ~0.5 ms on the hot path.  This sends the
+    same request (RFC 4254 "exec", want-reply) as paramiko does and waits on
+    the same event with a bound.  Relies on ``Channel._event_pending()``, the
+    undocumented ``Channel.event`` (a :class:`threading.Event`) and
+    ``Channel.event_ready``, and ``Transport._send_user_message(m)``.
+    """
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(True)
+    m.add_string(command)
+    chan._event_pending()  # type: ignore[attr-defined]
+    chan.transport._send_user_message(m)  # type: ignore[union-attr]
+    event: threading.Event = chan.event  # type: ignore[attr-defined]
+    if not event.wait(timeout):
+        return False
+    if not chan.event_ready:  # type: ignore[attr-defined]
+        raise chan.transport.get_exception() or paramiko.SSHException("Channel closed.")  # type: ignore[union-attr]
+    return True

@@ -1,0 +1,130 @@
+"""What autoserv.hosts.paramiko_ext relies on in paramiko, one test per patch.
+
+Each test first asserts the private name exists with the shape the patch
+expects (so a paramiko release that changes it fails here, by name), then
+exercises the patch against a real test-bed sshd where it matters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Iterator
+
+import paramiko
+import pytest
+
+from autoserv import hosts
+from autoserv.hosts import paramiko_ext
+from autoserv.lab.testbed import Testbed
+
+
+@pytest.fixture
+def transport(testbed_loopback: Testbed) -> Iterator[paramiko.Transport]:
+    """An authenticated transport (opened by autoserv) to the first loopback test-bed host."""
+    h = hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config))
+    yield h.transport()
+    h.close()
+
+
+def _params(func: object) -> list[str]:
+    return list(inspect.signature(func).parameters)  # type: ignore[arg-type]
+
+
+# -- install_getuser_cache --------------------------------------------------------------
+
+
+def test_getuser_cache_replaces_getpass_in_paramiko_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = inspect.getsource(paramiko.config)
+    assert "import getpass" in source and "getpass.getuser()" in source
+    paramiko_ext.install_getuser_cache()
+    patched = paramiko.config.getpass  # type: ignore[attr-defined]
+    assert isinstance(patched, paramiko_ext._OnceGetpass)
+    paramiko_ext.install_getuser_cache()  # idempotent
+    assert paramiko.config.getpass is patched  # type: ignore[attr-defined]
+    # a lookup through many Host blocks asks the user name once
+    calls: list[int] = []
+    fresh = paramiko_ext._OnceGetpass()
+    monkeypatch.setattr(paramiko.config, "getpass", fresh)
+    monkeypatch.setattr(paramiko_ext.getpass, "getuser", lambda: calls.append(1) or "someone")
+    cfg = paramiko.SSHConfig.from_text(
+        "".join(f"Host h{i}\n    User u{i}\n" for i in range(20)) + "Host *\n    IdentityFile ~/%u\n"
+    )
+    entry = cfg.lookup("h19")
+    cfg.lookup("h3")
+    assert entry["user"] == "u19"
+    assert len(calls) == 1
+
+
+# -- install_exit_signal_handler / exit_signal ----------------------------------------
+
+
+def test_exit_signal_handler_relies_on_the_dispatch_table(transport: paramiko.Transport) -> None:
+    assert _params(paramiko.Channel._handle_request) == ["self", "m"]  # type: ignore[attr-defined]
+    table = transport._channel_handler_table  # type: ignore[attr-defined]
+    assert isinstance(table, dict)
+    assert table[paramiko.common.MSG_CHANNEL_REQUEST] is paramiko_ext._channel_request
+    # a transport autoserv did not patch still dispatches to paramiko's own method
+    assert (paramiko.Transport._channel_handler_table[paramiko.common.MSG_CHANNEL_REQUEST]  # type: ignore[attr-defined]
+            is paramiko.Channel._handle_request)  # type: ignore[attr-defined]
+
+
+def test_exit_signal_is_recorded_and_exit_status_still_works(transport: paramiko.Transport) -> None:
+    chan = transport.open_session(timeout=10)
+    chan.exec_command("kill -KILL $$")
+    assert chan.recv_exit_status() == -9
+    assert paramiko_ext.exit_signal(chan) == "KILL"
+    chan.close()
+    ok = transport.open_session(timeout=10)
+    ok.exec_command("exit 3")  # other requests (exit-status) still go to paramiko's handler
+    assert ok.recv_exit_status() == 3
+    assert paramiko_ext.exit_signal(ok) is None
+    ok.close()
+
+
+@pytest.mark.parametrize(("name", "number"), [("KILL", 9), ("TERM", 15), ("NOPE", None), (None, None)])
+def test_exit_signal_number(name: str | None, number: int | None) -> None:
+    assert paramiko_ext.exit_signal_number(name) == number
+
+
+# -- send_eof ----------------------------------------------------------------------------
+
+
+def test_send_eof_relies_on_channel_lock_and_private_senders(transport: paramiko.Transport) -> None:
+    assert _params(paramiko.Channel._send_eof) == ["self"]  # type: ignore[attr-defined]
+    assert _params(paramiko.Transport._send_user_message) == ["self", "data"]  # type: ignore[attr-defined]
+    chan = transport.open_session(timeout=10)
+    assert isinstance(chan.lock, type(threading.Lock()))  # type: ignore[attr-defined]
+    chan.exec_command("cat; echo done")
+    chan.sendall(b"typed\n")
+    paramiko_ext.send_eof(chan)  # cat sees EOF and ends
+    assert chan.recv_exit_status() == 0
+    assert chan.makefile("rb").read() == b"typed\ndone\n"
+    paramiko_ext.send_eof(chan)  # again, after EOF and close: nothing sent, no error
+    chan.close()
+    paramiko_ext.send_eof(chan)
+    assert transport.is_active()
+
+
+# -- send_exec ----------------------------------------------------------------------------
+
+
+def test_send_exec_relies_on_the_request_event(transport: paramiko.Transport) -> None:
+    assert _params(paramiko.Channel._event_pending) == ["self"]  # type: ignore[attr-defined]
+    chan = transport.open_session(timeout=10)
+    assert isinstance(chan.event, threading.Event)  # type: ignore[attr-defined]
+    assert chan.event_ready is False  # type: ignore[attr-defined]
+    assert paramiko_ext.send_exec(chan, "echo via-send-exec", timeout=10)
+    assert chan.event_ready  # type: ignore[attr-defined]
+    paramiko_ext.send_eof(chan)
+    assert chan.recv_exit_status() == 0
+    assert chan.makefile("rb").read() == b"via-send-exec\n"
+    chan.close()
+
+
+def test_send_exec_refused_raises(transport: paramiko.Transport) -> None:
+    chan = transport.open_session(timeout=10)
+    assert paramiko_ext.send_exec(chan, "true", timeout=10)
+    with pytest.raises(paramiko.SSHException):  # sshd refuses a second exec on one channel
+        paramiko_ext.send_exec(chan, "true", timeout=10)
+    chan.close()
