@@ -19,8 +19,8 @@ from autoserv.errors import (
     AutoservRunError,
     AutoservRunTimeoutError,
 )
-from autoserv.run_core import KILL_BUDGET
 from autoserv.lab.testbed import Testbed
+from autoserv.run_core import KILL_BUDGET
 from tests.host_helpers import alive
 
 
