@@ -7,6 +7,7 @@ Status logs are read back with autoserv's own parser (:mod:`autoserv.status`).
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -162,16 +163,21 @@ def test_site_tree_holds_the_contract_files() -> None:
     ):
         assert needed in rels
     assert not [r for r in rels if "__pycache__" in r or r.endswith(".pyc")]
+    shared = {rel: ROOT / "autoserv" / name for rel, name in client_runtime.SHARED_MODULES.items()}
     for rel, local in client_runtime.site_files():
-        assert local == client_runtime.SITE_DIR / rel and local.is_file()
+        assert local == shared.get(rel, client_runtime.SITE_DIR / rel) and local.is_file()
 
 
-def test_shipped_copies_are_identical_to_autoserv_modules() -> None:
-    for rel, name in client_runtime.SHARED_COPIES.items():
-        shipped = (client_runtime.SITE_DIR / rel).read_bytes()
-        assert shipped == (ROOT / "autoserv" / name).read_bytes(), (
-            f"{rel} differs from autoserv/{name}: copy it again "
-            f"(cp autoserv/{name} autoserv/client/site/{rel})")
+def test_shared_modules_are_autoservs_own_and_stdlib_only() -> None:
+    """The host gets autoserv's status/legacy/result modules themselves: they import no autoserv."""
+    for rel, name in client_runtime.SHARED_MODULES.items():
+        assert not (client_runtime.SITE_DIR / rel).exists(), f"a stale copy of autoserv/{name}"
+        tree = ast.parse((ROOT / "autoserv" / name).read_text())
+        imported = {a.name.split(".")[0]
+                    for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                     if isinstance(n, ast.ImportFrom) and n.module and n.level == 0}
+        assert imported <= set(sys.stdlib_module_names) | {"__future__"}, (name, imported)
 
 
 def test_runtime_version_changes_with_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

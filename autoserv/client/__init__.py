@@ -11,10 +11,10 @@ on the host.  Run it there with::
 The runner's docstring (``site/autotest/client/runner.py``) documents the files it writes,
 its exit statuses and the reboot/continue protocol.
 
-``site/autotest/client/shared/{status,legacy,result}.py`` are byte-identical copies of
-:mod:`autoserv.status`, :mod:`autoserv.legacy` and :mod:`autoserv.result` (one status.log
-grammar, one Python 2 translator, one CmdResult); ``tests/test_client_runtime.py`` checks
-that they stay identical.
+Three modules of autoserv itself are shipped as ``autotest/client/shared/{status,legacy,result}.py``
+(:data:`SHARED_MODULES`): :mod:`autoserv.status`, :mod:`autoserv.legacy` and
+:mod:`autoserv.result` are stdlib-only, so the host gets the very same status.log grammar,
+Python 2 translator and CmdResult, with no copy to keep in step.
 
 :func:`site_files` lists what to send and :data:`RUNTIME_VERSION` changes whenever any of
 those files changes, so a server installs the runtime once per host and version.
@@ -25,12 +25,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["SITE_DIR", "RUNTIME_VERSION", "site_files", "runtime_version"]
+__all__ = ["SITE_DIR", "SHARED_MODULES", "RUNTIME_VERSION", "site_files", "runtime_version"]
 
 #: The tree whose contents go to ``<autodir>/`` on a host.
 SITE_DIR = Path(__file__).resolve().parent / "site"
-#: Copies of autoserv modules inside the tree: shipped path -> autoserv module file name.
-SHARED_COPIES = {
+_AUTOSERV_DIR = Path(__file__).resolve().parent.parent
+#: autoserv's own stdlib-only modules shipped inside the tree: path on the host -> module file.
+SHARED_MODULES = {
     "autotest/client/shared/status.py": "status.py",
     "autotest/client/shared/legacy.py": "legacy.py",
     "autotest/client/shared/result.py": "result.py",
@@ -44,10 +45,12 @@ def site_files() -> list[tuple[str, Path]]:
     files = []
     for path in sorted(SITE_DIR.rglob("*")):
         rel = path.relative_to(SITE_DIR)
-        if path.is_dir() or _SKIP_DIRS.intersection(rel.parts) or path.name.endswith(_SKIP_SUFFIXES):
+        if (path.is_dir() or _SKIP_DIRS.intersection(rel.parts) or path.name.endswith(_SKIP_SUFFIXES)
+                or rel.as_posix() in SHARED_MODULES):
             continue
         files.append((rel.as_posix(), path))
-    return files
+    files.extend((rel, _AUTOSERV_DIR / name) for rel, name in SHARED_MODULES.items())
+    return sorted(files)
 
 
 def runtime_version() -> str:
