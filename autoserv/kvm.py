@@ -23,6 +23,9 @@ Process-wide knobs (for control files that cannot pass arguments):
 on the host, else TCG) | ``kvm`` | ``tcg``; ``AUTOSERV_KVM_MODULES`` =
 ``required`` (default: a host without module support is an error) |
 ``skip-unsupported`` (skip the module step on such hosts, with a warning).
+
+This module is the public face; the work is done in :mod:`autoserv.virt`
+(source, install, modules, leases, guests, qemu argv, shell scripts).
 """
 
 from __future__ import annotations
