@@ -62,9 +62,9 @@ def measure(trials: int) -> Comparison | None:
     if QEMU is None:
         log.warning("qemu-system-x86_64 not installed: no guest figures")
         return None
-    from autoserv.addresses import generate_addresses
     from autoserv.hosts import SSHHost
     from autoserv.lab.guest_image import build_guest_image
+    from autoserv.virt.addresses import generate_addresses
 
     ours = comp.add(Measurement(OURS, note="SSHHost.wait_up() returns, from qemu start"))
     banner = comp.add(Measurement(BANNER, note="first SSH banner, from qemu start"))

@@ -12,7 +12,7 @@ or from the same JSON address list a control file passes to ``kvm.install()``::
 
 ``--format mac-table`` writes ``<mac> <ip>`` lines instead (what the tiny guest
 image reads) and ``--format json`` the address list itself.  A thin wrapper
-around :mod:`autoserv.addresses`; runs from a checkout without installing.
+around :mod:`autoserv.virt.addresses`; runs from a checkout without installing.
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-try:
-    import autoserv.addresses as addrs
-except ImportError:  # running from a checkout: put the repository root on the path
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    import autoserv.addresses as addrs
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(_ROOT, "autoserv", "__init__.py")):
+    sys.path.insert(0, _ROOT)  # run from a checkout: its own library, even when another is installed
 
-from autoserv.errors import AutoservError
+import autoserv.virt.addresses as addrs  # noqa: E402
+from autoserv.errors import AutoservError  # noqa: E402
 
 DEFAULT_GATEWAY = "192.168.2.254"
 

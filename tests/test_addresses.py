@@ -1,4 +1,4 @@
-"""Unit tests of autoserv.addresses; rendered interfaces files are checked with ifquery."""
+"""Unit tests of autoserv.virt.addresses; rendered interfaces files are checked with ifquery."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from autoserv.addresses import (
+from autoserv.errors import AutoservError, AutoservVirtError
+from autoserv.virt.addresses import (
     Address,
     AddressConfig,
     check_network,
@@ -21,7 +22,6 @@ from autoserv.addresses import (
     render_interfaces,
     render_mac_table,
 )
-from autoserv.errors import AutoservError, AutoservVirtError
 
 IFQUERY = shutil.which("ifquery") or next(
     (p for p in ("/usr/sbin/ifquery", "/sbin/ifquery") if Path(p).exists()), None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autoserv.addresses import generate_addresses, render_interfaces
+from autoserv.virt.addresses import generate_addresses, render_interfaces
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gen_interfaces.py"

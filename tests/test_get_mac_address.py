@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from autoserv.addresses import generate_addresses, render_interfaces
+from autoserv.virt.addresses import generate_addresses, render_interfaces
 
 pytestmark = pytest.mark.netns
 

@@ -30,7 +30,6 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from autoserv.addresses import generate_addresses
 from autoserv.errors import AutoservVirtError
 from autoserv.hosts.ssh_host import close_sftp
 from autoserv.lab.guest_image import (
@@ -44,6 +43,7 @@ from autoserv.lab.guest_image import (
     write_cpio,
 )
 from autoserv.localsys import free_port
+from autoserv.virt.addresses import generate_addresses
 
 log = logging.getLogger("tests.guest_image")
 

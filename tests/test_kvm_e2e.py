@@ -202,6 +202,8 @@ def test_module_step_on_a_kernel_without_modules(host: hosts.SSHHost, seed: tupl
 
 
 def test_two_guests_then_the_pool_is_exhausted(k: kvm.KVM, seed: tuple, host: hosts.SSHHost) -> None:
+    from autoserv.virt.qemu import tap_name
+
     tb, image, config = seed
     t0 = time.monotonic()
     g1 = hosts.KVMGuest(k, fast_boot(image), ssh_config=str(config))
@@ -212,7 +214,7 @@ def test_two_guests_then_the_pool_is_exhausted(k: kvm.KVM, seed: tuple, host: ho
     for g, addr in ((g1, SEED_POOL[0]), (g2, SEED_POOL[1])):
         assert g.run("cat /sys/class/net/eth0/address").stdout.strip() == addr["mac"]
         assert f"inet {addr['ip']}/" in g.run("ip -4 addr show eth0").stdout
-    assert sorted(kh.taps(tb.hosts[0])) == sorted(kvm.qemu.tap_name(a["ip"]) for a in POOL2)
+    assert sorted(kh.taps(tb.hosts[0])) == sorted(tap_name(a["ip"]) for a in POOL2)
     assert len(kh.qemu_pids(tb, tb.hosts[0])) == 2
     with pytest.raises(AutoservVirtError, match="no free guest address"):
         hosts.KVMGuest(k, fast_boot(image))
@@ -384,6 +386,8 @@ def test_job_end_deletes_guests_started_with_new_guest(seed: tuple, tmp_path: Pa
 
 
 def test_modules_in_a_guest_acting_as_the_kvm_host(k: kvm.KVM, seed: tuple, tmp_path: Path) -> None:
+    from autoserv.virt.modules import parse_proc_modules
+
     _tb, image, config = seed
     with hosts.KVMGuest(k, fast_boot(image) + " -cpu qemu64,+svm", ssh_config=str(config)) as g:
         assert g.wait_up(timeout=120)
@@ -397,12 +401,12 @@ def test_modules_in_a_guest_acting_as_the_kvm_host(k: kvm.KVM, seed: tuple, tmp_
         inner = kvm.KVM(g, accel="tcg", state_dir="/tmp/autoserv-kvm")
         inner.get(str(tree))
         inner.install(POOL2, build=False, insert_modules=True)
-        loaded = kvm.qemu.parse_proc_modules(g.run("cat /proc/modules").stdout)
+        loaded = parse_proc_modules(g.run("cat /proc/modules").stdout)
         assert {"kvm", "kvm_amd"} <= set(loaded)
         assert g.run("test -c /dev/kvm", ignore_status=True).exit_status == 0
         assert set(inner.inserted_modules) >= {"kvm", "kvm_amd"}
         inner.deinitialize()
-        loaded = kvm.qemu.parse_proc_modules(g.run("cat /proc/modules").stdout)
+        loaded = parse_proc_modules(g.run("cat /proc/modules").stdout)
         assert "kvm_amd" not in loaded and "kvm" not in loaded
         # without svm/vmx the vendor check refuses
         with hosts.KVMGuest(k, fast_boot(image) + " -cpu qemu64,-svm", ssh_config=str(config)) as plain:

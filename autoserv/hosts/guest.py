@@ -21,17 +21,19 @@ import contextlib
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paramiko
 import pexpect.fdpexpect
 
-from autoserv import qemu
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservVirtError
 from autoserv.hosts import context
 from autoserv.hosts.ssh_host import SSHHost
+from autoserv.virt.hypervisor import GuestHypervisor
+from autoserv.virt.qemu import UserNetwork
+from autoserv.virt.scripts import console_command
 
 __all__ = ["Guest", "KVMGuest", "GuestConsole", "job_results_dir"]
 
@@ -64,28 +66,27 @@ class GuestConsole(pexpect.fdpexpect.fdspawn):
         super().__init__(self._local.fileno(), timeout=timeout, encoding="utf-8",
                          codec_errors="replace", **kwargs)
 
-    def _from_chan(self) -> None:
+    def _pump(self, read: Callable[[int], bytes], write: Callable[[bytes], object],
+              errors: tuple[type[BaseException], ...]) -> None:
+        """Copy from ``read`` to ``write`` until EOF, :meth:`close` or one of ``errors``."""
         try:
             while not self._stop.is_set():
-                data = self._chan.recv(65536)
+                data = read(65536)
                 if not data:
                     break
-                self._remote.sendall(data)
-        except OSError:
+                write(data)
+        except errors:
             pass
+
+    def _from_chan(self) -> None:
+        try:
+            self._pump(self._chan.recv, self._remote.sendall, (OSError,))
         finally:
             with contextlib.suppress(OSError):
                 self._remote.shutdown(socket.SHUT_WR)
 
     def _to_chan(self) -> None:
-        try:
-            while not self._stop.is_set():
-                data = self._remote.recv(65536)
-                if not data:
-                    break
-                self._chan.sendall(data)
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
+        self._pump(self._remote.recv, self._chan.sendall, (OSError, EOFError, paramiko.SSHException))
 
     def close(self) -> None:  # type: ignore[override]
         """Stop following the console (idempotent)."""
@@ -103,13 +104,14 @@ class GuestConsole(pexpect.fdpexpect.fdspawn):
 class Guest(SSHHost):
     """A virtual machine reached over SSH; ``hypervisor`` is what started it."""
 
-    def __init__(self, hostname: str, hypervisor: Any, **ssh_args: Any) -> None:
+    def __init__(self, hostname: str, hypervisor: GuestHypervisor, **ssh_args: Any) -> None:
         self.hypervisor = hypervisor
         super().__init__(hostname, **ssh_args)
 
 
 class KVMGuest(Guest):
-    """A qemu guest started on ``kvm`` (a :class:`~autoserv.kvm.KVM`) with ``qemu_options``.
+    """A qemu guest started on ``kvm`` (a :class:`~autoserv.kvm.KVM`, or any
+    :class:`~autoserv.virt.hypervisor.GuestHypervisor`) with ``qemu_options``.
 
     ``ssh_args`` go to :class:`~autoserv.hosts.SSHHost` (``key_file``,
     ``known_hosts``, ``connect_timeout``, ...).  The control file calls
@@ -118,7 +120,7 @@ class KVMGuest(Guest):
 
     LIVENESS_INTERVAL = 5.0  # seconds between checks that qemu still runs, in wait_up()
 
-    def __init__(self, kvm: Any, qemu_options: str | Sequence[str], **ssh_args: Any) -> None:
+    def __init__(self, kvm: GuestHypervisor, qemu_options: str | Sequence[str], **ssh_args: Any) -> None:
         self.kvm = kvm
         self._console: GuestConsole | None = None
         self._deleted = False
@@ -127,7 +129,7 @@ class KVMGuest(Guest):
         try:
             record = kvm.guest(ip)
             ssh_args.setdefault("user", "root")
-            if isinstance(record.network, qemu.UserNetwork):
+            if isinstance(record.network, UserNetwork):
                 # user-mode networking: SSH forwarded to 127.0.0.1:<port> on the KVM host,
                 # reached through the host's own SSH connection
                 ssh_args.setdefault("via", kvm.host)
@@ -176,7 +178,7 @@ class KVMGuest(Guest):
         """A pexpect handle on the serial console (opened on first use)."""
         if self._console is None or self._console.closed:
             rec = self.kvm.guest(self.ip)
-            self._console = GuestConsole(self.kvm.host.transport(), qemu.console_command(rec.paths))
+            self._console = GuestConsole(self.kvm.host.transport(), console_command(rec.paths))
         return self._console
 
     def reset(self) -> None:

@@ -35,12 +35,12 @@ from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
-from autoserv.addresses import generate_addresses
 from autoserv.errors import AutoservError
 from autoserv.lab.boot_disk import build_boot_disk
 from autoserv.lab.guest_image import GuestImage, build_guest_image
 from autoserv.lab.testbed import Testbed, TestbedError, ssh_config_word
 from autoserv.localsys import run_tool
+from autoserv.virt.addresses import generate_addresses
 
 __all__ = [
     "SEED_CONTROL",

@@ -23,15 +23,6 @@ from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
-from autoserv.addresses import (
-    DEFAULT_NETMASK,
-    Address,
-    check_network,
-    generate_addresses,
-    normalise_netmask,
-    parse_addresses,
-    render_mac_table,
-)
 from autoserv.errors import AutoservVirtError
 from autoserv.lab.guest_image.cpio import CpioTree
 from autoserv.lab.guest_image.image import SSH_PORT, GuestImage, default_cache_dir
@@ -44,6 +35,15 @@ from autoserv.lab.guest_image.kernel import (
     unpack_kernel,
 )
 from autoserv.lab.guest_image.tools import GUEST_SFTP_SERVER, run, shared_libraries, tool, tool_identity
+from autoserv.virt.addresses import (
+    DEFAULT_NETMASK,
+    Address,
+    check_network,
+    generate_addresses,
+    normalise_netmask,
+    parse_addresses,
+    render_mac_table,
+)
 
 __all__ = ["BOOT_MODULES", "KVM_MODULES", "build_guest_image", "guest_file", "inittab", "recipe_digest"]
 
@@ -235,7 +235,7 @@ def build_guest_image(
     ``authorized_keys``: root's ``authorized_keys`` content (a string of one or
     more OpenSSH public-key lines, a list of lines, or a path-like object naming
     a file).  ``addresses``: the pool as given to ``kvm.install()`` (default
-    :func:`~autoserv.addresses.generate_addresses`), with ``netmask`` and
+    :func:`~autoserv.virt.addresses.generate_addresses`), with ``netmask`` and
     ``gateway`` (without a gateway the default route is on-link).
     ``extra_modules``: more kernel modules (with their dependencies) to ship.
     ``force`` rebuilds even when a cached image exists (new host key).

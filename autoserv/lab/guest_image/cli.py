@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from autoserv.addresses import load_addresses
 from autoserv.errors import AutoservVirtError
 from autoserv.lab.guest_image.builder import build_guest_image
+from autoserv.virt.addresses import load_addresses
 
 __all__ = ["main"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoserv.addresses import DEFAULT_NETMASK, Address, parse_addresses
+from autoserv.virt.addresses import DEFAULT_NETMASK, Address, parse_addresses
 
 __all__ = [
     "DEFAULT_APPEND",
