@@ -21,7 +21,7 @@ Findings (all errors, except where said):
   positional arguments, which keywords); calls with ``*args``/``**kwargs`` are skipped;
 * ``attribute``: an attribute of a namespace module, class or autoserv object that it
   lacks; of a host that no host class has (``hosts.__all__``'s classes; instance
-  attributes are read from their ``__init__`` and other methods); of another autoserv
+  attributes are what their source assigns to ``self``); of another autoserv
   instance that its class lacks; of a host-named parameter that neither a host class nor
   ``str`` has (an error when a host attribute is a close match, a warning otherwise).
   Attributes the file assigns itself, and names given as literals to ``hasattr``,
@@ -129,28 +129,18 @@ def _same(a: _Value, b: _Value) -> _Value:
     return a if a is not None and a == b else None
 
 
+_SELF_ATTR = re.compile(r"\bself\.([A-Za-z_]\w*)")
+
+
 @functools.cache
-def _self_assigned(path: str) -> dict[str, frozenset[str]]:
-    """Per class name in the source file ``path``: the ``self.<name>`` its methods assign."""
+def _self_attributes(path: str) -> frozenset[str]:
+    """Every ``self.<name>`` the source file ``path`` mentions.
+
+    An over-approximation of what its classes' methods assign (a regular expression, not
+    a parse: ~1 ms instead of ~10 ms per file); it can only hide findings, never add one.
+    """
     with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-    out: dict[str, set[str]] = defaultdict(set)
-    for cls in ast.walk(tree):
-        if not isinstance(cls, ast.ClassDef):
-            continue
-        for fn in cls.body:
-            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) or not fn.args.args:
-                continue
-            me = fn.args.args[0].arg
-            for node in ast.walk(fn):
-                if (
-                    isinstance(node, ast.Attribute)
-                    and isinstance(node.ctx, ast.Store)
-                    and isinstance(node.value, ast.Name)
-                    and node.value.id == me
-                ):
-                    out[cls.name].add(node.attr)
-    return {k: frozenset(v) for k, v in out.items()}
+        return frozenset(_SELF_ATTR.findall(f.read()))
 
 
 _class_attrs: dict[type, frozenset[str] | None] = {}
@@ -159,8 +149,8 @@ _class_attrs: dict[type, frozenset[str] | None] = {}
 def class_attributes(cls: type) -> frozenset[str] | None:
     """Every attribute an instance of ``cls`` can have, or None if that cannot be known.
 
-    Class attributes (``dir``), annotations and slots, and what the methods of each class
-    of the MRO assign to ``self`` (read from their source).  None for a class with
+    Class attributes (``dir``), annotations and slots, and the ``self.<name>`` of the
+    source file of each class of the MRO (what its methods assign).  None for a class with
     ``__getattr__``, or with a Python base whose source cannot be read.
     """
     if cls not in _class_attrs:
@@ -190,8 +180,8 @@ def _compute_class_attributes(cls: type) -> frozenset[str] | None:
                 return None
             continue
         try:
-            names.update(_self_assigned(path).get(klass.__name__, ()))
-        except (OSError, SyntaxError, UnicodeDecodeError):
+            names.update(_self_attributes(path))
+        except (OSError, UnicodeDecodeError):
             return None
     return frozenset(names)
 
