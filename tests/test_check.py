@@ -378,7 +378,7 @@ def test_the_audit_hook_catches_a_socket(tmp_path: Path) -> None:
     assert proc.returncode == 97 and "SOCKET USED: socket.__new__" in proc.stderr
 
 
-def test_a_check_opens_no_socket(tmp_path: Path) -> None:
+def test_a_clean_check_opens_no_socket(tmp_path: Path) -> None:
     key = write(tmp_path / "id_test", "x\n")
     cfg = write(tmp_path / "ssh_config", f"""\
         Host tb1
@@ -393,13 +393,19 @@ def test_a_check_opens_no_socket(tmp_path: Path) -> None:
             AddressFamily inet
             IdentityFile {key}
         """)
-    body = (f"from autoserv.cli import main; sys.exit(main(['check', {str(SEED)!r}, "
-            f"{str(REPO / 'control_examples' / 'uname.control')!r}, '-m', 'tb1,canon,root@h2:2222', "
-            f"'--ssh-config', {str(cfg)!r}]))")
+    client = write(tmp_path / "client.control", "job.run_test('sleeptest', seconds=1)\n")
+    files = [str(p) for p in EXAMPLES]
+    server = ["check", *files, "-m", "tb1,canon,root@h2:2222", "--ssh-config", str(cfg)]
+    body = (f"from autoserv.cli import main\n"
+            f"codes = (main({server!r}), main(['check', '-c', {str(client)!r}]), "
+            f"main(['check', '--format', 'json', {str(SEED)!r}]))\n"
+            f"print(codes, file=sys.stderr)")
     proc = _run_guarded(body, tmp_path)
     assert "SOCKET USED" not in proc.stderr
-    assert proc.returncode == 1, proc.stderr  # the seed's typo, and nothing else
-    assert proc.stdout.count("\n") == 1 and "addreses" in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.endswith("(0, 0, 1)\n")  # clean, clean, and the seed's typo
+    [seed] = json.loads(proc.stdout)
+    assert (seed["line"], seed["code"]) == (6, "undefined-name")
 
 
 def test_offline_ssh_config_is_what_keeps_paramiko_off_the_network(tmp_path: Path) -> None:
