@@ -500,3 +500,35 @@ def test_thousand_line_file_finds_its_one_typo(tmp_path: Path) -> None:
     assert brief(check_file(str(ctl))) == [
         (len(ctl.read_text().splitlines()), "error", "undefined name 'nmaes' (did you mean 'names'?)")
     ]
+
+
+def test_scopes_rebinding_and_classes_are_not_guessed(tmp_path: Path) -> None:
+    ctl = write(tmp_path / "scopes.control", """\
+        host = hosts.create_host("a")
+
+        def swap():
+            global host
+            host = {"not": "a host"}
+
+        def outer():
+            h = hosts.create_host("b")
+            def inner():
+                nonlocal h
+                h = "a string"
+            inner()
+            return h.upper()
+
+        class Runner:
+            def __init__(self, host):
+                self.host = host
+            def go(self):
+                return self.host.anything()
+
+        swap()
+        host.keys()
+        guests = []
+        guests.append(hosts.create_host("g"))
+        guests.append("not a host")
+        guests[1].upper()
+        """)
+    assert check_file(str(ctl)) == []

@@ -348,9 +348,23 @@ class _Builder(ast.NodeVisitor):
         self.scope_of[id(node)] = scope
         return scope
 
+    def _bind(self, name: str, kind: str, value: ast.AST | None = None) -> None:
+        """Record a binding of ``name`` where it lands (``global``: the module; ``nonlocal``:
+        makes the enclosing functions' ``name`` unknown)."""
+        if name in self.scope.is_global:
+            self.module.bind(name, kind, value)
+        elif name in self.scope.passthrough:
+            s = self.scope.parent
+            while s is not None and s.kind != "module":
+                if s.kind == "function":
+                    s.bind(name, "other")
+                s = s.parent
+        else:
+            self.scope.bind(name, kind, value)
+
     def _bind_target(self, target: ast.expr, kind: str, value: ast.AST | None) -> None:
         if isinstance(target, ast.Name):
-            self.scope.bind(target.id, kind, value)
+            self._bind(target.id, kind, value)
             self.handled.add(id(target))
         # other targets (tuples, attributes, subscripts): their names are bound by visit_Name
 
@@ -360,7 +374,7 @@ class _Builder(ast.NodeVisitor):
         for default in [*node.args.defaults, *[d for d in node.args.kw_defaults if d]]:
             self.visit(default)
         if not isinstance(node, ast.Lambda):
-            self.scope.bind(node.name, "other")
+            self._bind(node.name, "other")
             for a in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
                 if a.annotation is not None:
                     self.visit(a.annotation)
@@ -383,7 +397,7 @@ class _Builder(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for n in [*node.decorator_list, *node.bases, *node.keywords]:
             self.visit(n)
-        self.scope.bind(node.name, "other")
+        self._bind(node.name, "other")
         outer, self.scope = self.scope, self._enter(node, "class")
         for stmt in node.body:
             self.visit(stmt)
@@ -444,18 +458,18 @@ class _Builder(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
         for alias in node.names:
             if alias.name != "*":
-                self.scope.bind((alias.asname or alias.name).split(".")[0], "other")
+                self._bind((alias.asname or alias.name).split(".")[0], "other")
 
     visit_ImportFrom = visit_Import
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
         if node.name:
-            self.scope.bind(node.name, "other")
+            self._bind(node.name, "other")
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Store | ast.Del) and id(node) not in self.handled:
-            self.scope.bind(node.id, "other")
+            self._bind(node.id, "other")
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if isinstance(node.ctx, ast.Load):
