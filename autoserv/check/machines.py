@@ -20,13 +20,13 @@ import os
 import re
 import socket
 from collections.abc import Iterator, Sequence
-from typing import Any
-
-import paramiko
+from typing import TYPE_CHECKING, Any
 
 from autoserv.check.findings import ERROR, WARNING, Finding
 from autoserv.errors import AutoservUsageError
-from autoserv.hosts import mask_machine, parse_machine
+
+if TYPE_CHECKING:
+    import paramiko
 
 __all__ = ["machine_findings", "ssh_config_path", "offline_ssh_config", "MLIST_DISPLAY"]
 
@@ -72,6 +72,8 @@ class _OfflineSocket:
 @contextlib.contextmanager
 def offline_ssh_config() -> Iterator[None]:
     """Within this block, paramiko's ssh config lookups resolve no names (not thread-safe)."""
+    import paramiko.config
+
     module = paramiko.config
     real = module.socket  # type: ignore[attr-defined]
     module.socket = _OfflineSocket(real)  # type: ignore[attr-defined]
@@ -129,6 +131,8 @@ class _Config:
                 self.lines.append((n, words[0].lower(), value))
         self.error: str | None = None
         self.cfg: paramiko.SSHConfig | None = None
+        import paramiko  # only when there are machines to check (client files need no paramiko)
+
         try:
             self.cfg = paramiko.SSHConfig.from_text(text)
         except Exception as exc:  # paramiko's ConfigParseError and friends
@@ -176,6 +180,8 @@ def _is_address_or_domain(name: str) -> bool:
 
 
 def _entry_findings(conf: _Config, machine: str, host: str) -> list[Finding]:
+    from autoserv.hosts import mask_machine, parse_machine
+
     findings: list[Finding] = []
 
     def add(severity: str, key: str, value: str | None, message: str) -> None:
@@ -227,6 +233,8 @@ def machine_findings(
 ) -> list[Finding]:
     """Findings for the machines of ``-m`` values ``specs`` and the ``-M`` file ``mlist``,
     with ``ssh_config`` (a path, or None: no config) for their entries."""
+    from autoserv.hosts import parse_machine  # imported here: client checks need no hosts
+
     findings: list[Finding] = []
     conf = _Config(ssh_config) if ssh_config else None
     if conf is not None and conf.error:
