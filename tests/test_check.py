@@ -532,3 +532,16 @@ def test_scopes_rebinding_and_classes_are_not_guessed(tmp_path: Path) -> None:
         guests[1].upper()
         """)
     assert check_file(str(ctl)) == []
+
+
+def test_the_check_command_loads_no_invoke_and_leaves_it_importable(tmp_path: Path) -> None:
+    body = textwrap.dedent(f"""\
+        from autoserv.check import command
+        code = command.main([{str(SEED)!r}])
+        assert code == 1 and 'paramiko' in sys.modules and 'invoke' not in sys.modules
+        import invoke  # importable again afterwards
+        print('ok')
+        """)
+    proc = subprocess.run([sys.executable, "-c", "import sys\n" + body], cwd=tmp_path, env=cli_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.endswith("ok\n"), proc.stderr

@@ -12,9 +12,10 @@ summary on standard error.  Exit status, as a linter's:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from autoserv.check import CLIENT, SERVER, check_file, machine_findings, ssh_config_path
@@ -96,8 +97,33 @@ def _findings(
     return findings
 
 
+@contextlib.contextmanager
+def _without_invoke() -> Iterator[None]:
+    """Keep paramiko from importing ``invoke`` while the check runs (a third of its import).
+
+    paramiko imports invoke only to run the ``Match exec`` lines of ssh configs, which a
+    check never evaluates (:mod:`autoserv.check.machines`).  Done only when neither is
+    loaded yet, i.e. in the ``autoserv check`` process itself; afterwards ``import invoke``
+    works again (paramiko, imported meanwhile, then has no ``Match exec`` support: that
+    process only checks).
+    """
+    block = "paramiko" not in sys.modules and "invoke" not in sys.modules
+    if block:
+        sys.modules["invoke"] = None  # type: ignore[assignment]  # import raises ImportError
+    try:
+        yield
+    finally:
+        if block and sys.modules.get("invoke", 0) is None:
+            del sys.modules["invoke"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``autoserv check`` with ``argv`` (the arguments after ``check``)."""
+    with _without_invoke():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         options = build_parser().parse_args(argv)
         if options.client and options.server:
