@@ -19,6 +19,7 @@ from pyflakes import checker as pyflakes_checker
 
 from autoserv import control
 from autoserv.check.findings import ERROR, WARNING, Finding
+from autoserv.errors import AutoservUsageError
 
 __all__ = ["Parsed", "parse", "pyflakes_findings", "bound_names", "suggest"]
 
@@ -42,10 +43,15 @@ class Parsed:
 
 
 def parse(path: str, display: str | None = None) -> Parsed | Finding:
-    """The control file at ``path`` parsed as the runner would, or its syntax error."""
+    """The control file at ``path`` parsed as the runner would, or its syntax error.
+
+    A file that cannot be read raises :class:`~autoserv.errors.AutoservUsageError`.
+    """
     display = display or path
     try:
         cf = control.load(path)
+    except OSError as exc:
+        raise AutoservUsageError(f"cannot read {display}: {exc.strerror or exc}") from None
     except control.ControlFileSyntaxError as exc:
         message = f"syntax error: {exc.msg}"
         if exc.note:
