@@ -19,6 +19,7 @@ import pytest
 from autoserv import check, cli, control
 from autoserv.check import CLIENT, SERVER, Finding, check_file, known_tests, machine_findings
 from autoserv.check.machines import offline_ssh_config
+from autoserv.testbed import Testbed
 from bench.check_speed import make_control
 
 try:
@@ -545,3 +546,16 @@ def test_the_check_command_loads_no_invoke_and_leaves_it_importable(tmp_path: Pa
     proc = subprocess.run([sys.executable, "-c", "import sys\n" + body], cwd=tmp_path, env=cli_env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.endswith("ok\n"), proc.stderr
+
+
+@pytest.mark.slow
+def test_check_then_run_on_the_test_bed(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    machines = ["-m", ",".join(tb.machines), "--ssh-config", str(tb.ssh_config)]
+    uname = REPO / "control_examples" / "uname.control"
+    assert cli.main(["check", str(uname), *machines]) == 0  # the bed's own ssh config is clean
+    proc = run_autoserv("--check", uname, "-r", tmp_path / "r", *machines, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert ": error:" not in proc.stderr and ": warning:" not in proc.stderr
+    for machine in tb.machines:
+        assert "GOOD" in (tmp_path / "r" / machine / "status.log").read_text()
