@@ -35,7 +35,7 @@ setup(
         "autoserv.client": ["site/**/*"],
         "autoserv.lab.guest_image": ["files/*"],
     },
-    install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8"],
+    install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8", "pyflakes>=3.2"],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko"],
         "bench": ["fabric>=3.2", "parallel-ssh>=2.12", "matplotlib>=3.8"],

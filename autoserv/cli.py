@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``autoserv``."""
     p = _Parser(
         prog="autoserv",
-        usage="autoserv [options] <control-file> [args...]",
+        usage="autoserv [options] <control-file> [args...]\n       autoserv check [options] FILE...",
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("control_file", metavar="control-file", help="the control file to run")
     p.add_argument("args", nargs="*", help="arguments for the control file (its 'args')")
     p.add_argument("--version", action="version", version=f"autoserv {__version__}")
+    p.add_argument("--check", action="store_true",
+                   help="check the control file and machines first (autoserv check); "
+                        "do not start on an error")
 
     g = p.add_argument_group("machines and arguments")
     g.add_argument("-m", "--machines", action="append", default=[], metavar="LIST",
@@ -345,6 +348,11 @@ def _redact(text: str, options: argparse.Namespace | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``autoserv`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["check"]:  # the `autoserv check` command (a control file named check: ./check)
+        from autoserv.check import command as check_command
+
+        return check_command.main(argv[1:])
     options: argparse.Namespace | None = None
     job: ServerJob | None = None
     error: BaseException | None = None
@@ -354,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             options = parse_args(argv)
         except SystemExit as exc:  # --help, --version
             return exc.code if isinstance(exc.code, int) else 0
+        if options.check:
+            from autoserv.check import command as check_command
+
+            check_command.preflight(options)  # findings on stderr; raises on an error
         job = make_job(options)
         job.run()
         if job.failed:

@@ -65,6 +65,12 @@ class ControlFile:
     code: CodeType
     translated: bool = False
     changes: list[tuple[int, str]] = field(default_factory=list)
+    #: the Python 3 source that was compiled: the translation of a Python 2 file, else ``text``
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            self.source = self.text
 
 
 def read_source(path: str) -> str:
@@ -115,7 +121,7 @@ def load(path: str, text: str | None = None) -> ControlFile:
     log.info("%s is Python 2: translated %d construct(s) to Python 3", path, len(translation.changes))
     for line, what in translation.changes:
         log.debug("  line %s: %s", line or "*", what)
-    return ControlFile(path, text, code, True, translation.changes)
+    return ControlFile(path, text, code, True, translation.changes, translation.source)
 
 
 def copy_to_results(text: str, resultdir: str, name: str = "control.srv") -> str:
