@@ -35,8 +35,11 @@ def create_host(hostname: str, **args: Any) -> SSHHost:
     """An :class:`SSHHost` for a machine string ``[user[:pass]@]host[:port]``.
 
     Keyword arguments (``user``, ``port``, ``password``, ``key_file``, ...) override
-    what the string says.
+    what the string says.  ``initialize`` and ``auto_monitor`` are accepted and ignored,
+    as the original did for SSH hosts.
     """
+    args.pop("initialize", None)
+    args.pop("auto_monitor", None)
     host, user, password, port = parse_machine(hostname)
     args.setdefault("user", user)
     args.setdefault("password", password)
