@@ -25,13 +25,8 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from autoserv import client_install, client_tests
-from autoserv.client_session import (
-    AutotestRunError,
-    AutotestTimeoutError,
-    ClientRun,
-    RemoteLayout,
-)
-from autoserv.errors import AutoservError
+from autoserv.client_session import ClientRun, RemoteLayout
+from autoserv.errors import AutoservError, AutotestAbort, AutotestRunError, AutotestTimeoutError
 
 __all__ = [
     "Autotest",
@@ -44,10 +39,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("autoserv.autotest")
-
-
-class AutotestAbort(AutotestRunError):
-    """The client run was aborted (the original's name; kept for control files)."""
 
 
 def client_control_for_test(test_name: str, *args: Any, **dargs: Any) -> str:

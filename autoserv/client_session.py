@@ -43,7 +43,12 @@ from typing import Any
 
 from autoserv import abort, status
 from autoserv.deadline import Deadline
-from autoserv.errors import AutoservError, AutoservRunError
+from autoserv.errors import (
+    AutoservError,
+    AutoservRunError,
+    AutotestRunError,
+    AutotestTimeoutError,
+)
 
 __all__ = [
     "AutotestRunError",
@@ -75,14 +80,6 @@ MAX_IDLE_DROPS = 5
 
 _FINISHED = re.compile(r"^END .*\t----\t----\t.*$")
 _REBOOTING = re.compile(r"^\t*GOOD\t----\treboot\.start")
-
-
-class AutotestRunError(AutoservError):
-    """The client run did not complete (it died, its control file raised, it was lost)."""
-
-
-class AutotestTimeoutError(AutotestRunError):
-    """The client run outlived its ``timeout``."""
 
 
 def is_finished(line: str) -> bool:
@@ -295,7 +292,8 @@ class ClientRun:
     last_line: str = ""
     failures: int = 0
     _base_groups: int = 0
-    _client_depth: int = 0
+    _open: list[tuple[str | None, str | None]] = field(default_factory=list)
+    _last_entry: status.StatusEntry | None = None
     _pending: status.StatusEntry | None = None
     _pending_raw: str = ""
     _buffer: str = ""
@@ -306,17 +304,18 @@ class ClientRun:
 
     # -- recording -------------------------------------------------------------------
     def _rec(self, code: str, operation: str | None, message: str = "",
-             fields: dict[str, str] | None = None) -> None:
-        entry = status.StatusEntry(code, None, operation, message, dict(fields or {}))
+             fields: dict[str, str] | None = None, subdir: str | None = None) -> None:
+        entry = status.StatusEntry(code, subdir, operation, message, dict(fields or {}))
         self._emit(entry, "")
 
     def _emit(self, entry: status.StatusEntry, raw: str) -> None:
         if status.is_failure(entry.status_code):
             self.failures += 1
         if entry.is_start:
-            self._client_depth += 1
-        elif entry.is_end:
-            self._client_depth = max(0, self._client_depth - 1)
+            self._open.append((entry.subdir, entry.operation))
+        elif entry.is_end and self._open:
+            self._open.pop()
+        self._last_entry = entry
         if self.record is not None:
             try:
                 self.record(entry)
@@ -331,7 +330,7 @@ class ClientRun:
         self._pending, self._pending_raw = None, ""
         if entry is None:
             return
-        top_level_end = entry.is_end and self._client_depth == 2 and entry.subdir
+        top_level_end = entry.is_end and len(self._open) == 2 and entry.subdir
         self._emit(entry, raw)
         if top_level_end and entry.subdir:
             self._collect([entry.subdir])
@@ -440,10 +439,18 @@ class ClientRun:
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     def _end_client_groups(self, message: str) -> None:
-        if self._client_depth == 0:
+        if not self._open:
             self._rec("ABORT", None, message)
-        while self._client_depth > 0:
-            self._rec("END ABORT", None, message)
+        while self._open:
+            subdir, operation = self._open[-1]
+            self._rec("END ABORT", operation, message, subdir=subdir)
+
+    @property
+    def finished(self) -> bool:
+        """The client's outermost group has ended (its job ran to the end)."""
+        last = self._last_entry
+        return (last is not None and last.is_end and not self._open) or (
+            is_finished(self.last_line))
 
     def _open_log(self) -> None:
         debug = os.path.join(self.results_dir, "debug")
@@ -499,12 +506,12 @@ class ClientRun:
 
     def _abandon(self, exc: BaseException) -> None:
         """After ``exc``: kill the client, record END ABORT for its groups, collect."""
-        reason = _abort_reason(exc, self.timeout)
+        reason = _abort_reason(exc, self.timeout).removeprefix(f"{self.host.hostname}: ")
         try:
             with abort.deferred():
                 self.kill()
                 self._catch_up()
-                if self._client_depth or not is_finished(self.last_line):
+                if not self.finished:
                     self._end_client_groups(reason)
                 self._collect()
         finally:
@@ -563,7 +570,7 @@ class ClientRun:
                 if is_rebooting(self.last_line):
                     self._reboot(deadline)
                     continue
-            if outcome.exit_code is not None and is_finished(self.last_line):
+            if outcome.exit_code is not None and self.finished:
                 if outcome.exit_code == 0:
                     return
                 self._collect()
