@@ -10,7 +10,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["autoserv", "autoserv.*"]),
-    package_data={"autoserv": ["py.typed"]},
+    package_data={
+        "autoserv": ["py.typed"],
+        # the client runtime shipped to hosts: a file tree, not packages of autoserv
+        "autoserv.client": ["site/**/*"],
+    },
     install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8"],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko"],
