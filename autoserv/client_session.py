@@ -509,8 +509,11 @@ class ClientRun:
         reason = _abort_reason(exc, self.timeout).removeprefix(f"{self.host.hostname}: ")
         try:
             with abort.deferred():
+                # read what it wrote so far, then kill it: what a killed client writes on
+                # its way out (its own END ABORT "killed by SIGTERM") is not the reason
+                if self.pgid is not None:
+                    self._catch_up()
                 self.kill()
-                self._catch_up()
                 if not self.finished:
                     self._end_client_groups(reason)
                 self._collect()

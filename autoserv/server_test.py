@@ -145,7 +145,8 @@ class test:
     # -- the lifecycle -----------------------------------------------------------------------
     def _run_lifecycle(self, args: tuple[Any, ...], dargs: dict[str, Any]) -> None:
         keyvals: dict[str, object] = {"version": self.version}
-        keyvals.update({f"param-{k}": v for k, v in dargs.items()})
+        keyvals.update({f"param-{i}": repr(a) for i, a in enumerate(args)})
+        keyvals.update({f"param-{k}": repr(v) for k, v in dargs.items()})
         self.write_test_keyval(keyvals)
         try:
             _call(self.initialize, (), dargs)
@@ -206,7 +207,8 @@ def run_test(job: Any, url: str, *args: Any, **dargs: Any) -> bool:
     base = os.getcwd() if getattr(job, "resultdir", None) else tempfile.mkdtemp(
         prefix="autoserv-server-test-")
     outputdir = os.path.join(base, subdir)
-    job.record("START", subdir, name)
+    testname = subdir  # Autotest records the tagged name as the operation too
+    job.record("START", subdir, testname)
     try:
         directory = client_tests.find_test(name, search)
         if directory is None:
@@ -220,16 +222,16 @@ def run_test(job: Any, url: str, *args: Any, **dargs: Any) -> bool:
     except errors.TestBaseException as exc:
         word = exc.exit_status if exc.exit_status in ("FAIL", "ERROR", "TEST_NA", "WARN") \
             else "ERROR"
-        job.record(word, subdir, name, str(exc))
-        job.record(f"END {word}", subdir, name)
+        job.record(word, subdir, testname, str(exc))
+        job.record(f"END {word}", subdir, testname)
         return False
     except Exception as exc:
         text = f"Unhandled {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        job.record("FAIL", subdir, name, text)
-        job.record("END FAIL", subdir, name)
+        job.record("FAIL", subdir, testname, text)
+        job.record("END FAIL", subdir, testname)
         return False
-    job.record("GOOD", subdir, name, "completed successfully")
-    job.record("END GOOD", subdir, name)
+    job.record("GOOD", subdir, testname, "completed successfully")
+    job.record("END GOOD", subdir, testname)
     return True
 
 

@@ -105,12 +105,12 @@ def test_sleeptest_and_failtest_on_three_machines(testbed: Testbed, tmp_path: Pa
             (2, "GOOD", "sleeptest", "sleeptest"),
             (1, "END GOOD", "sleeptest", "sleeptest"),
             (0, "END GOOD", None, None),
-        ], got
+        ], got  # Autotest's operation is the tagged test name, as its subdir
         assert (1, "START", "failtest", "failtest") in got
         assert (2, "FAIL", "failtest", "failtest") in got
         assert (1, "END FAIL", "failtest", "failtest") in got
         for tag in ("again", "positional", "hostcall"):
-            assert (2, "GOOD", f"sleeptest.{tag}", "sleeptest") in got
+            assert (2, "GOOD", f"sleeptest.{tag}", f"sleeptest.{tag}") in got
             assert (sub / f"sleeptest.{tag}" / "keyval").exists()
         keyval = read_keyval(str(sub / "sleeptest"))
         assert keyval["param-seconds"] == "1" and "version" in keyval
@@ -285,16 +285,16 @@ def test_reboot_in_a_client_job_continues(testbed_loopback: Testbed, tmp_path: P
     got = entries(results / "status.log")
     assert got == [
         (0, "START", None, None),
-        (1, "START", "sleeptest.before", "sleeptest"),
-        (2, "GOOD", "sleeptest.before", "sleeptest"),
-        (1, "END GOOD", "sleeptest.before", "sleeptest"),
+        (1, "START", "sleeptest.before", "sleeptest.before"),
+        (2, "GOOD", "sleeptest.before", "sleeptest.before"),
+        (1, "END GOOD", "sleeptest.before", "sleeptest.before"),
         (1, "START", None, "reboot"),
         (2, "GOOD", None, "reboot.start"),
         (2, "GOOD", None, "reboot.verify"),
         (1, "END GOOD", None, "reboot"),
-        (1, "START", "sleeptest.after", "sleeptest"),
-        (2, "GOOD", "sleeptest.after", "sleeptest"),
-        (1, "END GOOD", "sleeptest.after", "sleeptest"),
+        (1, "START", "sleeptest.after", "sleeptest.after"),
+        (2, "GOOD", "sleeptest.after", "sleeptest.after"),
+        (1, "END GOOD", "sleeptest.after", "sleeptest.after"),
         (0, "END GOOD", None, None),
     ], got
     assert (results / "sleeptest.before" / "keyval").exists()
@@ -341,7 +341,7 @@ def test_python2_client_test_from_client_tests_dir(testbed_loopback: Testbed,
     assert [e.message for e in errors] == ["nosuchtest: test does not exist"]
     perf = (results / "py2test" / "results" / "keyval").read_text()
     assert "answer{perf}=42" in perf
-    assert read_keyval(str(results / "py2test"))["param-word"] == "hi"
+    assert read_keyval(str(results / "py2test"))["param-word"] == "'hi'"  # repr, as Autotest
 
 
 def test_host_without_python3(tmp_path: Path) -> None:
@@ -373,7 +373,7 @@ def test_client_control_on_two_machines(testbed: Testbed, tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     for machine in testbed.machines[:2]:
         got = entries(results / machine / "status.log")
-        assert (2, "GOOD", "sleeptest.smoke", "sleeptest") in got, got
+        assert (2, "GOOD", "sleeptest.smoke", "sleeptest.smoke") in got, got
         assert (results / machine / "sleeptest.smoke" / "keyval").exists()
     assert (results / "control").exists() and not (results / "control.srv").exists()
 
@@ -420,6 +420,11 @@ class oldstyle(test.test):
 """
 
 
+def repr_host(machine: str, tb: Testbed) -> str:
+    with hosts.SSHHost(machine, ssh_config=str(tb.ssh_config)) as h:
+        return repr(h)
+
+
 def test_server_side_run_test(testbed_loopback: Testbed, tmp_path: Path) -> None:
     srv = tmp_path / "srvtests"
     write(srv / "srvsleep" / "srvsleep.py", SERVER_TEST)
@@ -445,9 +450,9 @@ def test_server_side_run_test(testbed_loopback: Testbed, tmp_path: Path) -> None
             (0, "START", "srvsleep", "srvsleep"),
             (1, "GOOD", "srvsleep", "srvsleep"),
             (0, "END GOOD", "srvsleep", "srvsleep"),
-            (0, "START", "srvsleep.long", "srvsleep"),
-            (1, "FAIL", "srvsleep.long", "srvsleep"),
-            (0, "END FAIL", "srvsleep.long", "srvsleep"),
+            (0, "START", "srvsleep.long", "srvsleep.long"),
+            (1, "FAIL", "srvsleep.long", "srvsleep.long"),
+            (0, "END FAIL", "srvsleep.long", "srvsleep.long"),
             (0, "START", "oldstyle", "oldstyle"),
             (1, "FAIL", "oldstyle", "oldstyle"),
             (0, "END FAIL", "oldstyle", "oldstyle"),
@@ -465,3 +470,4 @@ def test_server_side_run_test(testbed_loopback: Testbed, tmp_path: Path) -> None
         assert "slept{perf}=1" in (sub / "srvsleep" / "results" / "keyval").read_text()
         keyval = read_keyval(str(sub / "srvsleep"))
         assert keyval["version"] == "2" and keyval["param-seconds"] == "1"
+        assert keyval["param-host"] == repr_host(machine, testbed_loopback)
