@@ -471,3 +471,26 @@ def test_server_side_run_test(testbed_loopback: Testbed, tmp_path: Path) -> None
         keyval = read_keyval(str(sub / "srvsleep"))
         assert keyval["version"] == "2" and keyval["param-seconds"] == "1"
         assert keyval["param-host"] == repr_host(machine, testbed_loopback)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "control_examples"
+
+
+@pytest.mark.parametrize(
+    ("example", "flags", "code", "subdirs"),
+    [
+        ("autotest_sleeptest.control", [], 0, ["sleeptest"]),
+        ("autotest_failtest.control", [], 1, ["failtest", "sleeptest"]),
+        ("autotest_client.control", ["-c"], 0,
+         ["sleeptest.before_reboot", "sleeptest.after_reboot"]),
+    ],
+)
+def test_control_examples(testbed_loopback: Testbed, tmp_path: Path, example: str,
+                          flags: list[str], code: int, subdirs: list[str]) -> None:
+    results = tmp_path / "r"
+    proc = run_autoserv(*flags, EXAMPLES / example, "-r", results, *bed_args(testbed_loopback),
+                        cwd=tmp_path)
+    assert proc.returncode == code, proc.stderr
+    for machine in testbed_loopback.machines:
+        for sub in subdirs:
+            assert (results / machine / sub / "keyval").exists(), (machine, sub)
