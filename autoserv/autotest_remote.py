@@ -111,10 +111,8 @@ class Autotest:
             results_dir, host = ".", results_dir
         host = self._host(host)
         text, path = _read_control(control_file, self._job_control_dir())
-        if parallel_flag:
-            log.debug("parallel_flag: each run uses its own results name (%s)", tag or "default")
         crun = self._prepare(host, text, path, results_dir, timeout, tag,
-                             client_disconnect_timeout, args)
+                             client_disconnect_timeout, args, parallel_flag)
         crun.start()
         if background:
             return crun
@@ -155,13 +153,17 @@ class Autotest:
 
     def _prepare(self, host: Any, text: str, path: str | None, results_dir: str,
                  timeout: float | None, tag: str | None, disconnect: float | None,
-                 args: Sequence[str]) -> ClientRun:
+                 args: Sequence[str], parallel_flag: bool = False) -> ClientRun:
         job = self._job()
         autodir = self.install(host)
         near = [p for p in (getattr(job, "control", None), path) if isinstance(p, str)]
         search = client_tests.client_search_path(self._settings(), near)
         tests = client_tests.tests_to_send(text, search)
         name = tag or "default"
+        if parallel_flag and not tag:  # clients side by side on one host: own dirs each
+            global _parallel_runs
+            _parallel_runs += 1
+            name = f"default.{os.getpid()}.{_parallel_runs}"
         tests_dirs: list[str] = []
         if tests:
             log.info("%s: sending tests %s", host.hostname, ", ".join(sorted(tests)))
@@ -176,6 +178,8 @@ class Autotest:
             timeout=timeout, disconnect_timeout=disconnect, record=record,
         )
 
+
+_parallel_runs = 0
 
 #: The original's class hierarchy had a ``BaseAutotest``; both names work.
 BaseAutotest = Autotest
@@ -216,7 +220,10 @@ def namespace_for(job: Any) -> dict[str, Any]:
 
     from autoserv import server_test
 
+    from autoserv.hosts import Host
+
     Autotest.job = job
+    Host.job = job  # type: ignore[attr-defined]  # as the original set hosts.Host.job
     server_test.install_aliases()
     module = sys.modules[__name__]
     return {"autotest_remote": module, "autotest": module}

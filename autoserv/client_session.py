@@ -236,7 +236,7 @@ while True:
             pass
         out.write("R\n")
         break
-    idle = 0.0 if got else min(idle + 0.05, 0.25)
+    idle = 0.0 if got else min(idle + 0.01, 0.05)
     time.sleep(0.05 + idle)
 out.flush()
 """
@@ -300,6 +300,7 @@ class ClientRun:
     _log: Any = None
     _log_path: str = ""
     _outcome: _Outcome = field(default_factory=_Outcome)
+    _collected: set[str] = field(default_factory=set)
     _deadline: Deadline = field(default_factory=lambda: Deadline(None))
 
     # -- recording -------------------------------------------------------------------
@@ -427,13 +428,17 @@ class ClientRun:
                 " -mindepth 1 -maxdepth 1 -printf '%f\\0' 2>/dev/null || true",
                 timeout=60, verbose=False, stdout_tee=None, stderr_tee=None)
             present = [n for n in res.stdout.split("\0") if n]
-            wanted = present if names is None else [n for n in names if n in present]
+            if names is None:  # the end: what was not collected after its test
+                wanted = [n for n in present if n not in self._collected]
+            else:
+                wanted = [n for n in names if n in present]
             names = [n for n in wanted if n not in RESERVED_NAMES and "/" not in n]
             if not names:
                 return
             os.makedirs(self.results_dir, exist_ok=True)
             sources = [f"{self.layout.results}/{n}" for n in names]
             self.host.get_file(sources, self.results_dir + "/", preserve_symlinks=True)
+            self._collected.update(names)
         except Exception as exc:
             log.warning("%s: collecting client results failed: %s", self.host.hostname,
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

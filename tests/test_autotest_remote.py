@@ -436,6 +436,8 @@ def test_server_side_run_test(testbed_loopback: Testbed, tmp_path: Path) -> None
             assert job.run_test('srvsleep', host=host, seconds=9, tag='long') is False
             job.run_test('oldstyle', host=host)
             job.run_test('missing', host=host)
+            assert os.path.isfile(os.path.join(job.autodir, 'client', 'tests', 'sleeptest',
+                                               'sleeptest.py'))
         parallel_simple(run, machines)
     """)
     results = tmp_path / "r"
@@ -494,3 +496,51 @@ def test_control_examples(testbed_loopback: Testbed, tmp_path: Path, example: st
     for machine in testbed_loopback.machines:
         for sub in subdirs:
             assert (results / machine / sub / "keyval").exists(), (machine, sub)
+
+
+@pytest.mark.parametrize(
+    ("client_control", "message", "outer_status"),
+    [
+        ("job.run_test('sleeptest', seconds=0)\nimport os, signal\nos.killpg(0, signal.SIGKILL)\n",
+         "client terminated unexpectedly", "END ABORT"),  # recorded by the server
+        ("job.run_test('sleeptest', seconds=0)\nraise RuntimeError('control gave up')\n",
+         "the client control file failed", "END FAIL"),  # recorded by the client
+    ],
+    ids=["killed", "raised"],
+)
+def test_client_that_dies_or_raises(testbed_loopback: Testbed, tmp_path: Path,
+                                    client_control: str, message: str,
+                                    outer_status: str) -> None:
+    control = write(tmp_path / "client.control", client_control)
+    results = tmp_path / "r"
+    proc = run_autoserv("-c", control, "-r", results, *bed_args(testbed_loopback, 1),
+                        cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = stderr_lines(proc)
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    got = status.parse_file(str(results / "status.log"))
+    assert ("GOOD", "sleeptest") in [(e.status_code, e.operation) for e in got]
+    outer = [e for e in got if e.is_end and e.operation is None]
+    assert len(outer) == 1 and outer[0].status_code == outer_status, got
+    if message == "client terminated unexpectedly":
+        assert outer[0].message.startswith("client terminated unexpectedly"), outer[0].message
+    assert (results / "sleeptest" / "keyval").exists()  # collected all the same
+
+
+def test_install_once_per_version_and_background_run(testbed_loopback: Testbed, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    autodir = str(tmp_path / "autodir")
+    tb = testbed_loopback
+    caplog.set_level("DEBUG", logger="autoserv.autotest")
+    with hosts.SSHHost(tb.machines[0], ssh_config=str(tb.ssh_config)) as h:
+        autotest_remote.Autotest(h).install(autodir=autodir)
+    with hosts.SSHHost(tb.machines[0], ssh_config=str(tb.ssh_config)) as h:  # a new connection
+        at = autotest_remote.Autotest(h)
+        assert at.install(autodir=autodir) == autodir
+        run = at.run("job.run_test('sleeptest', seconds=1)", str(tmp_path / "res"), background=True)
+        assert not isinstance(run, bool)
+        assert run.wait() is True
+    installs = [r for r in caplog.records if "installing the client runtime" in r.getMessage()]
+    assert len(installs) == 1
+    assert any("already in" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "res" / "sleeptest" / "keyval").exists()
