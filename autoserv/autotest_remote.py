@@ -219,7 +219,6 @@ def namespace_for(job: Any) -> dict[str, Any]:
     import sys
 
     from autoserv import server_test
-
     from autoserv.hosts import Host
 
     Autotest.job = job
