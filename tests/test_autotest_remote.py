@@ -544,3 +544,33 @@ def test_install_once_per_version_and_background_run(testbed_loopback: Testbed, 
     assert len(installs) == 1
     assert any("already in" in r.getMessage() for r in caplog.records)
     assert (tmp_path / "res" / "sleeptest" / "keyval").exists()
+
+
+def test_python2_server_control_in_the_samples_shape(testbed_loopback: Testbed,
+                                                     tmp_path: Path) -> None:
+    """A 2008-style file: ``autotest`` module, getopt on args, positional results_dir/host."""
+    control = write(tmp_path / "run_test.srv", """\
+        import getopt
+
+        def run(client):
+            m = hosts.create_host(client)
+            at = autotest.Autotest()
+            at.run_test(test, os.path.join(logdir, client), m)
+
+        opts, rest = getopt.getopt(args, 't:l:', [])
+        for flag, value in opts:
+            if flag == '-t':
+                test = value
+            elif flag == '-l':
+                logdir = value
+        print "running %s on %r into %s" % (test, machines, logdir)
+        job.parallel_simple(run, machines)
+    """)
+    logdir = tmp_path / "logs"
+    proc = run_autoserv(control, "-r", tmp_path / "r", *bed_args(testbed_loopback, 2),
+                        "-a", f"-t sleeptest -l {logdir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for machine in testbed_loopback.machines[:2]:
+        assert (logdir / machine / "sleeptest" / "keyval").exists()
+        got = entries(tmp_path / "r" / machine / "status.log")
+        assert (2, "GOOD", "sleeptest", "sleeptest") in got
