@@ -5,9 +5,12 @@ Status lines go to ``<resultdir>/status.log`` through
 copy), so the grammar is exactly autoserv's; each line is also logged to
 ``debug/client.log``.
 
-Every test runs in a forked child process in its own process group: a crash only
-ends that child, and ``timeout=`` kills the whole group.  The child sends its outcome
-(status word and message) back through a pipe as one JSON object.
+Every test (and every ``job.parallel`` task) runs in a forked child process that leads
+its own session: a crash only ends that child, and ``timeout=`` (or SIGTERM to the
+runner) SIGKILLs every process of that session, including the commands its
+``utils.run`` calls started (they get their own process group inside the session).
+The child sends its outcome (status word and message) back through a pipe as one
+JSON object.
 
 ``control.state`` is JSON, rewritten atomically (temporary file + rename) on every change::
 
@@ -36,7 +39,7 @@ from typing import Any
 from autotest.client.shared import error, status, utils
 from autotest.client.shared.test import find_test, runtest
 
-__all__ = ["JobReboot", "JobState", "ClientJob", "read_boot_id"]
+__all__ = ["JobReboot", "JobState", "ClientJob", "read_boot_id", "session_members"]
 
 log = logging.getLogger("autotest.job")
 
@@ -58,6 +61,23 @@ def read_boot_id() -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of the live (not zombie) processes in session ``sid``, from ``/proc``."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        # after "pid (comm)": state ppid pgrp session ...
+        if len(fields) > 3 and fields[0] != "Z" and fields[3] == str(sid):
+            members.append(int(entry))
+    return members
 
 
 def _json_check(what: str, value: Any) -> None:
@@ -173,9 +193,11 @@ class ClientJob:
         groups = self._state.data["groups"]
         if status_code == "START":
             groups.append([subdir, operation])
-            self._state.save()
         elif status_code.startswith("END "):
             groups.pop()
+        else:
+            return
+        if not self._in_child:  # a child's nesting is its own; the runner's state file is not
             self._state.save()
 
     # -- state and steps -----------------------------------------------------------------
@@ -275,6 +297,7 @@ class ClientJob:
         return status_word
 
     def _fork(self) -> int:
+        """Fork a child that leads its own session (and process group); return its pid."""
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -283,20 +306,32 @@ class ClientJob:
             self._child_groups = set()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.setpgid(0, 0)
+            os.setsid()
         else:
-            try:
-                os.setpgid(pid, pid)
-            except OSError:  # the child did it already, or has exited
-                pass
             self._child_groups.add(pid)
         return pid
 
     def _kill_child(self, pid: int) -> None:
+        """SIGKILL the child and every process of its session (what the test started).
+
+        Commands of ``utils.run`` get their own process group but stay in the session,
+        so they go too; only a process that made itself a new session escapes.
+        """
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+        for _ in range(50):
+            members = session_members(pid)
+            if not members:
+                return
+            for member in members:
+                try:
+                    os.kill(member, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        log.warning("processes of session %d survived SIGKILL: %s", pid, session_members(pid))
 
     def _reap(self, pid: int) -> int:
         _, wait_status = os.waitpid(pid, 0)
@@ -352,7 +387,7 @@ class ClientJob:
         finally:
             os.close(read_fd)
         if timed_out:
-            return "ABORT", f"timed out after {timeout} s: killed the test's process group"
+            return "ABORT", f"timed out after {timeout} s: killed the test and its processes"
         try:
             outcome = json.loads(data.decode())
             return str(outcome["status"]), str(outcome["message"])
@@ -364,7 +399,7 @@ class ClientJob:
                         "without a result"
 
     def kill_children(self) -> None:
-        """Kill the process group of every running test or parallel task (on SIGTERM)."""
+        """Kill every process of every running test or parallel task (on SIGTERM)."""
         for pid in list(self._child_groups):
             self._kill_child(pid)
 
@@ -387,13 +422,24 @@ class ClientJob:
         return result
 
     def parallel(self, *tasklists: Iterable[Any]) -> None:
-        """Run each ``[function, arg, ...]`` in its own forked process; JobError if any failed."""
+        """Run each ``[function, arg, ...]`` in its own forked process; JobError if any failed.
+
+        A task's status lines are collected in ``<resultdir>/.parallel.<n>.status`` and
+        appended to status.log as one block when the task ends (tasks in the order given),
+        so concurrent tasks never interleave their START/END groups; its log lines reach
+        debug/client.log live.
+        """
         pids = []
+        blocks = []
         try:
-            for task in tasklists:
+            for index, task in enumerate(tasklists):
                 fn, *task_args = list(task)
+                block = os.path.join(self.resultdir, f".parallel.{os.getpid()}.{index}.status")
+                open(block, "w").close()
+                blocks.append(block)
                 pid = self._fork()
                 if pid == 0:
+                    self._writer.path = block
                     code = 0
                     try:
                         fn(*task_args)
@@ -405,13 +451,31 @@ class ClientJob:
                     sys.stderr.flush()
                     os._exit(code)
                 pids.append(pid)
-            failed = sum(1 for pid in pids if self._reap(pid) != 0)
+            failed = 0
+            for pid, block in zip(pids, blocks, strict=True):
+                failed += self._reap(pid) != 0
+                self._append_block(block)
         except BaseException:
             for pid in pids:
-                self._kill_child(pid)
+                if pid in self._child_groups:
+                    self._kill_child(pid)
+                    self._reap(pid)
+            for block in blocks:
+                self._append_block(block)
             raise
         if failed:
             raise error.JobError(f"{failed} of {len(pids)} task(s) failed in job.parallel")
+
+    def _append_block(self, block: str) -> None:
+        try:
+            with open(block, encoding="utf-8") as f:
+                text = f.read()
+            os.unlink(block)
+        except FileNotFoundError:
+            return
+        if text and self._writer.path is not None:
+            with open(self._writer.path, "a", encoding="utf-8") as f:
+                f.write(text)
 
     # -- reboot ------------------------------------------------------------------------
 
@@ -446,6 +510,8 @@ class ClientJob:
             log.info("Continuing after the requested reboot")
             return
         log.warning("Continuing after an unexpected reboot")
+        if not groups:  # the first run died before it opened the job's outermost group
+            self.record("START", None, None)
         while len(groups) > 1:
             subdir, operation = groups[-1]
             self.record("END FAIL", subdir, operation, "unexpected reboot")

@@ -29,7 +29,12 @@ Files in DIR (each line written with one append, so a follower never sees half a
 
 Exit status: 0 the control file ran to its end; 1 it raised (or did not compile);
 2 usage error (one line on stderr, nothing written); 3 it stopped for a reboot;
-128+N killed by signal N (SIGTERM/SIGINT: every test's process group is killed first).
+128+N killed by signal N (SIGTERM/SIGINT: the processes of every running test are
+SIGKILLed first and the open groups end with ``END ABORT ... client killed by SIGTERM``).
+
+Killing a client: each test runs in its own session (not in the runner's process
+group), so signal the runner with SIGTERM (alone or with its group) and let it exit;
+SIGKILL to the runner's group alone would leave a running test behind.
 
 Reboot protocol (``job.reboot()``)::
 
@@ -47,7 +52,10 @@ and closes the outermost group with ``END GOOD\\t----\\t----`` at indentation 0.
 ``--continue`` whose state has no requested reboot is an unexpected reboot: every group
 still open inside the outermost one is closed with ``END FAIL ... unexpected reboot``,
 then ``\\tFAIL\\t----\\treboot\\t...\\tunexpected reboot`` is recorded and the job goes on with
-its next queued step.
+its next queued step.  The only ``START\\t----\\t----`` a continuation writes is for a job whose
+first run died before writing its own (control.state's ``groups`` is empty): then it opens
+the outermost group first, so every client run still ends with ``END ...\\t----\\t----`` at
+indentation 0.
 """
 
 from __future__ import annotations

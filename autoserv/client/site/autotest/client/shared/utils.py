@@ -1,9 +1,9 @@
 """Helpers tests and control files use: commands, keyvals, tarballs, build steps, timings.
 
-Commands run through ``/bin/bash -c`` (``/bin/sh`` when bash is missing), in their own
-process group so a ``timeout`` kills everything they started; ``args`` are appended
-shell-quoted.  Every call returns or carries a :class:`~autotest.client.shared.result.CmdResult`
-(the same class autoserv uses).
+Commands run through ``/bin/bash -c`` (``/bin/sh`` when bash is missing), each in its
+own process group (inside the caller's session) so a ``timeout`` kills everything it
+started; ``args`` are appended shell-quoted.  Every call returns or carries a
+:class:`~autotest.client.shared.result.CmdResult` (the same class autoserv uses).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def run(
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        start_new_session=True,
+        process_group=0,  # its own group (killed on timeout), still in the test's session
     )
     if stdin is not None and proc.stdin is not None:
         data = stdin.encode() if isinstance(stdin, str) else stdin
