@@ -63,6 +63,7 @@ __all__ = [
     "is_rebooting",
     "RESERVED_NAMES",
     "FOLLOWER",
+    "KILLER",
 ]
 
 log = logging.getLogger("autoserv.autotest")
@@ -250,11 +251,60 @@ def follower_command(layout: RemoteLayout, boot_id: str, offsets: tuple[int, int
     return " ".join(shlex.quote(a) for a in argv)
 
 
-def kill_command(pgid: int) -> str:
-    """Shell that ends the client's whole process group (TERM, then KILL)."""
-    from autoserv.hosts.ssh_host import kill_command as kill_group
+# The killer: argv = the client's process group id, grace seconds.  The runner puts every
+# test in a session of its own and kills them on SIGTERM; so: SIGTERM to the group, wait
+# for the group and every descendant of it (found through /proc) to end, SIGKILL whatever
+# is left after the grace (a runner stuck or killed before its cleanup leaves no test).
+KILLER = r"""
+import os, signal, sys, time
+pg, grace = int(sys.argv[1]), float(sys.argv[2])
+def procs():
+    out = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    f = f.read().rsplit(")", 1)[1].split()
+                if f[0] != "Z":
+                    out[int(d)] = (int(f[1]), int(f[2]))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+def tree():
+    ps = procs()
+    mine = {p for p, (pp, g) in ps.items() if g == pg}
+    grew = True
+    while grew:
+        more = {p for p, (pp, g) in ps.items() if pp in mine and p not in mine}
+        mine |= more
+        grew = bool(more)
+    return mine
+seen = tree()
+try:
+    os.killpg(pg, signal.SIGTERM)
+except OSError:
+    pass
+end = time.time() + grace
+while time.time() < end:
+    seen |= tree()
+    alive = procs()
+    if not any(p in alive for p in seen):
+        break
+    time.sleep(0.05)
+left = (seen | tree()) & set(procs())
+for p in left:
+    try:
+        os.kill(p, signal.SIGKILL)
+    except OSError:
+        pass
+print("KILLED %d" % len(left))
+"""
 
-    return kill_group(pgid)
+
+def kill_command(pgid: int, grace: float = 5.0) -> str:
+    """Shell that ends the client: its process group and every descendant (TERM, then KILL)."""
+    return " ".join(shlex.quote(a) for a in ("python3", "-c", KILLER, str(int(pgid)),
+                                                 str(float(grace))))
 
 
 @dataclass

@@ -150,23 +150,48 @@ def test_sleeptest_alone_exits_zero_and_status_is_live(testbed_loopback: Testbed
 
 
 def test_timeout_kills_the_client(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tests_dir = tmp_path / "tests"
+    write(tests_dir / "shellsleep" / "shellsleep.py", """\
+        from autotest.client import test, utils
+
+        class shellsleep(test.test):
+            version = 1
+
+            def run_once(self):
+                utils.system('sleep 377')
+    """)
     control = write(tmp_path / "timeout.control", """\
         h = hosts.create_host(machines[0])
         try:
-            autotest_remote.Autotest(h).run_timed_test('sleeptest', timeout=4, seconds=120)
+            autotest_remote.Autotest(h).run_timed_test('shellsleep', timeout=4)
         except AutotestTimeoutError as exc:
             print('caught:', exc)
     """)
     results = tmp_path / "r"
-    proc = run_autoserv(control, "-r", results, *bed_args(testbed_loopback, 1), cwd=tmp_path)
+    proc = run_autoserv(control, "-r", results, "--client-tests", tests_dir,
+                        *bed_args(testbed_loopback, 1), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # END ABORT recorded
     assert "caught: tb1: client timed out after 4 s" in proc.stdout
     got = status.parse_file(str(results / "status.log"))
     aborts = [e for e in got if e.status_code == "END ABORT"]
-    assert [(e.subdir, e.operation) for e in aborts] == [("sleeptest", "sleeptest"), (None, None)]
+    assert [(e.subdir, e.operation) for e in aborts] == [("shellsleep", "shellsleep"),
+                                                          (None, None)]
     assert all("client timed out after 4 s" in e.message for e in aborts)
     (autodir,) = installed_autodirs(results)
     assert client_processes(autodir) == []
+    assert not [p for p in _cmdlines() if p == "sleep 377"]  # the test's own command too
+
+
+def _cmdlines() -> list[str]:
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    out.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
+            except OSError:
+                pass
+    return out
 
 
 def test_sigterm_kills_the_client(testbed_loopback: Testbed, tmp_path: Path) -> None:

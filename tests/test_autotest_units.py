@@ -181,3 +181,35 @@ def test_read_control_shapes(tmp_path: Path) -> None:
     assert read(io.BytesIO(b"b = 2\n"), None) == ("b = 2\n", None)
     with pytest.raises(AutoservError, match="does not exist"):
         read(str(tmp_path / "missing.control"), None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_killer_ends_group_and_descendants_in_other_sessions(tmp_path: Path) -> None:
+    """A leader that ignores SIGTERM, with a child in a session of its own (as the client
+    runtime runs each test): both are gone after the killer's grace."""
+    pids = tmp_path / "pids"
+    script = (f"trap '' TERM; setsid sh -c 'trap \"\" TERM; echo $$ >> {pids}; sleep 300' & "
+              f"echo $$ >> {pids}; wait")
+    leader = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    for _ in range(200):
+        if pids.exists() and len(pids.read_text().split()) == 2:
+            break
+        subprocess.run(["sleep", "0.02"])
+    started = [int(p) for p in pids.read_text().split()]
+    assert all(_alive(p) for p in started)
+    out = subprocess.run(["sh", "-c", client_session.kill_command(leader.pid, grace=0.5)],
+                         capture_output=True, text=True, check=True).stdout
+    leader.wait(timeout=10)
+    assert out.startswith("KILLED ")
+    for _ in range(100):
+        if not any(_alive(p) for p in started):
+            break
+        subprocess.run(["sleep", "0.02"])
+    assert not any(_alive(p) for p in started)
