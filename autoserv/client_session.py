@@ -22,8 +22,9 @@ the server's open groups (the job's writer re-indents it); the client's log goes
 client's results are copied to ``<results_dir>`` (``<test>[.<tag>]/`` and the rest, but
 never over the server's own ``status.log``, ``keyval`` or ``debug/``).
 
-A timeout, SIGINT/SIGTERM or any error while following kills the client's process
-group on the host, records ``END ABORT`` with the reason for each client group still
+A timeout, SIGINT/SIGTERM or any error while following kills the client on the host
+(:data:`KILLER`: its process group and every descendant, tests in sessions of their own
+included), records ``END ABORT`` with the reason for each client group still
 open, collects what was produced and re-raises.  ``GOOD reboot.start`` followed by the
 client's exit makes the server wait for the host to go down (by boot id) and come back,
 record ``GOOD reboot.verify`` / ``END GOOD reboot`` and run the client again with
@@ -320,8 +321,7 @@ class _Outcome:
 class ClientRun:
     """One client run on ``host``; :meth:`run` drives it to the end.
 
-    ``record`` writes a parsed client entry to the job's status.log (None: only log it);
-    ``open_groups`` tells how many groups the job's status.log has open.
+    ``record`` writes a parsed client entry to the job's status.log (None: only log it).
     """
 
     host: Any
@@ -334,14 +334,11 @@ class ClientRun:
     timeout: float | None = None
     disconnect_timeout: float | None = None
     record: Callable[[status.StatusEntry], None] | None = None
-    record_plain: Callable[..., None] | None = None
-    open_groups: Callable[[], int] | None = None
     offsets: list[int] = field(default_factory=lambda: [0, 0])
     pgid: int | None = None
     boot_id: str = ""
     last_line: str = ""
     failures: int = 0
-    _base_groups: int = 0
     _open: list[tuple[str | None, str | None]] = field(default_factory=list)
     _last_entry: status.StatusEntry | None = None
     _pending: status.StatusEntry | None = None
@@ -623,11 +620,10 @@ class ClientRun:
                         f"come back within {disconnect_timeout:g} s")
                 log.info("%s: reconnected; following the client again", self.host.hostname)
                 continue
-            if outcome.exit_code is not None and outcome.exit_code == EXIT_REBOOT or (
-                    outcome.died and is_rebooting(self.last_line)):
-                if is_rebooting(self.last_line):
-                    self._reboot(deadline)
-                    continue
+            if is_rebooting(self.last_line) and (outcome.exit_code == EXIT_REBOOT
+                                                 or outcome.died):
+                self._reboot(deadline)
+                continue
             if outcome.exit_code is not None and self.finished:
                 if outcome.exit_code == 0:
                     return

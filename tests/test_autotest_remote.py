@@ -599,3 +599,27 @@ def test_python2_server_control_in_the_samples_shape(testbed_loopback: Testbed,
         assert (logdir / machine / "sleeptest" / "keyval").exists()
         got = entries(tmp_path / "r" / machine / "status.log")
         assert (2, "GOOD", "sleeptest", "sleeptest") in got
+
+
+def test_client_status_nests_under_server_groups(testbed_loopback: Testbed,
+                                                 tmp_path: Path) -> None:
+    control = write(tmp_path / "nest.control", """\
+        h = hosts.create_host(machines[0])
+        def body():
+            autotest_remote.Autotest(h).run_test('sleeptest', seconds=0)
+        job.run_group(body, tag='outer')
+    """)
+    results = tmp_path / "r"
+    proc = run_autoserv(control, "-r", results, *bed_args(testbed_loopback, 1), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert entries(results / "status.log") == [
+        (0, "START", None, "outer"),
+        (1, "START", None, None),
+        (2, "START", "sleeptest", "sleeptest"),
+        (3, "GOOD", "sleeptest", "sleeptest"),
+        (2, "END GOOD", "sleeptest", "sleeptest"),
+        (1, "END GOOD", None, None),
+        (0, "END GOOD", None, "outer"),
+    ]
+    client_lines = (results / "debug" / "client.0.log").read_text()
+    assert "sleeptest" in client_lines
