@@ -621,12 +621,42 @@ def test_sigterm_kills_the_test_and_records_abort(autodir: Path, tmp_path: Path)
     assert no_leftovers(marker) == []
 
 
+def test_runner_killed_by_sigkill_takes_its_tests_along(autodir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    marker = f"orphan-marker-{os.getpid()}-{time.monotonic_ns()}"
+    control = tmp_path / "control"
+    control.write_text(f"job.run_test('hangtest', marker={marker!r}, via='utils')\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autotest.client.runner", str(control), "--results", str(results),
+         "--tests", str(DATA_TESTS)],
+        cwd=autodir, env=dict(os.environ, PYTHONPATH=str(autodir)))
+    try:
+        deadline = Deadline(30)
+        while not processes_with(marker) and not deadline.expired():
+            time.sleep(0.05)
+        assert processes_with(marker)
+    finally:
+        proc.kill()  # SIGKILL: the runner records nothing and kills nothing itself
+        proc.wait()
+    assert no_leftovers(marker) == []
+    test_pid = int((results / "hangtest" / "pids").read_text())
+    deadline = Deadline(5)
+    while Path(f"/proc/{test_pid}").exists() and not deadline.expired():
+        time.sleep(0.05)
+    stat = Path(f"/proc/{test_pid}/stat")
+    assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
+
+
 def test_job_api_groups_parallel_and_no_ops(autodir: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
     control = (
         "import os\n"
+        "import time\n"
         "def two(tag):\n"
-        "    job.run_test('sleeptest', seconds=0.3, tag=tag)\n"
+        "    begin = time.time()\n"
+        "    job.run_test('sleeptest', seconds=0.5, tag=tag)\n"
+        "    with open(os.path.join(job.resultdir, tag + '.span'), 'w') as f:\n"
+        "        f.write('%f %f' % (begin, time.time()))\n"
         "def grouped(x=1):\n"
         "    job.record('INFO', None, 'inside', 'x=%d' % x)\n"
         "    return x * 2\n"
@@ -643,10 +673,11 @@ def test_job_api_groups_parallel_and_no_ops(autodir: Path, tmp_path: Path) -> No
         "                        os.path.isdir(job.bindir)])\n"
         "job.record('WARN', None, 'custom', 'line one\\nline two', {'key': 'v'})\n"
     )
-    start = time.monotonic()
     proc = run_client(autodir, control, results)
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - start < 0.6 + 5  # both 0.3 s tests ran side by side
+    spans = [[float(x) for x in (results / f"{t}.span").read_text().split()] for t in ("p1", "p2")]
+    (a0, a1), (b0, b1) = spans
+    assert a0 < b1 and b0 < a1  # the two tasks ran at the same time
     check_grammar(results)
     parsed = entries(results)
     group = [e for e in parsed if e.operation == "grouped"]
@@ -774,7 +805,9 @@ def test_unexpected_reboot_is_recorded_and_the_job_goes_on(autodir: Path, tmp_pa
     finally:
         proc.kill()  # the "power cut": no chance to record anything
         proc.wait()
-    os.killpg(test_pid, signal.SIGKILL)
+    deadline = Deadline(5)  # the test's process follows its runner (parent-death signal)
+    while Path(f"/proc/{test_pid}").exists() and not deadline.expired():
+        time.sleep(0.05)
     size = (results / "status.log").stat().st_size
     proc2 = run_client(autodir, control, results, "--continue", "--tests", str(DATA_TESTS))
     assert proc2.returncode == 0, proc2.stderr
@@ -960,3 +993,52 @@ def test_continue_of_a_run_that_died_before_its_first_line(autodir: Path, tmp_pa
     assert [(e.status_code, e.operation, e.indent) for e in entries(results)] == [
         ("START", None, 0), ("FAIL", "reboot", 1), ("START", "sleeptest", 1), ("GOOD", "sleeptest", 2),
         ("END GOOD", "sleeptest", 1), ("END GOOD", None, 0)]
+
+
+def test_test_length_and_a_test_given_by_its_directory(autodir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    control = (f"job.run_test({str(DATA_TESTS / 'lifecycletest')!r}, test_length=0.3, rate=1)\n"
+               f"job.run_test({str(tmp_path / 'nowhere')!r})\n")
+    start = time.monotonic()
+    proc = run_client(autodir, control, results)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - start >= 0.3
+    assert outcome(results, "lifecycletest").status_code == "GOOD"
+    calls = (results / "lifecycletest" / "calls").read_text().splitlines()
+    runs = [c for c in calls if c.startswith("run_once")]
+    assert len(runs) >= 1 and runs == [f"run_once {i}" for i in range(1, len(runs) + 1)]
+    assert outcome(results, "nowhere").message == "nowhere: test does not exist"
+
+
+def test_steps_order_subdir_tag_and_bad_state_values(autodir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    control = (
+        "order = []\n"
+        "def step_init():\n"
+        "    job.next_step(second, 2)\n"
+        "    job.next_step_prepend('first', n=1)\n"
+        "    job.next_step([third, 3])\n"
+        "def first(n):\n"
+        "    job.set_state('order', job.get_state('order', []) + ['first %d' % n])\n"
+        "def second(n):\n"
+        "    job.set_state('order', job.get_state('order') + ['second %d' % n])\n"
+        "def third(n):\n"
+        "    job.set_state('order', job.get_state('order') + ['third %d' % n])\n"
+        "    job.run_test('sleeptest', seconds=0, tag='t', subdir_tag='s')\n"
+        "    try:\n"
+        "        job.set_state('bad', object())\n"
+        "    except TypeError as e:\n"
+        "        job.record('INFO', None, 'bad_state', str(e))\n"
+    )
+    proc = run_client(autodir, control, results)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    state = json.loads((results / "control.state").read_text())
+    assert state["state"]["order"] == ["first 1", "second 2", "third 3"]
+    assert [s[0] for s in state["steps_done"]] == ["step_init", "first", "second", "third"]
+    entry = outcome(results, "sleeptest.t")
+    assert (entry.subdir, entry.operation) == ("sleeptest.t.s", "sleeptest.t")
+    assert (results / "sleeptest.t.s" / "keyval").is_file()
+    bad = next(e for e in entries(results) if e.operation == "bad_state")
+    assert bad.message.startswith("job.set_state('bad'): not a JSON value")

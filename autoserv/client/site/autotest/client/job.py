@@ -80,6 +80,33 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def _set_parent_death_signal(signum: int) -> None:
+    """``prctl(PR_SET_PDEATHSIG, signum)`` (Linux; nothing elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signum), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def _end_own_session(signum: int, frame: object) -> None:
+    """SIGTERM in a test's process: SIGKILL the rest of its session, then exit."""
+    me = os.getpid()
+    for _ in range(50):
+        members = [p for p in session_members(me) if p != me]
+        if not members:
+            break
+        for member in members:
+            try:
+                os.kill(member, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.02)
+    os._exit(128 + signum)
+
+
 def _json_check(what: str, value: Any) -> None:
     try:
         json.dumps(value)
@@ -300,13 +327,19 @@ class ClientJob:
         """Fork a child that leads its own session (and process group); return its pid."""
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             self._in_child = True
             self._child_groups = set()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.setsid()
+            # If the runner dies, even by SIGKILL, the kernel sends this child SIGTERM and
+            # the child ends its whole session: nothing a test started outlives the runner.
+            signal.signal(signal.SIGTERM, _end_own_session)
+            _set_parent_death_signal(signal.SIGTERM)
+            if os.getppid() != parent:  # the runner died before the line above
+                _end_own_session(signal.SIGTERM, None)
         else:
             self._child_groups.add(pid)
         return pid

@@ -33,8 +33,11 @@ Exit status: 0 the control file ran to its end; 1 it raised (or did not compile)
 SIGKILLed first and the open groups end with ``END ABORT ... client killed by SIGTERM``).
 
 Killing a client: each test runs in its own session (not in the runner's process
-group), so signal the runner with SIGTERM (alone or with its group) and let it exit;
-SIGKILL to the runner's group alone would leave a running test behind.
+group).  SIGTERM to the runner (alone or with its group) is the clean way: it kills the
+tests, records END ABORT and exits.  If the runner dies any other way (SIGKILL
+included), the kernel sends each test's process SIGTERM (``PR_SET_PDEATHSIG``), and the
+test's process SIGKILLs the rest of its session and exits; so a group kill of the runner
+never leaves a test running.
 
 Reboot protocol (``job.reboot()``)::
 
