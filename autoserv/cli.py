@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from autoserv import __version__, abort, control
+from autoserv import __version__, abort, client_tests, control
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
 
@@ -72,7 +72,6 @@ UNSUPPORTED = {
     ("-C", "--cleanup"): "cleanup after the job",
     ("--collect-crashinfo",): "crash collection",
     ("--parse-job",): "parsing results into a database",
-    ("--install-in-tmpdir",): "installing the client in a temporary directory",
     ("--ssh-options",): "extra ssh options (use --ssh-config)",
     ("--ssh-verbosity",): "ssh verbosity",
     ("--host-protection",): "host protection levels",
@@ -120,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-a", "--args", dest="extra_args", action="append", default=[], metavar="STR",
                    help="arguments for the control file, split on whitespace and appended")
     g.add_argument("-c", "--client", action="store_true",
-                   help="the control file is a client-side one (not supported)")
+                   help="the control file is a client-side one: run it on every machine")
     g.add_argument("-s", "--server", action="store_true",
                    help="the control file is a server-side one (the default)")
 
@@ -131,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write no results directory at all")
     g.add_argument("--use-existing-results", action="store_true",
                    help="allow a results directory that already has control.srv or status.log")
-    g.add_argument("--control-filename", default="control.srv", metavar="NAME",
-                   help="name of the copy of the control file in the results dir (control.srv)")
+    g.add_argument("--control-filename", default=None, metavar="NAME",
+                   help="name of the copy of the control file in the results dir "
+                        "(control.srv; control with -c)")
     g.add_argument("-l", "--label", default="", help="job label (written to keyval)")
     g.add_argument("-u", "--user", help="job user (written to keyval; default $USER)")
     g.add_argument("-P", "--execution-tag", dest="tag", default="", metavar="TAG",
@@ -141,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write <results>/.autoserv_execute: the pid, then the exit status")
     g.add_argument("--pidfile-label", default="autoserv", metavar="LABEL",
                    help="pidfile name: .<LABEL>_execute (default autoserv)")
+
+    g = p.add_argument_group("Autotest tests")
+    g.add_argument("--client-tests", action="append", default=[], metavar="DIR",
+                   help=f"client tests directory, searched first (repeatable; also "
+                        f"${client_tests.CLIENT_TESTS_ENV})")
+    g.add_argument("--server-tests", action="append", default=[], metavar="DIR",
+                   help="server-side tests directory for job.run_test (repeatable)")
+    g.add_argument("--install-in-tmpdir", action="store_true",
+                   help="install the client in a fresh temporary directory on each host "
+                        "(removed at the end of the job)")
 
     g = p.add_argument_group("output")
     g.add_argument("-n", "--no-tee", action="store_true",
@@ -194,8 +204,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     options = build_parser().parse_intermixed_args(argv)
     if options.client and options.server:
         raise AutoservUsageError("-c (client-side) and -s (server-side) are mutually exclusive")
-    if options.client:
-        raise AutoservUsageError("-c (client-side control files) is not supported")
+    if options.control_filename is None:
+        options.control_filename = "control" if options.client else "control.srv"
     if options.no_results and options.results:
         raise AutoservUsageError("-N (no results directory) and -r are mutually exclusive")
     if options.no_results and options.write_pidfile:
@@ -227,6 +237,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         options.args.extend(extra.split())
     options.parsed_machines = parse_machines(options.machines, options.mlist)
     options.machine_list = [m.spec for m in options.parsed_machines]
+    if options.client and not options.machine_list:
+        raise AutoservUsageError("-c needs machines to run the client control file on (-m/-M)")
+    for name in ("client_tests", "server_tests"):
+        paths = [os.path.abspath(os.path.expanduser(d)) for d in getattr(options, name)]
+        for path in paths:
+            if not os.path.isdir(path):
+                flag = "--" + name.replace("_", "-")
+                raise AutoservUsageError(f"{flag}: no such directory: {path}")
+        setattr(options, name, paths)
     return options
 
 
@@ -292,6 +311,12 @@ def make_job(options: argparse.Namespace) -> ServerJob:
         console=not options.no_tee,
         verbose=options.verbose,
         pidfile_label=options.pidfile_label if options.write_pidfile else None,
+        tests=client_tests.TestSettings(
+            client_tests=options.client_tests,
+            server_tests=options.server_tests,
+            install_in_tmpdir=options.install_in_tmpdir,
+            client_control=options.client,
+        ),
     )
 
 

@@ -170,6 +170,9 @@ def build_namespace(job: Any, control: ControlFile | None = None, **extra: Any) 
             namespace.update(legacy.PY2_BUILTINS)
     for name in errors.__all__:
         namespace[name] = getattr(errors, name)
+    from autoserv import autotest_remote  # Autotest client jobs: autotest_remote, autotest
+
+    namespace.update(autotest_remote.namespace_for(job))
     namespace.update(extra)
     return namespace
 

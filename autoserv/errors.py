@@ -38,6 +38,9 @@ __all__ = [
     "TestWarn",
     "CmdError",
     "JobError",
+    "AutotestRunError",
+    "AutotestTimeoutError",
+    "AutotestAbort",
 ]
 
 _TAIL_LINES = 20
@@ -219,3 +222,15 @@ class CmdError(TestError):
         if self.result_obj is not None:
             head += "\n" + describe_result(self.result_obj)
         return head
+
+
+class AutotestRunError(AutoservError):
+    """An Autotest client run did not complete (it died, was lost, or its control raised)."""
+
+
+class AutotestTimeoutError(AutotestRunError):
+    """An Autotest client run outlived its ``timeout``."""
+
+
+class AutotestAbort(AutotestRunError):
+    """An Autotest client run was aborted."""

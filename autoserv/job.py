@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from autoserv import abort, logging_setup, parallel, status
 from autoserv import control as control_mod
+from autoserv.client_tests import TestSettings
 from autoserv.errors import JobError, TestBaseException
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ class ServerJob:
         console: bool = True,
         verbose: bool = False,
         pidfile_label: str | None = None,
+        tests: TestSettings | None = None,
     ) -> None:
         self.control = os.path.abspath(control)
         self.args = list(args)
@@ -187,6 +189,8 @@ class ServerJob:
         self._previous_hooks: parallel.WorkerHooks | None = None
         self._logging = False
         self._started = False
+        #: Autotest tests: --client-tests, --server-tests, --install-in-tmpdir, -c.
+        self.tests = tests if tests is not None else TestSettings()
 
     # -- what control files use ----------------------------------------------------------
 
@@ -237,6 +241,35 @@ class ServerJob:
             raise
         self.record("END GOOD", None, name)
         return result
+
+    # -- Autotest tests (autoserv.autotest_remote, autoserv.server_test) -----------------
+
+    def record_entry(self, entry: status.StatusEntry) -> None:
+        """Re-record a parsed entry (a client's) nested under this job's open groups,
+        keeping its timestamp and fields."""
+        redact = logging_setup.redact
+        fields = {k: redact(v) for k, v in entry.fields.items()
+                  if k not in ("timestamp", "localtime")}
+        ts = float(entry.timestamp) if entry.timestamp is not None else None
+        text = self._status.record(entry.status_code, entry.subdir, entry.operation,
+                                   redact(entry.message), fields, timestamp=ts)
+        status_log.info("%s", text)
+        if _is_failure(entry.status_code):
+            self.failures.append(f"{entry.status_code} {entry.operation or '----'}")
+
+    def run_test(self, url: str, *args: Any, **dargs: Any) -> bool:
+        """Run server-side test ``url`` on the controller (see autoserv.server_test)."""
+        from autoserv import server_test
+
+        return server_test.run_test(self, url, *args, **dargs)
+
+    @property
+    def autodir(self) -> str:
+        """The Autotest tree shipped with autoserv (``<autodir>/client/tests/...``)."""
+        from autoserv import client
+
+        return os.path.join(os.path.dirname(os.path.abspath(client.__file__)), "site",
+                            "autotest")
 
     def parallel_simple(
         self,
@@ -306,8 +339,13 @@ class ServerJob:
             text = control_mod.read_source(self.control)
             if self.resultdir is not None:
                 control_mod.copy_to_results(text, self.resultdir, self.control_filename)
-            control = control_mod.load(self.control, text)
-            namespace = control_mod.build_namespace(self, control)
+            if self.tests.client_control:  # -c: a client control file, on every machine
+                from autoserv import client_job
+
+                control, namespace = client_job.server_side(self, text)
+            else:
+                control = control_mod.load(self.control, text)
+                namespace = control_mod.build_namespace(self, control)
             if self.resultdir is not None:
                 os.chdir(self.resultdir)
             try:

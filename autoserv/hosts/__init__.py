@@ -38,8 +38,11 @@ def create_host(hostname: str | Machine, **args: Any) -> SSHHost:
     """An :class:`SSHHost` for a machine string ``[user[:pass]@]host[:port]`` (or a parsed one).
 
     Keyword arguments (``user``, ``port``, ``password``, ``key_file``, ...) override
-    what the string says.  A malformed string raises :class:`AutoservUsageError`.
+    what the string says.  ``initialize`` and ``auto_monitor`` are accepted and ignored,
+    as the original did for SSH hosts.  A malformed string raises :class:`AutoservUsageError`.
     """
+    args.pop("initialize", None)
+    args.pop("auto_monitor", None)
     machine = hostname if isinstance(hostname, Machine) else Machine.parse(hostname)
     return SSHHost(machine, **args)
 

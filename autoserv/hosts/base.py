@@ -17,6 +17,7 @@ from typing import IO, Any, Self
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
+    AutoservHostError,
     AutoservHostKeyError,
     AutoservRebootError,
     AutoservRunError,
@@ -327,6 +328,19 @@ class Host(Runner):
     def install(self, installableObject: Any) -> Any:
         """``obj.install(self)``: e.g. ``host.install(kvm_obj)``."""
         return installableObject.install(self)
+
+    # -- Autotest (autoserv.autotest_remote) ----------------------------------
+    def run_test(self, test_name: str, **dargs: Any) -> bool:
+        """Run Autotest client test ``test_name`` on this host; True if it passed."""
+        from autoserv import autotest_remote
+
+        return autotest_remote.Autotest(self).run_test(test_name, **dargs)
+
+    def check_uptime(self) -> str:
+        """Seconds since boot (the first field of ``/proc/uptime``); raises if the host is down."""
+        if not self.is_up():
+            raise AutoservHostError(f"{self.hostname} does not appear to be up")
+        return self.run_output("cat /proc/uptime", timeout=30).split()[0]
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``predicate`` with backoff until true or raise after ``timeout``."""
