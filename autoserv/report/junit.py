@@ -1,0 +1,167 @@
+"""JUnit XML of a job, the subset Jenkins (junit-4.xsd) and GitLab both read.
+
+Mapping (schema: ``junit.xsd`` beside this file):
+
+* ``testsuites`` (``name`` = the job label or ``autoserv``) holds one ``testsuite`` per
+  machine: ``name`` and ``hostname`` = the machine, ``tests``/``failures``/``errors``/
+  ``skipped``, ``time`` (seconds), ``timestamp`` (UTC, ISO 8601 without zone);
+* a ``testcase`` per test (per top-level operation for a machine without tests):
+  ``classname`` = the machine, ``name`` = the test or operation (``.2``, ``.3``... added
+  to repeats, so names are unique per machine), ``time`` from its START to its END;
+* GOOD: no child; WARN: passed, the warnings in ``system-out``; FAIL: ``failure``;
+  ERROR, ABORT, ALERT, NOSTATUS and never ended: ``error``; TEST_NA: ``skipped``.
+  The reason is the ``message``; the tail of the test's debug log (the machine's when
+  the test has none) is in ``system-out``.
+* Never a ``file`` attribute nor ``properties`` inside a ``testcase`` (Jenkins rejects
+  both).
+
+Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import xml.etree.ElementTree as ET
+
+from autoserv.report.model import Job, Machine, Node, outcome
+
+__all__ = ["build", "write", "testcase_names", "LOG_TAIL_LINES", "LOG_TAIL_CHARS"]
+
+#: At most this much of a debug log goes into a failed testcase's system-out.
+LOG_TAIL_LINES = 100
+LOG_TAIL_CHARS = 20_000
+#: Characters XML 1.0 cannot hold at all.
+_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _clean(text: str) -> str:
+    return _INVALID_XML.sub("?", text)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _timestamp(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
+
+
+def testcase_names(cases: list[Node]) -> list[str]:
+    """Names unique per machine: a repeated name gets ``.2``, ``.3``..."""
+    seen: dict[str, int] = {}
+    taken = {c.name for c in cases}
+    names = []
+    for case in cases:
+        count = seen.get(case.name, 0) + 1
+        seen[case.name] = count
+        name = case.name
+        if count > 1:
+            n = count
+            name = f"{case.name}.{n}"
+            while name in taken:
+                n += 1
+                name = f"{case.name}.{n}"
+            taken.add(name)
+        names.append(name)
+    return names
+
+
+def log_tail(path: str, lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHARS) -> str:
+    """The last ``lines`` lines (at most ``chars`` characters) of a text file; '' if none."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - chars))
+            data = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _debug_log(job: Job, machine: Machine, case: Node) -> str | None:
+    for candidates in (case.logs, machine.logs):
+        for suffix in (".DEBUG", "DEBUG", ""):
+            for rel in candidates:
+                if rel.endswith(suffix):
+                    return os.path.join(job.resultdir, rel)
+    return None
+
+
+def _testcase(job: Job, machine: Machine, case: Node, name: str) -> ET.Element:
+    el = ET.Element("testcase", {"name": _clean(name), "classname": _clean(machine.name),
+                                 "time": _seconds(case.duration)})
+    kind = outcome(case)
+    message = _clean(case.reason.split("\n", 1)[0])
+    if kind == "skipped":
+        ET.SubElement(el, "skipped", {"message": message} if message else {})
+    elif kind in ("failed", "errors"):
+        tag = "failure" if kind == "failed" else "error"
+        child = ET.SubElement(el, tag, {"type": case.status, "message": message})
+        child.text = _clean(case.reason)
+    out: list[str] = []
+    if case.warnings:
+        out += [f"WARN: {w}" for w in case.warnings]
+    if kind in ("failed", "errors"):
+        path = _debug_log(job, machine, case)
+        if path is not None:
+            tail = log_tail(path)
+            if tail:
+                rel = os.path.relpath(path, job.resultdir)
+                out.append(f"--- tail of {rel} ---\n{tail}")
+    if out:
+        ET.SubElement(el, "system-out").text = _clean("\n".join(out))
+    return el
+
+
+def build(job: Job) -> ET.Element:
+    """The ``testsuites`` element of ``job``."""
+    root = ET.Element("testsuites", {"name": _clean(job.label or "autoserv")})
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    total_time = 0.0
+    for machine in job.machines:
+        cases = machine.testcases()
+        counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+        for case in cases:
+            counts[outcome(case)] += 1
+        start, end = machine.start, machine.end
+        duration = (end - start) if start is not None and end is not None else 0.0
+        attrs = {
+            "name": _clean(machine.name),
+            "tests": str(len(cases)),
+            "failures": str(counts["failed"]),
+            "errors": str(counts["errors"]),
+            "skipped": str(counts["skipped"]),
+            "time": _seconds(max(0.0, duration)),
+            "hostname": _clean(machine.name),
+        }
+        stamp = _timestamp(start)
+        if stamp is not None:
+            attrs["timestamp"] = stamp
+        suite = ET.SubElement(root, "testsuite", attrs)
+        for case, name in zip(cases, testcase_names(cases), strict=True):
+            suite.append(_testcase(job, machine, case, name))
+        totals["tests"] += len(cases)
+        totals["failures"] += counts["failed"]
+        totals["errors"] += counts["errors"]
+        total_time = max(total_time, duration)
+    if job.start is not None and job.end is not None:
+        total_time = max(total_time, job.end - job.start)
+    root.set("tests", str(totals["tests"]))
+    root.set("failures", str(totals["failures"]))
+    root.set("errors", str(totals["errors"]))
+    root.set("time", _seconds(max(0.0, total_time)))
+    return root
+
+
+def write(job: Job, path: str) -> None:
+    """Write ``job``'s JUnit XML to ``path`` (atomically: a temp file renamed)."""
+    tree = ET.ElementTree(build(job))
+    ET.indent(tree)
+    tmp = f"{path}.tmp{os.getpid()}"
+    tree.write(tmp, encoding="utf-8", xml_declaration=True)
+    os.replace(tmp, path)
