@@ -239,6 +239,7 @@ def test_json_fields(tmp_path: Path) -> None:
         {"m1": [("START", "bench", "bench", 1, ""), ("END GOOD", "bench", "bench", 9, "")],
          "m2": [("START", None, "w", 2, ""), ("END ABORT", None, "w", 5, "aborted: received SIGTERM"),
                 ("INFO", None, None, 5, "Job aborted", {"job_abort_reason": "received SIGTERM"})]},
+        top=[("INFO", None, None, 6, "Job aborted", {"job_abort_reason": "received SIGTERM"})],
         keyval={"job_args": "a 'b c'", "job_exit_status": 1},
     )
     (d / "m1" / "bench" / "results").mkdir(parents=True)
@@ -251,7 +252,8 @@ def test_json_fields(tmp_path: Path) -> None:
     assert (job["label"], job["user"], job["args"], job["exit_status"]) == ("lbl", "me", ["a", "b c"], 1)
     assert (job["start"], job["end"], job["abort_reason"], job["status"]) == (
         T0, T0 + 100, "received SIGTERM", "ABORT")
-    m1, m2 = doc["machines"]
+    top, m1, m2 = doc["machines"]
+    assert (top["name"], top["job_log"], top["testcases"], m1["job_log"]) == ("job", True, [], False)
     bench = m1["nodes"][0]
     assert (bench["kind"], bench["status"], bench["duration"], bench["perf"], bench["keyvals"]) == (
         "test", "GOOD", 8, {"ops": "42"}, {"version": "3"})

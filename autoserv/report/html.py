@@ -109,10 +109,12 @@ def _timeline(job: Job, width: int = 1000) -> str:
             f'<line x1="{x:.1f}" y1="{axis_h - 4}" x2="{x:.1f}" y2="{height}" stroke="#eee"/>'
             f'<text x="{x:.1f}" y="{axis_h - 7}" text-anchor="middle">+{_dur(span * i / 5)}</text>'
         )
+    # One row per machine; a multi-machine job's own status.log (class timeline-job) first.
     for row, machine in enumerate(job.machines):
         y = axis_h + row * row_h
+        kind = "timeline-job" if machine.is_job_log else "timeline-row"
         parts.append(
-            f'<g class="timeline-row" data-machine="{escape(machine.name)}" '
+            f'<g class="{kind}" data-machine="{escape(machine.name)}" '
             f'data-status="{escape(machine.status)}">'
             f'<text x="{label_w - 6}" y="{y + row_h - 5}" text-anchor="end">{escape(machine.name)}</text>'
         )
@@ -127,7 +129,8 @@ def _timeline(job: Job, width: int = 1000) -> str:
                 tip += f"\n{case.reason.splitlines()[0][:300]}"
             parts.append(
                 f'<rect class="bar" x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" '
-                f'fill="{colour}" data-status="{escape(case.status)}"><title>{escape(tip)}</title></rect>'
+                f'fill="{colour}" stroke="#fff" stroke-width="0.5" data-status="{escape(case.status)}">'
+                f"<title>{escape(tip)}</title></rect>"
             )
         parts.append("</g>")
     parts.append("</svg>")

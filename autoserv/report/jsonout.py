@@ -48,6 +48,7 @@ def _machine(machine: Machine) -> dict[str, Any]:
     names = testcase_names(cases)
     return {
         "name": machine.name,
+        "job_log": machine.is_job_log,
         "status": machine.status,
         "start": machine.start,
         "end": machine.end,

@@ -118,6 +118,8 @@ class Machine:
     keyval: dict[str, str] = field(default_factory=dict)
     status_log: str | None = None  # relative path, None when missing
     logs: list[str] = field(default_factory=list)
+    #: The top-level status.log of a multi-machine job (a pseudo machine named "job").
+    is_job_log: bool = False
 
     def testcases(self) -> list[Node]:
         """The tests, or for a machine without tests its top-level operations."""
@@ -205,10 +207,9 @@ class Job:
                 counts[outcome(case)] += 1
                 if case.warnings:
                     counts["warnings"] += 1
-        counts["machines"] = len(self.machines)
-        counts["machines_failed"] = sum(
-            1 for m in self.machines if SEVERITY.get(m.status, 0) >= SEVERITY["FAIL"]
-        )
+        real = [m for m in self.machines if not m.is_job_log]
+        counts["machines"] = len(real)
+        counts["machines_failed"] = sum(1 for m in real if SEVERITY.get(m.status, 0) >= SEVERITY["FAIL"])
         return counts
 
 
@@ -462,11 +463,14 @@ def load(resultdir: str) -> Job:
         job.machines.append(machine)
     else:
         top = _load_machine(resultdir, JOB_PSEUDO_MACHINE, "", start)
+        top.is_job_log = True
         for name in names:
             job.machines.append(_load_machine(resultdir, name, machine_subdir(name), start))
         if top.nodes:
             job.machines.insert(0, top)
     for machine in job.machines:
+        if machine.directory != "":
+            continue  # a machine's own abort (a parallel timeout) is not the job's
         for node in machine.nodes:
             for n in node.walk():
                 reason = n.fields.get("job_abort_reason")
