@@ -11,13 +11,12 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["autoserv", "autoserv.*"]),
     package_data={"autoserv": ["py.typed"], "autoserv.report": ["junit.xsd", "results.schema.json"]},
-    install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8"],
+    install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8", "rich>=13"],
     extras_require={
         "test": [
             "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko",
             "xmlschema>=3", "jsonschema>=4.18",
         ],
-        "progress": ["rich>=13"],
         "bench": ["fabric>=3.2", "parallel-ssh>=2.12", "matplotlib>=3.8"],
     },
     entry_points={

@@ -370,7 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         hosts.reset_ssh_defaults()
         hosts.set_ssh_defaults(**_ssh_defaults(options))
-        job.run()
+        progress = report_command.start_progress(job, options)  # hook: live progress display
+        try:
+            job.run()
+        finally:
+            report_command.stop_progress(progress)
         if job.failed:
             where = os.path.join(job.resultdir, "status.log") if job.resultdir else "the log"
             message = f"job failed: {'; '.join(job.failures[:3])}"

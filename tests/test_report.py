@@ -10,6 +10,8 @@ checked against the schema files shipped in the package.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,10 +23,10 @@ from autoserv.report import ReportPaths, html, jsonout, junit, model, shard, wri
 from autoserv.report.merge import MergeError, merge
 
 try:
-    from tests.cli_helpers import REPO, run_autoserv, stderr_lines
+    from tests.cli_helpers import REPO, cli_env, run_autoserv, stderr_lines
     from tests.report_helpers import check_json, check_junit, check_reports
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import REPO, run_autoserv, stderr_lines  # type: ignore
+    from cli_helpers import REPO, cli_env, run_autoserv, stderr_lines  # type: ignore
     from report_helpers import check_json, check_junit, check_reports  # type: ignore
 
 AUTOTEST_DIR = REPO / "tests" / "data" / "autotest_results"
@@ -434,3 +436,44 @@ def test_html_links_relative_to_where_it_is(tmp_path: Path) -> None:
     assert not (d / "report.html").exists()
     ET.fromstring(page.split("<h2>Timeline</h2>\n", 1)[1].split("\n", 1)[0])  # the SVG is well-formed
 
+
+
+# -- progress --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "progress, isatty, env, no_tee, mode",
+    [
+        (None, True, {}, False, "live"),
+        (None, False, {}, False, "plain"),
+        (None, True, {"CI": "true"}, False, "plain"),
+        (None, True, {}, True, "plain"),
+        (True, False, {"CI": "1"}, False, "live"),
+        (True, True, {}, True, "plain"),  # -n: nothing is drawn
+        (False, True, {}, False, "off"),
+        (False, False, {"CI": "1"}, True, "off"),
+    ],
+)
+def test_progress_mode(progress: bool | None, isatty: bool, env: dict, no_tee: bool, mode: str) -> None:
+    from autoserv.report import progress as progress_mod
+
+    assert progress_mod.choose_mode(progress, isatty, env, no_tee) == mode
+
+
+def test_machine_summary_line() -> None:
+    from autoserv.report import progress as progress_mod
+
+    machine = model.Machine("m1", "m1", nodes=tree([
+        ("START", "a", "a", 0, ""), ("END GOOD", "a", "a", 5, ""),
+        ("START", "b", "b", 5, ""), ("END FAIL", "b", "b", 30, "x"),
+        ("START", "c", "c", 30, ""), ("END TEST_NA", "c", "c", 31, "n/a"),
+    ]))
+    summary = progress_mod.summarize(machine)
+    assert summary.line() == (
+        "m1 : done FAIL in 31.0 s: 3 test(s), 1 passed, 1 failed; slowest b (25.0 s)")
+
+
+def test_help_does_not_import_rich() -> None:
+    code = "import sys, autoserv.cli; print('rich' in sys.modules, 'autoserv.report.html' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=cli_env())
+    assert out.stdout.split() == ["False", "False"]

@@ -275,3 +275,66 @@ def test_shard_flag_errors(tmp_path: Path) -> None:
         proc = run_autoserv(ctl, *args, cwd=tmp_path, timeout=60)
         assert proc.returncode == 2, (args, proc.stderr)
         assert stderr_lines(proc)[0].startswith(line), proc.stderr
+
+
+def test_live_progress_on_a_terminal(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    """On a terminal: the live area while machines run, prefixed lines, the summary table."""
+    import pexpect
+
+    tb = testbed_loopback
+    ctl = write(
+        tmp_path / "p.control",
+        """\
+        def work(machine):
+            host = hosts.create_host(machine)
+            def warm_up():
+                host.run("sleep %d" % (1 + 2 * machines.index(machine)))
+            job.run_group(warm_up, tag="warm_up")
+            if machine == machines[1]:
+                job.record("FAIL", None, "check", "wrong answer")
+            logging.info("finished work")
+        parallel_simple(work, machines, return_results=True)
+        """,
+    )
+    results = tmp_path / "r"
+    env = cli_env(COLUMNS="120", LINES="40", TERM="xterm")
+    env.pop("CI", None)
+    argv = autoserv_argv(ctl, "-r", results, *bed_args(tb))
+    child = pexpect.spawn(argv[0], argv[1:], cwd=str(tmp_path), env=env, encoding="utf-8",
+                          timeout=120, dimensions=(40, 120))
+    child.expect(r"machines: \d+ done, \d+ running, \d+ failed")
+    child.expect("warm_up")  # a running machine's current operation
+    child.expect(pexpect.EOF)
+    child.close()
+    out = child.before or ""
+    assert child.exitstatus == 1, out[-3000:]  # tb2 recorded a failure
+    assert "autoserv: job failed: " in out
+    for machine in tb.machines:
+        assert f"{machine} : " in out  # the workers' prefixed lines scrolled above the area
+        assert re.search(rf"{re.escape(machine)} : done (GOOD|FAIL) in", out), out[-3000:]
+    table = out[out.index("autoserv: summary"):]
+    for machine in tb.machines:
+        assert machine in table
+    assert "slowest test" in table and "warm_up" in table
+    assert re.search(rf"{re.escape(tb.machines[1])}\s*│\s*FAIL\s*│\s*2\s*│\s*1\s*│\s*1", table), table
+
+
+def test_plain_progress_lines(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    """Not a terminal: no redrawing, one summary line per machine as it finishes."""
+    tb = testbed_loopback
+    ctl = write(
+        tmp_path / "p.control",
+        """\
+        def work(machine):
+            job.record("GOOD", None, "uname", hosts.create_host(machine).run("uname").stdout.strip())
+        parallel_simple(work, machines)
+        """,
+    )
+    proc = run_autoserv(ctl, "-r", tmp_path / "r", *bed_args(tb), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b[" not in proc.stdout
+    for machine in tb.machines:
+        lines = [line for line in proc.stdout.splitlines() if f"{machine} : done GOOD in" in line]
+        assert len(lines) == 1 and "1 test(s), 1 passed, 0 failed; slowest uname" in lines[0], proc.stdout
+    quiet = run_autoserv(ctl, "-r", tmp_path / "q", "--no-progress", *bed_args(tb), cwd=tmp_path)
+    assert quiet.returncode == 0 and " : done " not in quiet.stdout

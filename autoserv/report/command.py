@@ -30,6 +30,8 @@ __all__ = [
     "check_options",
     "job_finished",
     "run_subcommand",
+    "start_progress",
+    "stop_progress",
 ]
 
 log = logging.getLogger("autoserv.report")
@@ -115,6 +117,27 @@ def job_finished(job: Any, options: argparse.Namespace | None, exit_status: int)
             return f"could not write the reports of {job.resultdir}: {exc}"
     log.info("Reports: %s", ", ".join(written), extra={"files_only": True})
     return None
+
+
+def start_progress(job: Any, options: argparse.Namespace) -> Any:
+    """Start the progress display of ``job`` (see autoserv.report.progress); its handle."""
+    import sys
+
+    from autoserv.report import progress
+
+    try:
+        isatty = os.isatty(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        isatty = False
+    mode = progress.choose_mode(getattr(options, "progress", None), isatty, os.environ,
+                                bool(getattr(options, "no_tee", False)))
+    return progress.Progress(job.resultdir, mode).start()
+
+
+def stop_progress(handle: Any) -> None:
+    """Remove the display (live mode: print the summary table)."""
+    if handle is not None:
+        handle.stop()
 
 
 class _Parser(argparse.ArgumentParser):

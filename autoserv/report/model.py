@@ -42,6 +42,8 @@ __all__ = [
     "worst",
     "JOB_PSEUDO_MACHINE",
     "machine_subdir",
+    "load_machine",
+    "outcome",
 ]
 
 #: How bad each status is; the worst one is a machine's (or the job's) verdict.
@@ -415,6 +417,11 @@ def _load_machine(resultdir: str, name: str, directory: str, start: float | None
             n.keyvals.update(more_kv)
             n.logs = _logs_under(resultdir, os.path.join(directory, n.subdir))
     return machine
+
+
+def load_machine(resultdir: str, name: str, directory: str) -> Machine:
+    """One machine's results (its subdir ``directory`` of ``resultdir``)."""
+    return _load_machine(os.path.abspath(resultdir), name, directory, None)
 
 
 def _exit_status(resultdir: str, keyval: dict[str, str]) -> int | None:
