@@ -39,7 +39,8 @@ th{background:#f4f4f4}.num{text-align:right}
 .totals td{font-size:1.2em}
 .s{display:inline-block;min-width:5em;padding:0 .4em;border-radius:3px;color:#fff;font-size:.85em;
 text-align:center}
-.reason{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:.9em;color:#8e1b1b}
+.reason{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:.9em;color:#555}
+.reason.bad{color:#8e1b1b}
 details{margin:.1em 0 .1em 1.2em}summary{cursor:pointer}
 .leaf{margin:.1em 0 .1em 2.2em}
 .meta{color:#666}
@@ -146,10 +147,11 @@ def _node(node: Node, out: list[str]) -> None:
         f'{_badge(node.status)} <b>{escape(node.name)}</b> '
         f'<span class="meta">{_dur(node.duration)}</span>'
     )
-    reason = f'<div class="reason">{escape(node.reason)}</div>' if node.reason else ""
+    bad = SEVERITY.get(node.status, 0) >= SEVERITY["WARN"]
+    css = "reason bad" if bad else "reason"
+    reason = f'<div class="{css}">{escape(node.reason)}</div>' if node.reason else ""
     logs = " ".join(_link(p) for p in node.logs)
     if node.children:
-        bad = SEVERITY.get(node.status, 0) >= SEVERITY["WARN"]
         out.append(f"<details{' open' if bad else ''}><summary>{line}</summary>{reason}{logs}")
         for child in node.children:
             _node(child, out)
@@ -204,7 +206,7 @@ def _failures(job: Job) -> str:
                 reason = case.reason.splitlines()[0] if case.reason else ""
                 rows.append(
                     f"<tr><td>{escape(machine.name)}</td><td>{escape(case.name)}</td>"
-                    f'<td>{_badge(case.status)}</td><td class="reason">{escape(reason)}</td></tr>'
+                    f'<td>{_badge(case.status)}</td><td class="reason bad">{escape(reason)}</td></tr>'
                 )
     if not rows:
         return ""
@@ -229,9 +231,9 @@ def render(job: Job, links_from: str | None = None) -> str:
         meta.append(f"exit status {job.exit_status}")
     if job.args:
         meta.append(f"args {escape(' '.join(job.args))}")
-    abort = (
-        f'<p class="reason" id="abort">aborted: {escape(job.abort_reason)}</p>' if job.abort_reason else ""
-    )
+    abort = ""
+    if job.abort_reason:
+        abort = f'<p class="reason bad" id="abort">aborted: {escape(job.abort_reason)}</p>'
     top_links = [p for p in ("status.log", "keyval", "junit.xml", "results.json")
                  if os.path.exists(os.path.join(job.resultdir, p))]
     parts = [
