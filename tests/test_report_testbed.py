@@ -338,3 +338,48 @@ def test_plain_progress_lines(testbed_loopback: Testbed, tmp_path: Path) -> None
         assert len(lines) == 1 and "1 test(s), 1 passed, 0 failed; slowest uname" in lines[0], proc.stdout
     quiet = run_autoserv(ctl, "-r", tmp_path / "q", "--no-progress", *bed_args(tb), cwd=tmp_path)
     assert quiet.returncode == 0 and " : done " not in quiet.stdout
+
+
+def test_report_of_a_killed_job(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    """SIGKILL to the whole job (no cleanup at all): `autoserv report` still reads what is there."""
+    tb = testbed_loopback
+    ctl = write(
+        tmp_path / "k.control",
+        """\
+        def work(machine):
+            host = hosts.create_host(machine)
+            job.record("GOOD", None, "uname", host.run("uname").stdout.strip())
+            job.run_group(lambda: host.run("sleep 4.8173"), tag="short_soak")
+        parallel_simple(work, machines)
+        """,
+    )
+    results = tmp_path / "r"
+    proc = subprocess.Popen(autoserv_argv(ctl, "-r", results, *bed_args(tb)), cwd=tmp_path, env=cli_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = Deadline(120)
+        logs = [results / m / "status.log" for m in tb.machines]
+        while not all(p.exists() and "short_soak" in p.read_text() for p in logs):
+            assert proc.poll() is None and not deadline.expired(), "the workers never started"
+            time.sleep(0.1)  # polling, not a timed assertion
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (results / "junit.xml").exists()
+    proc2 = run_autoserv("report", results, cwd=tmp_path, timeout=60)
+    assert proc2.returncode == 0, proc2.stderr
+    root, doc, page = check_reports(results)
+    for machine in tb.machines:
+        cases = root.findall(f".//testcase[@classname='{machine}']")
+        assert [c.get("name") for c in cases] == ["uname", "short_soak"]
+        assert len(cases[0]) == 0
+        error = cases[1].find("error")
+        assert error is not None and error.get("message") == "never ended (the job was interrupted)"
+    assert "job_finished" not in doc["job"]["keyval"]
+    assert doc["job"]["exit_status"] is None and doc["job"]["status"] == "ABORT"
+    # The killed job could not stop its remote commands: let them end on their own.
+    deadline = Deadline(60)
+    while subprocess.run(["pgrep", "-f", "sleep 4.8173"], capture_output=True).returncode == 0:
+        assert not deadline.expired(), "the remote sleeps did not end"
+        time.sleep(0.2)  # polling, not a timed assertion
