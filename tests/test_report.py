@@ -477,3 +477,23 @@ def test_help_does_not_import_rich() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=cli_env())
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_log_excerpt_picks_the_testcase_window(tmp_path: Path) -> None:
+    def stamp(t: float) -> str:
+        return time.strftime("%m/%d %H:%M:%S", time.localtime(t)) + ".250"
+
+    log = tmp_path / "autoserv.DEBUG"
+    log.write_text("\n".join([
+        f"{stamp(T0)} INFO | before",
+        f"{stamp(T0 + 10)} INFO | during 1",
+        "Traceback (most recent call last):",
+        f"{stamp(T0 + 20)} ERROR| during 2",
+        f"{stamp(T0 + 40)} INFO | after",
+    ]) + "\n")
+    assert junit.log_excerpt(str(log), T0 + 8, T0 + 20).splitlines() == [
+        f"{stamp(T0 + 10)} INFO | during 1", "Traceback (most recent call last):",
+        f"{stamp(T0 + 20)} ERROR| during 2"]
+    assert junit.log_excerpt(str(log), T0 + 100, T0 + 200).endswith("after")  # none inside: the tail
+    assert junit.log_excerpt(str(log), None, None, lines=2).splitlines()[0].endswith("during 2")
+    assert junit.log_excerpt(str(tmp_path / "missing"), T0, T0 + 1) == ""

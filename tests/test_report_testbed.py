@@ -109,6 +109,9 @@ def test_real_job_report_in_browser(testbed_loopback: Testbed, tmp_path: Path) -
     assert all(len(cases[(m0, n)]) == 0 for n in ("uname", "read_config", "soak"))
     failure = cases[(m1, "read_config")].find("failure")
     assert failure is not None and failure.get("message") == "cat /etc/autoserv-missing.conf exited 1"
+    excerpt = cases[(m1, "read_config")].findtext("system-out") or ""
+    assert excerpt.startswith(f"--- from {m1}/debug/autoserv.DEBUG ---")
+    assert "cat /etc/autoserv-missing.conf" in excerpt  # the lines logged while the test ran
     error = cases[(m2, "soak")].find("error")
     assert error is not None and error.get("type") == "ABORT"
     assert "parallel timeout of 8 s expired" in (error.get("message") or "")

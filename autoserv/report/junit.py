@@ -10,8 +10,8 @@ Mapping (schema: ``junit.xsd`` beside this file):
   to repeats, so names are unique per machine), ``time`` from its START to its END;
 * GOOD: no child; WARN: passed, the warnings in ``system-out``; FAIL: ``failure``;
   ERROR, ABORT, ALERT, NOSTATUS and never ended: ``error``; TEST_NA: ``skipped``.
-  The reason is the ``message``; the tail of the test's debug log (the machine's when
-  the test has none) is in ``system-out``.
+  The reason is the ``message``; in ``system-out`` the tail of the test's debug log, or
+  when the test has none, the lines of the machine's debug log written while it ran.
 * Never a ``file`` attribute nor ``properties`` inside a ``testcase`` (Jenkins rejects
   both).
 
@@ -27,7 +27,9 @@ import xml.etree.ElementTree as ET
 
 from autoserv.report.model import Job, Machine, Node, outcome
 
-__all__ = ["build", "write", "testcase_names", "LOG_TAIL_LINES", "LOG_TAIL_CHARS"]
+__all__ = [
+    "build", "write", "testcase_names", "log_tail", "log_excerpt", "LOG_TAIL_LINES", "LOG_TAIL_CHARS",
+]
 
 #: At most this much of a debug log goes into a failed testcase's system-out.
 LOG_TAIL_LINES = 100
@@ -83,6 +85,49 @@ def log_tail(path: str, lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHARS
     return "\n".join(data.splitlines()[-lines:])
 
 
+_STAMP = re.compile(r"^(\d\d)/(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{3}) ")
+
+
+def _stamp(line: str, year: int) -> float | None:
+    """The local time of a debug log line of autoserv (``%m/%d %H:%M:%S.mmm``), else None."""
+    match = _STAMP.match(line)
+    if match is None:
+        return None
+    mon, day, hour, minute, sec, ms = map(int, match.groups())
+    try:
+        return time.mktime((year, mon, day, hour, minute, sec, 0, 0, -1)) + ms / 1000
+    except (OverflowError, ValueError):
+        return None
+
+
+def log_excerpt(path: str, start: float | None, end: float | None,
+                lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHARS) -> str:
+    """The lines of a debug log written between ``start`` and ``end`` (its last ``lines``).
+
+    Lines without a timestamp (tracebacks) go with the line before them.  When the log's
+    lines carry no autoserv timestamps, or none falls in the window, its tail instead.
+    """
+    if start is None or end is None:
+        return log_tail(path, lines, chars)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    year = time.localtime(start).tm_year
+    picked: list[str] = []
+    inside = False
+    for line in text.splitlines():
+        ts = _stamp(line, year)
+        if ts is not None:
+            inside = start - 1 <= ts <= end + 1  # status.log times are whole seconds
+        if inside:
+            picked.append(line)
+    if not picked:
+        return log_tail(path, lines, chars)
+    return "\n".join(picked[-lines:])[-chars:]
+
+
 def _debug_log(job: Job, machine: Machine, case: Node) -> str | None:
     for candidates in (case.logs, machine.logs):
         for suffix in (".DEBUG", "DEBUG", ""):
@@ -109,10 +154,12 @@ def _testcase(job: Job, machine: Machine, case: Node, name: str) -> ET.Element:
     if kind in ("failed", "errors"):
         path = _debug_log(job, machine, case)
         if path is not None:
-            tail = log_tail(path)
+            own = case.logs and os.path.relpath(path, job.resultdir) in case.logs
+            tail = log_tail(path) if own else log_excerpt(path, case.start, case.end)
             if tail:
                 rel = os.path.relpath(path, job.resultdir)
-                out.append(f"--- tail of {rel} ---\n{tail}")
+                what = "tail of" if own else "from"
+                out.append(f"--- {what} {rel} ---\n{tail}")
     if out:
         ET.SubElement(el, "system-out").text = _clean("\n".join(out))
     return el
