@@ -47,7 +47,7 @@ def work(machine):
             raise TestFail("cat /etc/autoserv-missing.conf exited %d" % result.exit_status)
     job.run_group(read_config, tag="read_config")
     def soak():
-        host.run("sleep %d" % (1 if role != 2 else 4791))
+        host.run("sleep %d" % (1 if role != 2 else 6913))
     job.run_group(soak, tag="soak")
 parallel_simple(work, machines, timeout=TIMEOUT)
 """
@@ -163,7 +163,7 @@ def test_aborted_job_still_gets_reports(testbed_loopback: Testbed, tmp_path: Pat
         """\
         def work(machine):
             host = hosts.create_host(machine)
-            job.run_group(lambda: host.run("sleep 4792"), tag="long_command")
+            job.run_group(lambda: host.run("sleep 6914"), tag="long_command")
         parallel_simple(work, machines)
         """,
     )
@@ -352,7 +352,7 @@ def test_report_of_a_killed_job(testbed_loopback: Testbed, tmp_path: Path) -> No
         def work(machine):
             host = hosts.create_host(machine)
             job.record("GOOD", None, "uname", host.run("uname").stdout.strip())
-            job.run_group(lambda: host.run("sleep 4.8173"), tag="short_soak")
+            job.run_group(lambda: host.run("sleep 2.6913"), tag="short_soak")
         parallel_simple(work, machines)
         """,
     )
@@ -383,6 +383,6 @@ def test_report_of_a_killed_job(testbed_loopback: Testbed, tmp_path: Path) -> No
     assert doc["job"]["exit_status"] is None and doc["job"]["status"] == "ABORT"
     # The killed job could not stop its remote commands: let them end on their own.
     deadline = Deadline(60)
-    while subprocess.run(["pgrep", "-f", "sleep 4.8173"], capture_output=True).returncode == 0:
+    while subprocess.run(["pgrep", "-f", "sleep 2.6913"], capture_output=True).returncode == 0:
         assert not deadline.expired(), "the remote sleeps did not end"
         time.sleep(0.2)  # polling, not a timed assertion
