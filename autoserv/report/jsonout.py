@@ -11,8 +11,7 @@ import json
 import os
 from typing import Any
 
-from autoserv.report.junit import testcase_names
-from autoserv.report.model import Job, Machine, Node, outcome
+from autoserv.report.model import Job, Machine, Node, outcome, testcase_names
 
 __all__ = ["SCHEMA_VERSION", "build", "write", "node_dict"]
 

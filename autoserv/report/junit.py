@@ -25,7 +25,7 @@ import re
 import time
 import xml.etree.ElementTree as ET
 
-from autoserv.report.model import Job, Machine, Node, outcome
+from autoserv.report.model import Job, Machine, Node, outcome, testcase_names
 
 __all__ = [
     "build", "write", "testcase_names", "log_tail", "log_excerpt", "LOG_TAIL_LINES", "LOG_TAIL_CHARS",
@@ -50,26 +50,6 @@ def _timestamp(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
-
-
-def testcase_names(cases: list[Node]) -> list[str]:
-    """Names unique per machine: a repeated name gets ``.2``, ``.3``..."""
-    seen: dict[str, int] = {}
-    taken = {c.name for c in cases}
-    names = []
-    for case in cases:
-        count = seen.get(case.name, 0) + 1
-        seen[case.name] = count
-        name = case.name
-        if count > 1:
-            n = count
-            name = f"{case.name}.{n}"
-            while name in taken:
-                n += 1
-                name = f"{case.name}.{n}"
-            taken.add(name)
-        names.append(name)
-    return names
 
 
 def log_tail(path: str, lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHARS) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "machine_subdir",
     "load_machine",
     "outcome",
+    "testcase_names",
 ]
 
 #: How bad each status is; the worst one is a machine's (or the job's) verdict.
@@ -215,6 +216,26 @@ class Job:
         return counts
 
 
+def testcase_names(cases: list[Node]) -> list[str]:
+    """Names unique per machine: a repeated name gets ``.2``, ``.3``..."""
+    seen: dict[str, int] = {}
+    taken = {c.name for c in cases}
+    names = []
+    for case in cases:
+        count = seen.get(case.name, 0) + 1
+        seen[case.name] = count
+        name = case.name
+        if count > 1:
+            n = count
+            name = f"{case.name}.{n}"
+            while name in taken:
+                n += 1
+                name = f"{case.name}.{n}"
+            taken.add(name)
+        names.append(name)
+    return names
+
+
 def outcome(node: Node) -> str:
     """``passed``, ``failed``, ``errors`` or ``skipped`` (the JUnit class of a status)."""
     if node.status in ("GOOD", "WARN"):
@@ -296,7 +317,7 @@ def build_tree(entries: list[status_mod.StatusEntry], start: float | None = None
             siblings.append(
                 Node(
                     name=_name(entry),
-                    status=entry.status if not entry.is_end else entry.status,
+                    status=entry.status,
                     subdir=entry.subdir,
                     operation=entry.operation,
                     reason=entry.message,
