@@ -255,13 +255,17 @@ def test_json_fields(tmp_path: Path) -> None:
     assert (job["start"], job["end"], job["abort_reason"], job["status"]) == (
         T0, T0 + 100, "received SIGTERM", "ABORT")
     top, m1, m2 = doc["machines"]
-    assert (top["name"], top["job_log"], top["testcases"], m1["job_log"]) == ("job", True, [], False)
+    assert (top["name"], top["job_log"], m1["job_log"]) == ("job", True, False)
+    # an abort no testcase shows: its INFO entry reads as ABORT
+    assert top["testcases"] == [{"name": "job", "status": "ABORT", "outcome": "errors", "path": [0]}]
+    assert top["nodes"][0]["reason"] == "aborted: received SIGTERM"
+    assert m2["nodes"][1]["status"] == "INFO"  # m2's END ABORT already shows it
     bench = m1["nodes"][0]
     assert (bench["kind"], bench["status"], bench["duration"], bench["perf"], bench["keyvals"]) == (
         "test", "GOOD", 8, {"ops": "42"}, {"version": "3"})
     assert m1["status_log"] == "m1/status.log" and m1["logs"] == ["m1/debug/autoserv.DEBUG"]
     assert m2["testcases"] == [{"name": "w", "status": "ABORT", "outcome": "errors", "path": [0]}]
-    assert doc["totals"] == {"tests": 2, "passed": 1, "failed": 0, "errors": 1, "skipped": 0,
+    assert doc["totals"] == {"tests": 3, "passed": 1, "failed": 0, "errors": 2, "skipped": 0,
                              "warnings": 0, "machines": 2, "machines_failed": 1}
 
 

@@ -360,6 +360,22 @@ def _finish(node: Node) -> None:
             node.reason = same[0]
 
 
+def _mark_abort(machine: Machine) -> None:
+    """An abort that no testcase shows: its ``INFO ... job_abort_reason=`` entry reads as ABORT.
+
+    (A job or worker aborted between operations leaves only that INFO entry; CI must still
+    see an error.)
+    """
+    if any(SEVERITY.get(c.status, 0) >= SEVERITY["FAIL"] for c in machine.testcases()):
+        return
+    for node in machine.nodes:
+        reason = node.fields.get("job_abort_reason")
+        if node.status == "INFO" and reason:
+            node.status = "ABORT"
+            node.reason = f"aborted: {reason}"
+            return
+
+
 def read_keyval_file(path: str) -> tuple[dict[str, str], dict[str, str]]:
     """``(keyvals, perf keyvals)`` of an Autotest keyval file (missing: empty).
 
@@ -422,6 +438,7 @@ def _load_machine(resultdir: str, name: str, directory: str, start: float | None
     if os.path.isfile(log_path):
         machine.status_log = os.path.join(directory, "status.log")
         machine.nodes = build_tree(status_mod.parse_file(log_path), start)
+        _mark_abort(machine)
     machine.logs = _logs_under(resultdir, directory)
     seen: set[str] = set()  # a test's files belong to its outermost node (the group)
     for node in machine.nodes:

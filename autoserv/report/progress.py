@@ -228,7 +228,7 @@ class Progress:
             self._pipe_read = read_fd
         self._console = Console(file=out, force_terminal=True, soft_wrap=True, highlight=False,
                                 emoji=False, markup=False)
-        self._live = Live(self._render(), console=self._console, auto_refresh=False,
+        self._live = Live(console=self._console, auto_refresh=False, get_renderable=self._render,
                           redirect_stdout=False, redirect_stderr=False, transient=True)
         self._live.start()
         if self._pipe_read is not None:
@@ -250,6 +250,9 @@ class Progress:
                 break
             pending += chunk
             *lines, pending = pending.split(b"\n")
+            if lines:
+                with contextlib.suppress(Exception):
+                    self._live.refresh()  # the area under these lines shows the state now
             for line in lines:
                 self._console.print(line.decode("utf-8", "replace"), markup=False, highlight=False)
         if pending:
@@ -258,7 +261,7 @@ class Progress:
     def _refresh(self) -> None:
         while not self._stop.wait(1 / REFRESH_PER_SECOND):
             with contextlib.suppress(Exception):
-                self._live.update(self._render(), refresh=True)
+                self._live.refresh()
 
     def _render(self) -> Any:
         from rich.table import Table
