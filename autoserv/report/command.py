@@ -37,6 +37,12 @@ __all__ = [
 log = logging.getLogger("autoserv.report")
 
 SUBCOMMANDS = ("report", "merge")
+SUBCOMMANDS_HELP = """
+reports (every results dir gets junit.xml, results.json, report.html; docs/results-json.md):
+  autoserv report RESULTS_DIR [--junit F] [--json F] [--html F]
+                       write them for any results dir (also the original Autotest's)
+  autoserv merge OUT DIR...   merge shard results dirs (--shard I/N) into OUT
+"""
 
 
 class ReportError(AutoservError):
@@ -44,7 +50,8 @@ class ReportError(AutoservError):
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """The report, shard and progress flags of a job."""
+    """The report, shard and progress flags of a job (and the subcommands in the epilog)."""
+    parser.epilog = (parser.epilog or "") + SUBCOMMANDS_HELP
     g = parser.add_argument_group("reports, progress and sharding")
     g.add_argument("--junit", metavar="FILE",
                    help="also write the JUnit XML here (always: <results>/junit.xml)")
