@@ -153,6 +153,15 @@ def test_read_keyval_file(tmp_path: Path, lines: list[str], results_file: bool,
     assert model.read_keyval_file(str(d / "keyval")) == (keyvals, perf)
 
 
+def test_stray_lines_are_skipped(tmp_path: Path) -> None:
+    text = log_text([("START", "t", "t", 1, ""), ("END FAIL", "t", "t", 2, "first\nsecond")])
+    lines = text.splitlines()
+    (tmp_path / "status.log").write_text("\n".join(["console noise", *lines, "more noise"]) + "\n")
+    entries = model.parse_status_log(str(tmp_path / "status.log"))
+    assert [(e.status_code, e.message, e.line_number) for e in entries] == [
+        ("START", "", 2), ("END FAIL", "first\nsecond", 3)]
+
+
 def test_missing_dir_and_not_a_results_dir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         model.load(str(tmp_path / "nope"))
@@ -317,7 +326,7 @@ def test_autoserv_report_on_autotest_results(tmp_path: Path) -> None:
         (["report", "{tmp}/nope"], 1, "autoserv report: results directory {tmp}/nope does not exist"),
         (["report", "{tmp}/empty"], 1, "autoserv report: {tmp}/empty is not a results directory"),
         (["report"], 2, "autoserv report: error: the following arguments are required: RESULTS_DIR"),
-        (["report", "{tmp}/bad"], 1, "autoserv report: status.log line 1 is not a status entry"),
+        (["report", "{tmp}/bad"], 1, "autoserv report: {tmp}/bad/status.log line 1 is not a status entry"),
         (["merge", "{tmp}/out"], 2, "autoserv merge: error: the following arguments are required: DIR"),
         (["merge", "{tmp}/out", "{tmp}/nope"], 1, "autoserv merge: results directory {tmp}/nope"),
     ],

@@ -45,6 +45,7 @@ __all__ = [
     "load_machine",
     "outcome",
     "testcase_names",
+    "parse_status_log",
 ]
 
 #: How bad each status is; the worst one is a machine's (or the job's) verdict.
@@ -360,6 +361,33 @@ def _finish(node: Node) -> None:
             node.reason = same[0]
 
 
+def parse_status_log(path: str) -> list[status_mod.StatusEntry]:
+    """The entries of a status.log, skipping stray lines (console noise in old logs).
+
+    Raises :class:`ValueError` naming the first bad line when the file has text but no
+    entry at all.
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    entries: list[status_mod.StatusEntry] = []
+    first_bad: int | None = None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        entry = status_mod.parse_line(line, number)
+        if entry is not None:
+            entries.append(entry)
+            continue
+        stripped = line.lstrip("\t")
+        if stripped.startswith(status_mod.CONTINUATION) and entries:
+            entries[-1].message += "\n" + stripped[len(status_mod.CONTINUATION):]
+        elif first_bad is None:
+            first_bad = number
+    if not entries and first_bad is not None:
+        raise ValueError(f"{path} line {first_bad} is not a status entry: {lines[first_bad - 1][:80]!r}")
+    return entries
+
+
 def _mark_abort(machine: Machine) -> None:
     """An abort that no testcase shows: its ``INFO ... job_abort_reason=`` entry reads as ABORT.
 
@@ -437,7 +465,7 @@ def _load_machine(resultdir: str, name: str, directory: str, start: float | None
     log_path = os.path.join(base, "status.log")
     if os.path.isfile(log_path):
         machine.status_log = os.path.join(directory, "status.log")
-        machine.nodes = build_tree(status_mod.parse_file(log_path), start)
+        machine.nodes = build_tree(parse_status_log(log_path), start)
         _mark_abort(machine)
     machine.logs = _logs_under(resultdir, directory)
     seen: set[str] = set()  # a test's files belong to its outermost node (the group)
