@@ -108,7 +108,8 @@ def _timeline(job: Job, width: int = 1000) -> str:
         x = label_w + plot_w * i / 5
         parts.append(
             f'<line x1="{x:.1f}" y1="{axis_h - 4}" x2="{x:.1f}" y2="{height}" stroke="#eee"/>'
-            f'<text x="{x:.1f}" y="{axis_h - 7}" text-anchor="middle">+{_dur(span * i / 5)}</text>'
+            f'<text x="{x:.1f}" y="{axis_h - 7}" text-anchor="{"end" if i == 5 else "middle"}">'
+            f"+{_dur(span * i / 5)}</text>"
         )
     # One row per machine; a multi-machine job's own status.log (class timeline-job) first.
     for row, machine in enumerate(job.machines):
