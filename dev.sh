@@ -16,6 +16,7 @@ APT_PACKAGES=(
   build-essential xz-utils bzip2 ca-certificates socat python3
   meson ninja-build libglib2.0-dev libpixman-1-dev flex bison pkg-config
   zlib1g-dev libslirp-dev libfdt-dev
+  chromium
 )
 
 install_deps() {

@@ -34,10 +34,14 @@ setup(
         # the client runtime shipped to hosts: a file tree, not packages of autoserv
         "autoserv.client": ["site/**/*"],
         "autoserv.lab.guest_image": ["files/*"],
+        "autoserv.report": ["junit.xsd", "results.schema.json"],
     },
-    install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8", "pyflakes>=3.2"],
+    install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8", "pyflakes>=3.2", "rich>=13"],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko"],
+        "test": [
+            "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko",
+            "xmlschema>=3", "jsonschema>=4.18",
+        ],
         "bench": ["fabric>=3.2", "parallel-ssh>=2.12", "matplotlib>=3.8"],
     },
     cmdclass={"build_py": BuildWithLabData},

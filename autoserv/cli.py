@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from autoserv import __version__, abort, client_tests, control
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
+from autoserv.report import command as report_command
 
 if TYPE_CHECKING:
     from autoserv.hosts.machine import Machine
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--connect-timeout", metavar="SECONDS", type=_positive_float,
                    help="connection timeout (default 30)")
 
+    report_command.add_flags(p)  # hook: reports, progress, sharding (autoserv/report)
+
     g = p.add_argument_group("not supported (flags of the original Autoserv)")
     for flags, what in UNSUPPORTED.items():
         g.add_argument(*flags, action=_NotSupported, help=what)
@@ -246,6 +249,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 flag = "--" + name.replace("_", "-")
                 raise AutoservUsageError(f"{flag}: no such directory: {path}")
         setattr(options, name, paths)
+    report_command.check_options(options)  # hook: report flags, --shard
     return options
 
 
@@ -382,6 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     job: ServerJob | None = None
     error: BaseException | None = None
     message: str | None = None
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in report_command.SUBCOMMANDS:
+        return _run_subcommand(args)  # hook: autoserv report / autoserv merge
     try:
         try:
             options = parse_args(argv)
@@ -392,7 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_command.preflight(options)  # findings on stderr; raises on an error
         job = make_job(options)
-        job.run()
+        progress = report_command.start_progress(job, options)  # hook: live progress display
+        try:
+            job.run()
+        finally:
+            report_command.stop_progress(progress)
         if job.failed:
             where = os.path.join(job.resultdir, "status.log") if job.resultdir else "the log"
             message = f"job failed: {'; '.join(job.failures[:3])}"
@@ -414,6 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 extra={"files_only": True},
             )
         log.info("autoserv exiting with status %d", code, extra={"files_only": True})
+    if job is not None and job._logging:
+        report_error = report_command.job_finished(job, options, code)  # hook: write the reports
+        if report_error is not None:
+            sys.stderr.write(f"autoserv: {report_error}\n")
     if job is not None:
         job.close(code)
     if error is not None and code != 0 and options is not None and options.verbose:
@@ -424,6 +439,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
     _quiet_broken_stdout()
     return code
+
+
+def _run_subcommand(argv: Sequence[str]) -> int:
+    """``autoserv report ...`` / ``autoserv merge ...``: errors in one line (exit 2 or 1)."""
+    try:
+        written = report_command.run_subcommand(argv)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except AutoservUsageError as exc:
+        sys.stderr.write(f"autoserv {argv[0]}: error: {_first_line(exc)} (see autoserv {argv[0]} --help)\n")
+        return 2
+    except AutoservError as exc:
+        sys.stderr.write(f"autoserv {argv[0]}: {_first_line(exc)}\n")
+        return 1
+    for path in written:
+        print(path)
+    _quiet_broken_stdout()
+    return 0
 
 
 def _quiet_broken_stdout() -> None:

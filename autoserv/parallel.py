@@ -46,6 +46,7 @@ __all__ = [
     "SubcommandsFailed",
     "WorkerHooks",
     "set_hooks",
+    "watch",
     "arg_label",
     "TERMINATE_GRACE",
 ]
@@ -94,6 +95,24 @@ class WorkerHooks(Protocol):
 _hooks: WorkerHooks | None = None
 _own_result_fd: int | None = None  # in a worker: the pipe to its parent
 _result_fds: set[int] = set()  # read ends of this process's running workers
+
+
+#: Called in the parent as each worker starts ("start") and as its report is read ("done"):
+#: the live progress display (autoserv.report.progress).  Workers start with none.
+_watchers: list[Callable[[str, subcommand], None]] = []
+
+
+def watch(callback: Callable[[str, subcommand], None] | None) -> None:
+    """Set (or with None remove) the one watcher of worker starts and ends in this process."""
+    _watchers[:] = [callback] if callback is not None else []
+
+
+def _notify(event: str, sub: subcommand) -> None:
+    for callback in list(_watchers):
+        try:
+            callback(event, sub)
+        except Exception:  # a display must never break the job
+            log.debug("Progress watcher failed on %s %s", event, sub.label, exc_info=True)
 
 
 def set_hooks(hooks: WorkerHooks | None) -> WorkerHooks | None:
@@ -192,6 +211,7 @@ class subcommand:  # Autotest's name, lower case
         self._fd = read_fd
         _result_fds.add(read_fd)
         log.debug("Started worker %s (pid %d)", self.label, pid)
+        _notify("start", self)
 
     def fork_waitfor(self, timeout: float | None = None) -> int | None:
         """Wait for this worker (terminating it after ``timeout`` s); return its exit status."""
@@ -265,6 +285,7 @@ class subcommand:  # Autotest's name, lower case
                 self.label, self.exit_status, f"aborted: {self.exception.reason}"
             )
         log.debug("Worker %s (pid %d) ended: %s", self.label, self.pid, self.exit_status)
+        _notify("done", self)
 
     # -- child side ----------------------------------------------------------------------
 
@@ -281,6 +302,7 @@ class subcommand:  # Autotest's name, lower case
                 with contextlib.suppress(OSError):
                     os.close(fd)
             _result_fds.clear()
+            _watchers.clear()  # the parent's display is not this worker's
             _own_result_fd = write_fd
             handlers = abort.AbortHandlers(self._abort_reason).install()
             state: Any = None

@@ -95,3 +95,20 @@ def host(testbed: Testbed) -> Iterator[hosts.SSHHost]:
     h = hosts.SSHHost(testbed.machines[0], ssh_config=str(testbed.ssh_config))
     yield h
     h.close()
+
+
+@pytest.fixture(autouse=True)
+def _check_reports_written(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every junit.xml / results.json a test's jobs wrote is valid against autoserv's schemas."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is None:
+        return
+    try:
+        from tests.report_helpers import check_json, check_junit
+    except ImportError:  # tests/ is not a package: pytest put it on sys.path
+        from report_helpers import check_json, check_junit  # type: ignore
+    for path in tmp.rglob("junit.xml"):
+        check_junit(path)
+    for path in tmp.rglob("results.json"):
+        check_json(path)
