@@ -187,17 +187,15 @@ def test_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert run("echo hi").stdout == "hi\\n"
         assert (job.label, job.user, job.tag) == ("", "me2", "tagged")
         assert __file__.endswith("ns.control")
-        try:
-            barrier("a", "b")
-        except AutoservNotSupportedError as e:
-            print("barrier:", e)
+        barrier("a", "b", 5).rendezvous("a")
+        print("barrier: alone, released")
         """,
     )
     code = cli.main([str(ctl), "-r", str(tmp_path / "r"), "-m", "root@h1:2222,h2,h2",
                      "--ssh-user", "me", "--ssh-port", "2200", "-u", "me2", "-P", "tagged"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "barrier: barrier() is not supported" in out
+    assert "barrier: alone, released" in out
 
 
 def test_no_results_dir_and_no_console(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
