@@ -46,6 +46,8 @@ log = logging.getLogger("autoserv.barrier")
 
 DEFAULT_PORT = 11920
 _MAX_LINE = 1 << 16
+#: Seconds a participant waits past its own timeout for the master's verdict.
+VERDICT_GRACE = 2.0
 
 
 def socket_name(port: int, tag: str, uid: int | None = None) -> bytes:
@@ -281,12 +283,15 @@ class barrier:  # Autotest's name, lower case
                          "abort": abort})
             reader = _LineReader(sock)
             waiting: list[str] = [m for m in members if m not in (self.hostid, master)]
+            # The master's clock decides; it started at about the time ours did, so give its
+            # verdict (which names who is missing) a moment before timing out on our own.
+            verdict_by = Deadline(None if deadline.end is None
+                                  else deadline.remaining() + VERDICT_GRACE)
             with selectors.DefaultSelector() as selector:
                 selector.register(sock, selectors.EVENT_READ)
                 while True:
-                    wait = None if deadline.end is None else deadline.remaining()
+                    wait = None if verdict_by.end is None else verdict_by.remaining()
                     if wait is not None and wait <= 0:
-                        # The master started its clock later; our own timeout is what counts.
                         raise BarrierError(f"{self._what()}: {self._timeout_text(waiting)}")
                     if not selector.select(wait):
                         continue
