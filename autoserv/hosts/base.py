@@ -309,6 +309,31 @@ class Host:
     def get_cmdline(self) -> str:
         return self.run_output("cat /proc/cmdline")
 
+    # -- lab lifecycle (autoserv.lifecycle: issue 10) ----------------------------------------
+    def verify(self, **kwargs: Any) -> None:
+        """Raise unless the host is fit for a job (see :func:`autoserv.lifecycle.verify`)."""
+        from autoserv import lifecycle
+
+        lifecycle.verify(self, **kwargs)
+
+    def repair(self, **kwargs: Any) -> list[str]:
+        """Repair until it verifies; the steps taken (see :func:`autoserv.lifecycle.repair`)."""
+        from autoserv import lifecycle
+
+        return lifecycle.repair(self, **kwargs)
+
+    def machine_install(self, **kwargs: Any) -> None:
+        """Reinstall with the lab's install hook (see :func:`autoserv.lifecycle.machine_install`)."""
+        from autoserv import lifecycle
+
+        lifecycle.machine_install(self, **kwargs)
+
+    def hardreset(self, **kwargs: Any) -> None:
+        """Power-cycle with the lab's hardreset hook (see :func:`autoserv.lifecycle.hardreset`)."""
+        from autoserv import lifecycle
+
+        lifecycle.hardreset(self, **kwargs)
+
     def install(self, installableObject: Any) -> Any:
         """``obj.install(self)``: e.g. ``host.install(kvm_obj)``."""
         return installableObject.install(self)

@@ -1,0 +1,301 @@
+"""Verify, repair, install hooks: pure parts from tables, then the CLI against real test bed hosts.
+
+A full disk is a small tmpfs mounted over /tmp inside one test bed host's own mount namespace
+(the host's sessions see it, nothing else does); /var/tmp gets an empty tmpfs there too, so that
+nothing a test fills or repairs is outside that host.  A host shutting down is the test bed's
+``stopping`` marker, which its runlevel / systemctl stubs report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import subprocess
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autoserv import cli, hosts, lifecycle, status
+from autoserv.errors import AutoservUsageError
+from autoserv.lifecycle import Problem
+from autoserv.testbed import Testbed
+
+try:
+    from tests.cli_helpers import run_autoserv
+except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    from cli_helpers import run_autoserv  # type: ignore
+
+# -- pure parts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("runlevel", "state", "reason"),
+    [
+        ("N 5", "running", None),
+        ("5 6", "", "runlevel 6 (rebooting)"),
+        ("3 0", "running", "runlevel 0 (halting)"),
+        ("", "stopping", "systemd is stopping (is-system-running: stopping)"),
+        ("unknown", "degraded", None),
+        ("", "", None),
+    ],
+)
+def test_shutdown_reason(runlevel: str, state: str, reason: str | None) -> None:
+    assert lifecycle.shutdown_reason(runlevel, state) == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+         "/dev/vda 264212084 25334784 81056128 24% /\n", ("/", 81056128)),
+        ("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+         "tmpfs 4096 4096 0 100% /mnt/my disk\n", ("/mnt/my disk", 0)),
+        ("df: /x: No such file or directory\n", None),
+        ("", None),
+    ],
+)
+def test_parse_df(text: str, parsed: tuple[str, int] | None) -> None:
+    assert lifecycle.parse_df(text) == parsed
+
+
+def test_verify_script_and_output() -> None:
+    script = lifecycle.verify_script(["/tmp", "/a b"])
+    assert "df -Pk -- '/a b'" in script and "[ -e /tmp ]" in script
+    out = ("@@ runlevel\nN 5\n@@ state\nrunning\n@@ df /tmp\nFilesystem x\n"
+           "tmpfs 4096 4096 0 100% /tmp\n")
+    runlevel, state, df = lifecycle.parse_verify_output(out)
+    assert (runlevel, state) == ("N 5", "running")
+    assert list(df) == ["/tmp"]
+    problem = lifecycle.disk_problem(df, 1.0)
+    assert problem == Problem(
+        "disk", "/tmp has 0.000 GB free (on /tmp), needs 1 GB (--min-disk-gb)", ("/tmp",))
+    assert lifecycle.disk_problem(df, 0) is None
+
+
+def test_tmp_cleanup_script() -> None:
+    script = lifecycle.tmp_cleanup_script(["/tmp"], 1700000000)
+    assert "find /tmp -xdev -mindepth 1 -depth ! -newermt @1700000000 -print -delete" in script
+
+
+@pytest.mark.parametrize(
+    ("text", "level"),
+    [("NO_PROTECTION", "NO_PROTECTION"), ("filesystem-only", "FILESYSTEM_ONLY"),
+     ("do_not_repair", "DO_NOT_REPAIR")],
+)
+def test_protection_levels(text: str, level: str) -> None:
+    assert lifecycle.valid_protection(text) == level
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-v", "ctl"], "-v runs no control file: give none"),
+        (["-m", "h"], "a control file is needed (or -v, -R, --collect-crashinfo)"),
+        (["-v"], "-v, -R and --collect-crashinfo need machines (-m or -M)"),
+        (["-i", "ctl", "-m", "h"], "-i needs an install hook: define install(host) in a hook file "
+                                   "and pass --hooks FILE (or set AUTOSERV_HOOKS)"),
+        (["-R", "--host-protection", "bogus", "-m", "h"], "argument --host-protection"),
+        (["--collect-crashinfo", "-N", "-m", "h"], "--collect-crashinfo needs a results directory"),
+        (["--cleanup=sideways", "ctl", "-m", "h"], "invalid choice: 'sideways'"),
+        (["-v", "-m", "h", "--hooks", "/nonexistent/hooks.py"], "--hooks: no such file"),
+    ],
+)
+def test_usage_errors(argv: list[str], message: str, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ctl").write_text("pass\n")
+    monkeypatch.delenv("AUTOSERV_HOOKS", raising=False)
+    with pytest.raises(AutoservUsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        cli.parse_args(argv)
+
+
+def test_cleanup_flag_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ctl").write_text("pass\n")
+    assert cli.parse_args(["-C", "ctl", "-m", "h"]).plan.cleanup == "safe"
+    assert cli.parse_args(["--cleanup", "ctl", "-m", "h"]).plan.cleanup == "safe"
+    assert cli.parse_args(["ctl", "--cleanup=reboot", "-m", "h"]).plan.cleanup == "reboot"
+    assert cli.parse_args(["ctl", "-m", "h"]).plan.cleanup is None
+
+
+def test_hook_file_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "hooks.py"
+    bad.write_text("def verify(host):\n    pass\nraise RuntimeError('no PDU here')\n")
+    with pytest.raises(AutoservUsageError, match=rf"--hooks {bad}:3: RuntimeError: no PDU here"):
+        cli.parse_args(["-v", "-m", "h", "--hooks", str(bad)])
+    bad.write_text("install = 3\n")
+    with pytest.raises(AutoservUsageError, match="install is not a function"):
+        cli.parse_args(["-v", "-m", "h", "--hooks", str(bad)])
+
+
+# -- against test bed hosts -------------------------------------------------------------------
+
+pytestmark_slow = pytest.mark.slow
+
+
+def bed(tb: Testbed, machines: list[str] | None = None) -> list[str]:
+    return ["-m", ",".join(machines or tb.machines), "--ssh-config", str(tb.ssh_config)]
+
+
+def on_host(tb: Testbed, machine: str, command: str) -> str:
+    with hosts.SSHHost(machine, ssh_config=str(tb.ssh_config)) as h:
+        return h.run(command, timeout=60, stdout_tee=None).stdout
+
+
+@contextlib.contextmanager
+def full_tmp(tb: Testbed, machine: str, size: str = "2m") -> Iterator[None]:
+    """A full tmpfs over /tmp (and an empty one over /var/tmp) in ``machine``'s mount namespace.
+
+    The test bed's own directory (under /tmp when pytest made it) is bound back into the
+    tmpfs so the host's sshd still finds its keys; the real /tmp stays reachable through a
+    bind mount in the host's private state dir.  The filler is an hour old (older than any
+    job); ``/tmp/new`` is dated an hour ahead (newer than the job: repair must keep it);
+    ``/var/tmp/old`` is old but on a mount with space (repair must keep it too).
+    """
+    real = "/var/lib/autoserv/.realtmp"  # the host's own state dir (testbed.REMOTE_STATE_DIR)
+    steps = [f"mkdir -p {real}", f"mount --bind /tmp {real}",
+             f"mount -t tmpfs -o size={size} autoserv-test-full /tmp"]
+    tbdir = str(tb.dir.resolve())
+    if tbdir.startswith("/tmp/"):
+        steps += [f"mkdir -p {shlex.quote(tbdir)}",
+                  f"mount --bind {shlex.quote(real + tbdir[4:])} {shlex.quote(tbdir)}"]
+    steps += [
+        "mount -t tmpfs -o size=1m autoserv-test-vartmp /var/tmp",
+        "echo keep > /var/tmp/old", "touch -d '-1 hour' /var/tmp/old",
+        "echo new > /tmp/new", "touch -d '+1 hour' /tmp/new",
+        "mkdir /tmp/olddir", "(dd if=/dev/zero of=/tmp/olddir/fill bs=64k 2>/dev/null; true)",
+        "touch -d '-1 hour' /tmp/olddir/fill /tmp/olddir",
+    ]
+    on_host(tb, machine, " && ".join(steps))
+    try:
+        yield
+    finally:
+        on_host(tb, machine, f"umount -l /tmp; umount -l /var/tmp; umount -l {real}; "
+                f"rmdir {real}; true")
+
+
+def entries(path: Path) -> list[tuple[str, str, str]]:
+    return [(e.status_code, e.operation or "", e.message)
+            for e in status.parse_file(str(path))]
+
+
+@pytest.mark.slow
+def test_verify_healthy_hosts(testbed: Testbed, tmp_path: Path) -> None:
+    results = tmp_path / "r"
+    start = time.monotonic()
+    proc = run_autoserv("-v", "-r", results, *bed(testbed), cwd=tmp_path)
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    top = entries(results / "status.log")
+    assert [(c, o) for c, o, _ in top] == [("START", "verify"), ("END GOOD", "verify")]
+    for machine in testbed.machines:
+        assert entries(results / machine / "status.log") == [
+            ("GOOD", "verify", f"{machine} verified")]
+    assert not (results / "control.srv").exists()
+    assert took < 30, took
+
+
+@pytest.mark.slow
+def test_verify_full_disk(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    full = tb.machines[1]
+    with full_tmp(tb, full):
+        proc = run_autoserv("-v", "-r", tmp_path / "r", *bed(tb), "--min-disk-gb", "0.5",
+                            cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"{full}: 1 failure(s)" in proc.stderr
+    (entry,) = entries(tmp_path / "r" / full / "status.log")
+    assert entry[:2] == ("FAIL", "verify")
+    assert entry[2] == (f"{full} failed verify: disk: /tmp has 0.000 GB free (on /tmp), "
+                        "needs 0.5 GB (--min-disk-gb)")
+    for machine in (tb.machines[0], tb.machines[2]):
+        assert entries(tmp_path / "r" / machine / "status.log")[0][:2] == ("GOOD", "verify")
+    top = entries(tmp_path / "r" / "status.log")
+    assert top[-1][:2] == ("END FAIL", "verify") and full in top[-1][2]
+
+
+@pytest.mark.slow
+def test_verify_shutting_down(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    name = tb.machines[2]
+    tb.set_stopping(name)
+    try:
+        proc = run_autoserv("-v", "-r", tmp_path / "r", *bed(tb, [name]), cwd=tmp_path)
+    finally:
+        tb.set_stopping(name, False)
+    assert proc.returncode == 1
+    top = entries(tmp_path / "r" / "status.log")  # one machine: recorded in the job's own log
+    assert [(c, o) for c, o, _ in top] == [("START", "verify"), ("FAIL", "verify"),
+                                           ("END FAIL", "verify")]
+    assert top[1][2] == f"{name} failed verify: shutdown: shutting down: runlevel 0 (halting)"
+
+
+@pytest.mark.slow
+def test_verify_auth_refused(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    key = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    machine = tb.hosts[0].machine  # 127.0.0.1:PORT, not the ssh config's entry (and its key)
+    proc = run_autoserv("-v", "-r", tmp_path / "r", "-m", machine, "--ssh-key", key,
+                        "--known-hosts", tb.known_hosts, "--host-key-policy", "strict",
+                        cwd=tmp_path)
+    assert proc.returncode == 1
+    top = entries(tmp_path / "r" / "status.log")
+    assert top[1][:2] == ("FAIL", "verify")
+    assert top[1][2].startswith("127.0.0.1 failed verify: ssh: permission denied for root@")
+    assert f"(tried key {key})" in top[1][2]
+
+
+@pytest.mark.slow
+def test_verify_unreachable(tmp_path: Path) -> None:
+    proc = run_autoserv("-v", "-r", tmp_path / "r", "-m", "127.0.0.1:1", "--connect-timeout", "3",
+                        cwd=tmp_path)
+    assert proc.returncode == 1
+    top = entries(tmp_path / "r" / "status.log")
+    assert top[1] == ("FAIL", "verify", "127.0.0.1 failed verify: ssh: unreachable: "
+                      "cannot connect to 127.0.0.1:1: connection refused")
+
+
+HOOKS = """\
+import os
+def verify(host):
+    if host.run("hostname").stdout.strip() == os.environ["BAD_HOST"]:
+        raise RuntimeError("lab check: fan failure on " + host.hostname)
+"""
+
+
+@pytest.mark.slow
+def test_verify_hook(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    hook_file = tmp_path / "hooks.py"
+    hook_file.write_text(HOOKS)
+    bad = tb.machines[0]
+    proc = run_autoserv("-v", "-r", tmp_path / "r", *bed(tb), cwd=tmp_path,
+                        AUTOSERV_HOOKS=str(hook_file), BAD_HOST=bad)
+    assert proc.returncode == 1
+    (entry,) = entries(tmp_path / "r" / bad / "status.log")
+    assert entry == ("FAIL", "verify", f"{bad} failed verify: hook: verify hook ({hook_file}): "
+                     f"RuntimeError: lab check: fan failure on {bad}")
+    for machine in tb.machines[1:]:
+        assert entries(tmp_path / "r" / machine / "status.log")[0][:2] == ("GOOD", "verify")
+
+
+def test_control_file_lifecycle_calls(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    ctl = tmp_path / "c.control"
+    ctl.write_text(textwrap.dedent("""\
+        h = hosts.create_host(machines[0])
+        h.verify()
+        try:
+            h.hardreset()
+        except AutoservUnsupportedError as e:
+            job.record("GOOD", None, "hardreset", str(e))
+        """))
+    proc = run_autoserv(ctl, "-r", tmp_path / "r", *bed(tb, tb.machines[:1]), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (entry,) = entries(tmp_path / "r" / "status.log")
+    assert entry[2] == ("a hard reset needs the hook hardreset(host): define it in a hook file "
+                        "and pass --hooks FILE (or set AUTOSERV_HOOKS)")
