@@ -328,9 +328,26 @@ def machine_install(host: Any, hooks: hooks_mod.Hooks | None = None) -> None:
 
 def hardreset(host: Any, hooks: hooks_mod.Hooks | None = None, wait: bool = True,
               timeout: float = 1800) -> None:
-    """Power-cycle ``host`` with the lab's ``hardreset`` hook; with ``wait``, wait until it is up."""
-    _need_hook("hardreset", hooks, "a hard reset")(host)
-    if wait and hasattr(host, "wait_up") and not host.wait_up(timeout=timeout):
+    """Power-cycle ``host`` with the lab's ``hardreset`` hook.
+
+    With ``wait``: wait until the old boot is over (unreachable or a new boot id) and the host
+    answers again, so a hook may just start the power cycle and return.
+    """
+    hook = _need_hook("hardreset", hooks, "a hard reset")
+    old: str | None = None
+    if wait:
+        try:
+            old = host.get_boot_id(timeout=10)
+        except AutoservError:
+            old = None  # not answering: that is what the reset is for
+    hook(host)
+    if not wait:
+        return
+    deadline = Deadline(timeout)
+    if old is not None and not host.wait_down(timeout=deadline.remaining(), old_boot_id=old):
+        raise AutoservHostError(f"{host.hostname} did not go down within {timeout:g} s "
+                                "of its hard reset")
+    if not host.wait_up(timeout=deadline.remaining()):
         raise AutoservHostError(f"{host.hostname} did not come back within {timeout:g} s "
                                 "of its hard reset")
 

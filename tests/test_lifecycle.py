@@ -299,3 +299,114 @@ def test_control_file_lifecycle_calls(testbed_loopback: Testbed, tmp_path: Path)
     (entry,) = entries(tmp_path / "r" / "status.log")
     assert entry[2] == ("a hard reset needs the hook hardreset(host): define it in a hook file "
                         "and pass --hooks FILE (or set AUTOSERV_HOOKS)")
+
+
+# -- hooks: install, hardreset ------------------------------------------------------------------
+
+INSTALL_HOOKS = """\
+import os
+def install(host):
+    name = host.run("hostname").stdout.strip()
+    with open(os.environ["HOOK_LOG"], "a") as f:
+        f.write(f"install {host.hostname} {name} {os.getcwd()}\\n")
+    if name == os.environ.get("FAIL_INSTALL"):
+        raise RuntimeError("installer: no image for " + name)
+"""
+
+JOB = """\
+def work(machine):
+    job.record("GOOD", None, "job", "ran on " + machine)
+parallel_simple(work, machines)
+"""
+
+
+def ops(path: Path) -> list[tuple[str, str]]:
+    return [(c, o) for c, o, _ in entries(path)]
+
+
+@pytest.mark.slow
+def test_install_before_and_after(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    (tmp_path / "hooks.py").write_text(INSTALL_HOOKS)
+    (tmp_path / "job.control").write_text(JOB)
+    log = tmp_path / "hook.log"
+    results = tmp_path / "r"
+    proc = run_autoserv("-i", "-I", tmp_path / "job.control", "-r", results, *bed(tb),
+                        "--hooks", tmp_path / "hooks.py", cwd=tmp_path, HOOK_LOG=str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert ops(results / "status.log") == [
+        ("START", "install"), ("END GOOD", "install"),
+        ("START", "install_after"), ("END GOOD", "install_after")]
+    for machine in tb.machines:
+        assert entries(results / machine / "status.log") == [
+            ("GOOD", "install", f"{machine} installed"), ("GOOD", "job", f"ran on {machine}"),
+            ("GOOD", "install_after", f"{machine} installed")]
+    calls = sorted(log.read_text().splitlines())
+    # each hook ran with its own host (its hostname is its machine name), in its results dir
+    assert calls == sorted(f"install {m} {m} {results / m}" for m in tb.machines for _ in "12")
+
+
+@pytest.mark.slow
+def test_install_failure_stops_the_job(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    (tmp_path / "hooks.py").write_text(INSTALL_HOOKS)
+    (tmp_path / "job.control").write_text(JOB)
+    bad = tb.machines[1]
+    results = tmp_path / "r"
+    proc = run_autoserv("-i", "-I", tmp_path / "job.control", "-r", results, *bed(tb), cwd=tmp_path,
+                        AUTOSERV_HOOKS=str(tmp_path / "hooks.py"), HOOK_LOG=str(tmp_path / "log"),
+                        FAIL_INSTALL=bad)
+    assert proc.returncode == 1
+    assert entries(results / bad / "status.log") == [
+        ("FAIL", "install", f"RuntimeError: installer: no image for {bad}")]
+    top = entries(results / "status.log")
+    assert [(c, o) for c, o, _ in top] == [("START", "install"), ("END FAIL", "install")]
+    assert top[-1][2] == f"{bad}: RuntimeError: installer: no image for {bad}"
+    for machine in tb.machines:  # the job never ran
+        assert ("GOOD", "job") not in ops(results / machine / "status.log")
+
+
+@pytest.mark.slow
+def test_hardreset_hook(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    hooks_file = tmp_path / "hooks.py"
+    hooks_file.write_text(textwrap.dedent("""\
+        import os
+        def hardreset(host):
+            with open(os.environ["HOOK_LOG"], "a") as f:
+                f.write(host.hostname + "\\n")
+            if host.hostname == os.environ["BROKEN_PDU"]:
+                raise RuntimeError("PDU outlet 7 does not answer")
+            host.run("( sleep 1; reboot ) </dev/null >/dev/null 2>&1 &")  # the test bed's power
+        """))
+    ctl = tmp_path / "reset.control"
+    ctl.write_text(textwrap.dedent("""\
+        def reset(machine):
+            host = hosts.create_host(machine)
+            old = host.get_boot_id()
+            host.hardreset(timeout=120)
+            assert host.get_boot_id() != old, "same boot id"
+            job.record("GOOD", None, "hardreset", machine)
+        parallel_simple(reset, machines)
+        """))
+    log = tmp_path / "hook.log"
+    broken = tb.machines[2]
+    proc = run_autoserv(ctl, "-r", tmp_path / "r", *bed(tb), "--hooks", hooks_file, cwd=tmp_path,
+                        HOOK_LOG=str(log), BROKEN_PDU=broken)
+    assert proc.returncode == 1
+    assert sorted(log.read_text().split()) == sorted(tb.machines)
+    for machine in tb.machines[:2]:
+        assert entries(tmp_path / "r" / machine / "status.log") == [("GOOD", "hardreset", machine)]
+    (entry,) = entries(tmp_path / "r" / broken / "status.log")
+    assert entry[0] == "ERROR" and "RuntimeError: PDU outlet 7 does not answer" in entry[2]
+
+
+@pytest.mark.slow
+def test_lifecycle_example(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parent.parent / "control_examples"
+    proc = run_autoserv(examples / "lifecycle.control", "-r", tmp_path / "r",
+                        *bed(testbed_loopback), "--hooks", examples / "lab_hooks.py", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for machine in testbed_loopback.machines:
+        assert entries(tmp_path / "r" / machine / "status.log") == [
+            ("GOOD", "verify", f"{machine} is fit")]
