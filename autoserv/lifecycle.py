@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoserv import hooks as hooks_mod
-from autoserv.deadline import Deadline
+from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
     AutoservHostError,
@@ -88,7 +88,8 @@ _GB = 10**9
 
 @dataclass(frozen=True)
 class Problem:
-    """One failed check: ``check`` is ``ssh``, ``shutdown``, ``disk`` or ``hook``."""
+    """One failed check: ``check`` is ``ssh`` (unreachable, too slow), ``auth`` (permission
+    denied, host key refused), ``shutdown``, ``disk`` or ``hook``."""
 
     check: str
     message: str
@@ -210,13 +211,14 @@ class _Settings:
     min_disk_gb: float = DEFAULT_MIN_DISK_GB
     protection: str = "NO_PROTECTION"
     started: float | None = None  # the job's start (controller's clock)
+    shutdown_wait: float = SHUTDOWN_WAIT
 
 
 _settings = _Settings()
 
 
 def configure(min_disk_gb: float | None = None, protection: str | None = None,
-              started: float | None = None) -> None:
+              started: float | None = None, shutdown_wait: float | None = None) -> None:
     """Set the job-wide defaults of :func:`verify` and :func:`repair` (the CLI's flags)."""
     if min_disk_gb is not None:
         _settings.min_disk_gb = float(min_disk_gb)
@@ -226,6 +228,8 @@ def configure(min_disk_gb: float | None = None, protection: str | None = None,
         _settings.protection = protection
     if started is not None:
         _settings.started = started
+    if shutdown_wait is not None:
+        _settings.shutdown_wait = float(shutdown_wait)
 
 
 def _connect_timeout(host: Any) -> float:
@@ -252,9 +256,9 @@ def check_ssh(host: Any, timeout: float | None = None) -> Problem | None:
         host.run("true", timeout=timeout, connect_timeout=timeout, verbose=False,
                  stdout_tee=None, stderr_tee=None)
     except AutoservSshPermissionDeniedError as exc:
-        return Problem("ssh", _first(exc))  # "permission denied for root@h:22 (tried ...)"
+        return Problem("auth", _first(exc))  # "permission denied for root@h:22 (tried ...)"
     except AutoservHostKeyError as exc:
-        return Problem("ssh", f"host key refused: {_first(exc)}")
+        return Problem("auth", f"host key refused: {_first(exc)}")
     except AutoservSSHTimeout as exc:
         return Problem("ssh", f"unreachable: {_first(exc)}")
     except AutoservRunError as exc:
@@ -358,14 +362,14 @@ def tmp_cleanup_script(dirs: Sequence[str], before: int) -> str:
     """Delete what ``dirs`` hold on their own mount that was last modified before ``before``.
 
     Only files, symlinks and (then empty) directories under each dir, never the dir itself, never
-    across a mount (``-xdev``); prints how many entries went.
+    across a mount (``-xdev``); prints how many entries were deleted.
     """
     parts = []
     for d in dirs:
         q = shlex.quote(d)
         parts.append(
             f"[ -d {q} ] && find {q} -xdev -mindepth 1 -depth ! -newermt @{int(before)} "
-            f"-print -delete 2>/dev/null | wc -l | sed 's|^|{d}: |'"
+            f"-delete -print 2>/dev/null | wc -l | sed 's|^|{d}: |'"
         )
     return "; ".join(parts) + "; true"
 
@@ -408,12 +412,17 @@ def repair(host: Any, protection: str | None = None, min_disk_gb: float | None =
 
     if level >= PROTECTION_LEVELS.index("DO_NOT_REPAIR"):
         raise AutoservRepairError(host.hostname, ["none (--host-protection DO_NOT_REPAIR)"], problems)
-    if "shutdown" in checks() or "ssh" in checks():
-        deadline = Deadline(SHUTDOWN_WAIT)
-        if "shutdown" in checks():
-            host.wait_down(timeout=deadline.remaining(), warning_timer=60)
-        host.wait_up(timeout=deadline.remaining())
-        if done(f"wait up to {SHUTDOWN_WAIT:g} s for the host to come back"):
+    if checks() & {"shutdown", "ssh"}:
+        # Shutting down, rebooting, or not answering (yet): wait until it answers and is not
+        # shutting down, whether it went down and came back or changed its mind.
+        wait = _settings.shutdown_wait
+        deadline = Deadline(wait)
+        for delay in backoff(0.5, 1.5, 10.0):
+            now = {p.check for p in diagnose(host, min_disk_gb, hooks, run_hook=False)}
+            if not now & {"shutdown", "ssh"} or deadline.expired():
+                break
+            deadline.sleep(delay)
+        if done(f"wait up to {wait:g} s for the host to finish shutting down or rebooting"):
             return steps
     if "disk" in checks():
         disk = next(p for p in problems if p.check == "disk")
@@ -430,9 +439,9 @@ def repair(host: Any, protection: str | None = None, min_disk_gb: float | None =
             step = f"empty /tmp and /var/tmp of old files failed ({_first(exc)})"
         if done(step):
             return steps
-    if "ssh" not in checks() or host.is_up(10):
+    if not checks() & {"ssh", "auth"}:
         try:
-            host.reboot(timeout=SHUTDOWN_WAIT)
+            host.reboot(timeout=_settings.shutdown_wait)
             step = "reboot"
         except AutoservError as exc:
             step = f"reboot failed ({_first(exc)})"
@@ -445,7 +454,7 @@ def repair(host: Any, protection: str | None = None, min_disk_gb: float | None =
             continue
         try:
             if name == "hardreset":
-                hardreset(host, hooks, timeout=SHUTDOWN_WAIT)
+                hardreset(host, hooks, timeout=_settings.shutdown_wait)
             else:
                 hook(host)
             step = f"{name} hook"

@@ -12,6 +12,7 @@ import contextlib
 import shlex
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_verify_script_and_output() -> None:
 
 def test_tmp_cleanup_script() -> None:
     script = lifecycle.tmp_cleanup_script(["/tmp"], 1700000000)
-    assert "find /tmp -xdev -mindepth 1 -depth ! -newermt @1700000000 -print -delete" in script
+    assert "find /tmp -xdev -mindepth 1 -depth ! -newermt @1700000000 -delete -print" in script
 
 
 @pytest.mark.parametrize(
@@ -245,7 +246,7 @@ def test_verify_auth_refused(testbed_loopback: Testbed, tmp_path: Path) -> None:
     assert proc.returncode == 1
     top = entries(tmp_path / "r" / "status.log")
     assert top[1][:2] == ("FAIL", "verify")
-    assert top[1][2].startswith("127.0.0.1 failed verify: ssh: permission denied for root@")
+    assert top[1][2].startswith("127.0.0.1 failed verify: auth: permission denied for root@")
     assert f"(tried key {key})" in top[1][2]
 
 
@@ -410,3 +411,131 @@ def test_lifecycle_example(testbed_loopback: Testbed, tmp_path: Path) -> None:
     for machine in testbed_loopback.machines:
         assert entries(tmp_path / "r" / machine / "status.log") == [
             ("GOOD", "verify", f"{machine} is fit")]
+
+
+# -- repair ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_repair_empties_a_full_disk(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    full = tb.machines[1]
+    results = tmp_path / "r"
+    with full_tmp(tb, full):
+        proc = run_autoserv("-R", "-r", results, *bed(tb), "--min-disk-gb", "0.001", cwd=tmp_path)
+        left = on_host(tb, full, "ls -A /tmp /var/tmp; df -Pk /tmp | tail -1")
+    assert proc.returncode == 0, proc.stderr
+    log = entries(results / full / "status.log")
+    assert log[0][:2] == ("GOOD", "repair")
+    assert log[0][2] == (
+        f"{full} repaired: empty /tmp and /var/tmp of files older than the job on the full mount "
+        "(/tmp: 2 entries): verified")
+    assert log[1] == ("GOOD", "verify", f"{full} verified")
+    # the old filler went; the file newer than the job, and /var/tmp (not full), stayed
+    assert "olddir" not in left and "new" in left and "old" in left.split("/var/tmp:")[1]
+    for machine in (tb.machines[0], tb.machines[2]):
+        assert entries(results / machine / "status.log") == [
+            ("GOOD", "repair", f"{machine} needed no repair"),
+            ("GOOD", "verify", f"{machine} verified")]
+    assert ops(results / "status.log") == [("START", "repair"), ("END GOOD", "repair"),
+                                           ("START", "verify"), ("END GOOD", "verify")]
+    (results / "status.log").read_text()  # shown in the report
+
+
+@pytest.mark.slow
+def test_repair_fails_listing_every_step(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    full = tb.machines[0]
+    results = tmp_path / "r"
+    with full_tmp(tb, full):
+        # everything on the full disk is newer than the job: nothing may be deleted
+        on_host(tb, full, "touch -d '+1 hour' /tmp/olddir/fill /tmp/olddir")
+        proc = run_autoserv("-R", "-r", results, *bed(tb, [full]), "--min-disk-gb", "0.001",
+                            "--host-protection", "filesystem_only", cwd=tmp_path)
+        left = on_host(tb, full, "ls -A /tmp")
+    assert proc.returncode == 1
+    assert "olddir" in left
+    top = entries(results / "status.log")
+    assert [(c, o) for c, o, _ in top] == [
+        ("START", "repair"),
+        ("START", "reboot"), ("GOOD", "reboot.start"), ("GOOD", "reboot.verify"),
+        ("END GOOD", "reboot"),  # the reboot step, as host.reboot() records it
+        ("FAIL", "repair"), ("END FAIL", "repair")]
+    top = [e for e in top if e[1] == "repair"]
+    disk = "disk: /tmp has 0.000 GB free (on /tmp), needs 0.001 GB (--min-disk-gb)"
+    assert top[1][2] == (
+        f"{full} could not be repaired: {disk} (tried: empty /tmp and /var/tmp of files older "
+        f"than the job on the full mount (/tmp: 0 entries): still {disk}; reboot: still {disk})")
+    reboot_ops = [o for _, o, _ in entries(results / "status.log")]
+    assert "verify" not in reboot_ops  # verify does not run after a failed repair
+
+
+@pytest.mark.slow
+def test_repair_do_not_repair(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    name = tb.machines[2]
+    tb.set_stopping(name)
+    try:
+        proc = run_autoserv("-R", "-r", tmp_path / "r", *bed(tb, [name]),
+                            "--host-protection", "DO_NOT_REPAIR", cwd=tmp_path)
+    finally:
+        tb.set_stopping(name, False)
+    assert proc.returncode == 1
+    assert entries(tmp_path / "r" / "status.log")[1] == (
+        "FAIL", "repair", f"{name} could not be repaired: shutdown: shutting down: runlevel 0 "
+        "(halting) (tried: none (--host-protection DO_NOT_REPAIR))")
+
+
+@pytest.mark.slow
+def test_repair_waits_for_a_host_shutting_down(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    name = tb.machines[2]
+    tb.set_stopping(name)
+    timer = threading.Timer(2.0, tb.set_stopping, (name, False))
+    timer.start()
+    try:
+        start = time.monotonic()
+        proc = run_autoserv("-R", "-r", tmp_path / "r", *bed(tb, [name]), cwd=tmp_path)
+        took = time.monotonic() - start
+    finally:
+        timer.cancel()
+        tb.set_stopping(name, False)
+    assert proc.returncode == 0, proc.stderr
+    assert entries(tmp_path / "r" / "status.log")[1] == (
+        "GOOD", "repair", f"{name} repaired: wait up to 600 s for the host to finish shutting "
+        "down or rebooting: verified")
+    assert took < 30
+
+
+REPAIR_HOOKS = """\
+import os
+def repair(host):
+    with open(os.environ["HOOK_LOG"], "a") as f:
+        f.write("repair " + host.hostname + "\\n")
+    raise RuntimeError("lab repair: no spare disk")
+def hardreset(host):
+    with open(os.environ["HOOK_LOG"], "a") as f:
+        f.write("hardreset " + host.hostname + "\\n")
+    host.run("rm -f /tmp/olddir/fill")  # what a power cycle of this lab would do
+    host.run("( sleep 1; reboot ) </dev/null >/dev/null 2>&1 &")
+"""
+
+
+@pytest.mark.slow
+def test_repair_hooks(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    full = tb.machines[0]
+    (tmp_path / "hooks.py").write_text(REPAIR_HOOKS)
+    log = tmp_path / "hook.log"
+    with full_tmp(tb, full):
+        on_host(tb, full, "touch -d '+1 hour' /tmp/olddir/fill /tmp/olddir")
+        proc = run_autoserv("-R", "-r", tmp_path / "r", *bed(tb, [full]), "--min-disk-gb", "0.001",
+                            "--hooks", tmp_path / "hooks.py", cwd=tmp_path, HOOK_LOG=str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().split("\n")[:2] == [f"repair {full}", f"hardreset {full}"]
+    (message,) = [m for c, o, m in entries(tmp_path / "r" / "status.log")
+                  if (c, o) == ("GOOD", "repair")]
+    assert message.startswith(f"{full} repaired: empty /tmp")
+    assert "; reboot: still disk" in message
+    assert "; repair hook failed (RuntimeError: lab repair: no spare disk): still disk" in message
+    assert message.endswith("; hardreset hook: verified")
