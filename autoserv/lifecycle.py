@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoserv import hooks as hooks_mod
+from autoserv import jobmark
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
@@ -577,6 +578,7 @@ def run_segments(job: Any, plan: Plan, run_control: Callable[[], None] | None) -
 
     configure(plan.min_disk_gb, plan.protection)
     previous = hooks_mod.set_current(plan.hooks)
+    jobmark.start()  # what the job's commands start can be found by cleanup
     try:
         if plan.collect_crashinfo:
             _crashinfo_segment(job)
@@ -604,6 +606,7 @@ def run_segments(job: Any, plan: Plan, run_control: Callable[[], None] | None) -
                 _cleanup_segment(job, plan.cleanup)
     finally:
         hooks_mod.set_current(previous)
+        jobmark.stop()
 
 
 def _crashinfo_after_failure(job: Any) -> None:
@@ -615,7 +618,9 @@ def _crashinfo_segment(job: Any) -> None:
 
 
 def _cleanup_segment(job: Any, mode: str) -> None:
-    raise AutoservUnsupportedError("-C: cleanup is not there yet")
+    from autoserv import cleanup as cleanup_mod
+
+    segment(job, "cleanup", lambda host: cleanup_mod.cleanup(host, mode))
 
 
 def valid_protection(text: str) -> str:

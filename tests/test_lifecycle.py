@@ -9,6 +9,7 @@ nothing a test fills or repairs is outside that host.  A host shutting down is t
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import subprocess
 import textwrap
@@ -332,16 +333,19 @@ def test_install_before_and_after(testbed_loopback: Testbed, tmp_path: Path) -> 
     (tmp_path / "job.control").write_text(JOB)
     log = tmp_path / "hook.log"
     results = tmp_path / "r"
-    proc = run_autoserv("-i", "-I", tmp_path / "job.control", "-r", results, *bed(tb),
+    proc = run_autoserv("-i", "-I", "-C", tmp_path / "job.control", "-r", results, *bed(tb),
                         "--hooks", tmp_path / "hooks.py", cwd=tmp_path, HOOK_LOG=str(log))
     assert proc.returncode == 0, proc.stderr
     assert ops(results / "status.log") == [
         ("START", "install"), ("END GOOD", "install"),
-        ("START", "install_after"), ("END GOOD", "install_after")]
+        ("START", "install_after"), ("END GOOD", "install_after"),
+        ("START", "cleanup"), ("END GOOD", "cleanup")]
     for machine in tb.machines:
         assert entries(results / machine / "status.log") == [
             ("GOOD", "install", f"{machine} installed"), ("GOOD", "job", f"ran on {machine}"),
-            ("GOOD", "install_after", f"{machine} installed")]
+            ("GOOD", "install_after", f"{machine} installed"),
+            ("GOOD", "cleanup", f"{machine} cleaned up: killed 0 process(es), "
+             "removed 0 temp dir(s)")]
     calls = sorted(log.read_text().splitlines())
     # each hook ran with its own host (its hostname is its machine name), in its results dir
     assert calls == sorted(f"install {m} {m} {results / m}" for m in tb.machines for _ in "12")
@@ -539,3 +543,129 @@ def test_repair_hooks(testbed_loopback: Testbed, tmp_path: Path) -> None:
     assert "; reboot: still disk" in message
     assert "; repair hook failed (RuntimeError: lab repair: no spare disk): still disk" in message
     assert message.endswith("; hardreset hook: verified")
+
+
+# -- cleanup --------------------------------------------------------------------------------------
+
+
+def marked_processes(marker: str) -> dict[int, str]:
+    """Processes on this machine (the test bed hosts share it) whose command line has ``marker``,
+    with their AUTOSERV_JOB mark ('' if none)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if marker not in cmdline or "stat" in cmdline.split()[0]:
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        mark = next((e.decode() for e in env if e.startswith(b"AUTOSERV_JOB=")), "")
+        found[int(entry.name)] = mark
+    return found
+
+
+CLEANUP_JOB = """\
+import os, signal
+secs = args[0]
+def work(machine):
+    host = hosts.create_host(machine)
+    host.run("nohup sleep %s >/dev/null 2>&1 &" % secs)            # in the command's group
+    host.run("setsid sleep %s.5 >/dev/null 2>&1 </dev/null &" % secs)  # a new session
+    d = host.get_tmp_dir()
+    host.run("echo x > %s/f" % d)
+    job.record("GOOD", None, "work", d)
+    os.kill(os.getpid(), signal.SIGKILL)  # a crashed worker: nothing of the above is undone
+parallel_simple(work, machines)
+"""
+
+
+@pytest.mark.slow
+def test_cleanup_leaves_nothing_of_the_job(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    secs = str(7000 + int(time.time()) % 1000)
+    (tmp_path / "job.control").write_text(CLEANUP_JOB)
+    bystander = subprocess.Popen(["sleep", f"{secs}.25"])  # not the job's: must survive
+    results = tmp_path / "r"
+    try:
+        proc = run_autoserv(tmp_path / "job.control", "-C", "-r", results, *bed(tb), "-a", secs,
+                            cwd=tmp_path)
+        left = marked_processes(f"sleep {secs}")
+        assert list(left) == [bystander.pid], left
+    finally:
+        bystander.kill()
+        bystander.wait()
+        for pid in marked_processes(f"sleep {secs}"):
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+    assert proc.returncode == 1  # the workers crashed
+    tmp_dirs = []
+    for machine in tb.machines:
+        log = entries(results / machine / "status.log")
+        assert log[0][:2] == ("GOOD", "work")
+        tmp_dirs.append(log[0][2])
+        assert log[-1] == ("GOOD", "cleanup",
+                           f"{machine} cleaned up: killed 2 process(es), removed 1 temp dir(s)")
+    assert all(not Path(d).exists() for d in tmp_dirs)  # the test bed shares this filesystem
+    assert all(Path(d).name.startswith("autoserv-") for d in tmp_dirs)
+    assert ops(results / "status.log")[-3:] == [
+        ("START", "cleanup"), ("END GOOD", "cleanup"), ("ERROR", "")]
+
+
+@pytest.mark.slow
+def test_cleanup_reboot(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    machine = tb.machines[0]
+    (tmp_path / "job.control").write_text(
+        'job.record("GOOD", None, "boot", hosts.create_host(machines[0]).get_boot_id())\n')
+    proc = run_autoserv(tmp_path / "job.control", "--cleanup=reboot", "-r", tmp_path / "r",
+                        *bed(tb, [machine]), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    log = entries(tmp_path / "r" / "status.log")
+    assert log[0][:2] == ("GOOD", "boot")
+    assert ("GOOD", "cleanup", f"{machine} rebooted") in log
+    assert ("END GOOD", "reboot") in [(c, o) for c, o, _ in log]
+    assert on_host(tb, machine, "cat /proc/sys/kernel/random/boot_id").strip() != log[0][2]
+
+
+def test_jobmark_names() -> None:
+    from autoserv import jobmark
+    from autoserv.hosts.ssh_host import wrap_command
+
+    assert jobmark.current() is None and jobmark.export_command("h") == ""
+    assert jobmark.tmp_prefix("h") == "autoserv-" and wrap_command("true", "h").startswith("printf")
+    jobmark.start("abc123")
+    try:
+        assert jobmark.process_mark("h1") == "abc123@h1"
+        assert jobmark.export_command("it's") == "export AUTOSERV_JOB='abc123@it'\"'\"'s'; "
+        assert jobmark.tmp_prefix("h1").startswith("autoserv-abc123-")
+        assert jobmark.tmp_prefix("h1") != jobmark.tmp_prefix("h2")
+        assert wrap_command("true", "h1").startswith("export AUTOSERV_JOB=abc123@h1; printf")
+    finally:
+        jobmark.stop()
+    with pytest.raises(ValueError):
+        jobmark.start("not hex; rm -rf /")
+
+
+def test_kill_script_spares_its_own_session_and_others() -> None:
+    """The kill script in a real local shell: it ends the marked processes only."""
+    from autoserv import cleanup
+
+    env = dict(os.environ, AUTOSERV_JOB="feed01@local")
+    marked = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+    other = subprocess.Popen(["sleep", "301"], env=dict(env, AUTOSERV_JOB="feed01@other"))
+    try:
+        # a session leader, as sshd makes the shell of every remote command
+        out = subprocess.run(["sh", "-c", cleanup.kill_script("feed01@local")], env=env,
+                             capture_output=True, text=True, timeout=30,
+                             start_new_session=True).stdout
+        assert out.split() == ["killed", "1"]
+        assert marked.wait(5) == -15 and other.poll() is None
+    finally:
+        for p in (marked, other):
+            p.kill()
+            p.wait()

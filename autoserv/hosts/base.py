@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Self
 
+from autoserv import jobmark
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
@@ -292,7 +293,8 @@ class Host:
     # -- queries -----------------------------------------------------------
     def get_tmp_dir(self, parent: str = "/tmp") -> str:
         """A new remote temporary directory, removed at :meth:`close`."""
-        path = self.run_output("mktemp -d", args=[f"{parent.rstrip('/') or ''}/autoserv-XXXXXX"])
+        name = f"{jobmark.tmp_prefix(self.hostname)}XXXXXX"  # in a job: marked for cleanup
+        path = self.run_output("mktemp -d", args=[f"{parent.rstrip('/') or ''}/{name}"])
         self._tmp_dirs.append(path)
         return path
 
@@ -321,6 +323,12 @@ class Host:
         from autoserv import lifecycle
 
         return lifecycle.repair(self, **kwargs)
+
+    def cleanup(self, mode: str = "safe") -> str:
+        """Clean up after the job; says what it did (see :func:`autoserv.cleanup.cleanup`)."""
+        from autoserv import cleanup
+
+        return cleanup.cleanup(self, mode)
 
     def machine_install(self, **kwargs: Any) -> None:
         """Reinstall with the lab's install hook (see :func:`autoserv.lifecycle.machine_install`)."""
