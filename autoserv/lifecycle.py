@@ -594,10 +594,12 @@ def run_segments(job: Any, plan: Plan, run_control: Callable[[], None] | None) -
         aborted = False
         try:
             run_control()
+            if job.failed and plan.crashinfo_on_failure and job.resultdir is not None:
+                _crashinfo_after_failure(job, False)  # failures recorded, nothing raised
         except BaseException as exc:
             aborted = isinstance(exc, JobAbort | KeyboardInterrupt)
             if plan.crashinfo_on_failure and job.resultdir is not None:
-                _crashinfo_after_failure(job)
+                _crashinfo_after_failure(job, aborted)
             raise
         finally:
             if plan.install_after and not aborted:
@@ -609,12 +611,21 @@ def run_segments(job: Any, plan: Plan, run_control: Callable[[], None] | None) -
         jobmark.stop()
 
 
-def _crashinfo_after_failure(job: Any) -> None:
-    """Crash collection after a failed or aborted control file (lands with autoserv.crashinfo)."""
+def _crashinfo_after_failure(job: Any, aborted: bool) -> None:
+    """Collect crash information after the control file failed (never fatal)."""
+    from autoserv import crashinfo
+
+    try:
+        crashinfo.collect_segment(job, "the job was aborted" if aborted else "the job failed",
+                                  record=False)
+    except Exception:
+        log.exception("crash collection failed (ignored)")
 
 
 def _crashinfo_segment(job: Any) -> None:
-    raise AutoservUnsupportedError("--collect-crashinfo: crash collection is not there yet")
+    from autoserv import crashinfo
+
+    crashinfo.collect_segment(job)
 
 
 def _cleanup_segment(job: Any, mode: str) -> None:

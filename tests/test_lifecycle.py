@@ -669,3 +669,77 @@ def test_kill_script_spares_its_own_session_and_others() -> None:
         for p in (marked, other):
             p.kill()
             p.wait()
+
+
+# -- crash collection --------------------------------------------------------------------------
+
+FAILING_JOB = """\
+secs = args[0]
+def work(machine):
+    host = hosts.create_host(machine)
+    host.run("nohup sleep %s >/dev/null 2>&1 &" % secs)
+    host.run("logger -t autoserv-test crash-marker-%s 2>/dev/null; true" % machine)
+    raise TestFail("the test broke " + machine)
+parallel_simple(work, machines)
+"""
+
+
+@pytest.mark.slow
+def test_crashinfo_of_a_failed_job(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    secs = str(8000 + int(time.time()) % 1000)
+    (tmp_path / "job.control").write_text(FAILING_JOB)
+    (tmp_path / "hooks.py").write_text(textwrap.dedent("""\
+        import os
+        def collect_crashinfo(host, dest):
+            with open(os.path.join(dest, "lab-notes"), "w") as f:
+                f.write("lab notes of " + host.run("hostname").stdout)
+        """))
+    results = tmp_path / "r"
+    try:
+        start = time.monotonic()
+        proc = run_autoserv(tmp_path / "job.control", "-r", results, *bed(tb), "-a", secs,
+                            "--hooks", tmp_path / "hooks.py", cwd=tmp_path)
+        took = time.monotonic() - start
+    finally:
+        for pid in marked_processes(f"sleep {secs}"):
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+    assert proc.returncode == 1
+    assert took < 60, took
+    for machine in tb.machines:
+        info = results / machine / "crashinfo"
+        names = sorted(p.name for p in info.iterdir())
+        assert {"README", "dmesg", "messages", "uptime", "df", "ps", "journal",
+                "lab-notes"} <= set(names), names
+        assert "load average" in (info / "uptime").read_text()
+        assert "Mounted on" in (info / "df").read_text()
+        ps = (info / "ps").read_text()
+        assert f"sleep {secs}" in ps, ps  # the job's leftover process, by its mark
+        assert (info / "lab-notes").read_text() == f"lab notes of {machine}\n"
+        readme = (info / "README").read_text()
+        assert readme.startswith(f"Crash information collected by autoserv from {machine}: "
+                                 "the job failed.")
+        assert "at most 30 s and 1000000 bytes" in readme
+        # a worker's status.log is the job's: crash collection adds nothing to it
+        assert [o for _, o, _ in entries(results / machine / "status.log")] == [""]
+
+
+@pytest.mark.slow
+def test_collect_crashinfo_only(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    tb = testbed_loopback
+    results = tmp_path / "r"
+    proc = run_autoserv("--collect-crashinfo", "-r", results,
+                        *bed(tb, tb.machines[:2]), "-m", "127.0.0.1:1", "--connect-timeout", "3",
+                        cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # never fatal, even with a machine that is gone
+    for machine in tb.machines[:2]:
+        (entry,) = entries(results / machine / "status.log")
+        assert entry[:2] == ("GOOD", "collect_crashinfo")
+        assert (results / machine / "crashinfo" / "uptime").exists()
+    (gone,) = entries(results / "127.0.0.1:1" / "status.log")
+    assert gone == ("WARN", "collect_crashinfo", "nothing collected (see 127.0.0.1:1/crashinfo/README)")
+    readme = (results / "127.0.0.1:1" / "crashinfo" / "README").read_text()
+    assert "Note: the host did not answer: cannot connect to 127.0.0.1:1" in readme
+    assert ops(results / "status.log") == [("START", "collect_crashinfo"),
+                                           ("END GOOD", "collect_crashinfo")]
