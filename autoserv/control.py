@@ -128,7 +128,7 @@ def copy_to_results(text: str, resultdir: str, name: str = "control.srv") -> str
 
 def build_namespace(job: Any, control: ControlFile | None = None, **extra: Any) -> dict[str, Any]:
     """The globals a control file runs with (see docs/runner.md)."""
-    from autoserv import barrier, hosts, kvm, parallel, utils
+    from autoserv import barrier, hosts, kvm, parallel, unsupported, utils
 
     namespace: dict[str, Any] = {
         "__name__": "__main__",
@@ -152,6 +152,7 @@ def build_namespace(job: Any, control: ControlFile | None = None, **extra: Any) 
         "parse_machine": hosts.parse_machine,
         "barrier": barrier.barrier,
     }
+    namespace.update(unsupported.namespace())  # deb_kernel, ...: one line, not a NameError
     if control is not None:
         namespace["__file__"] = control.path
         if control.translated:

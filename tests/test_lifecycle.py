@@ -743,3 +743,26 @@ def test_collect_crashinfo_only(testbed_loopback: Testbed, tmp_path: Path) -> No
     assert "Note: the host did not answer: cannot connect to 127.0.0.1:1" in readme
     assert ops(results / "status.log") == [("START", "collect_crashinfo"),
                                            ("END GOOD", "collect_crashinfo")]
+
+
+# -- odds and ends ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "what"),
+    [
+        ("kernel = deb_kernel.DEBKernel()", "deb_kernel.DEBKernel"),
+        ("rpm_kernel.RPMKernel().install(h)", "rpm_kernel.RPMKernel"),
+        ("git_kernel.GitKernel('git://x', 'l', 'r')", "git_kernel.GitKernel"),
+        ("source_kernel.SourceKernel('k')", "source_kernel.SourceKernel"),
+        ("source_kernel('k')", "source_kernel"),
+        ("h.bootloader.set_default(0)", "host.bootloader"),
+    ],
+)
+def test_kernel_helpers_raise_one_line(line: str, what: str, tmp_path: Path) -> None:
+    ctl = tmp_path / "k.control"
+    ctl.write_text(f"h = hosts.SSHHost('h.invalid')\n{line}\n")
+    proc = run_autoserv(ctl, "-r", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"autoserv: {ctl}:2: AutoservUnsupportedError: {what}: not supported "
+                           "by this autoserv: install kernels with an install hook (--hooks)\n")

@@ -342,6 +342,14 @@ class Host:
 
         lifecycle.hardreset(self, **kwargs)
 
+    @property
+    def bootloader(self) -> Any:
+        """The original's boot loader control: not supported (one line, at first use)."""
+        from autoserv.errors import AutoservUnsupportedError
+        from autoserv.unsupported import KERNEL_MESSAGE
+
+        raise AutoservUnsupportedError(f"host.bootloader: {KERNEL_MESSAGE}")
+
     def install(self, installableObject: Any) -> Any:
         """``obj.install(self)``: e.g. ``host.install(kvm_obj)``."""
         return installableObject.install(self)
