@@ -233,6 +233,10 @@ def test_abort_releases_everyone(testbed_loopback: Testbed, tmp_path: Path) -> N
         log = entries(results / machine / "status.log")
         assert any("aborted" in e.message or e.status_code == "ABORT" for e in log), (machine, log)
         assert not any(e.operation == "released" for e in log)
+    for machine in tb.machines:  # an aborted job collects crash information too
+        readme = (results / machine / "crashinfo" / "README").read_text()
+        assert readme.startswith(f"Crash information collected by autoserv from {machine}: "
+                                 "the job was aborted.")
 
 
 def test_two_autoserv_processes_meet(testbed_loopback: Testbed, tmp_path: Path) -> None:
