@@ -44,10 +44,6 @@ class Hooks:
             raise ValueError(f"unknown hook {name!r}")
         return self.functions.get(name)
 
-    def where(self) -> str:
-        """How to name the configuration in messages."""
-        return self.path or f"no hook file (--hooks FILE or {ENV})"
-
 
 def load(path: str) -> Hooks:
     """Load the hook file at ``path``; :class:`AutoservUsageError` (one line) if it cannot be."""

@@ -84,6 +84,8 @@ DEFAULT_MIN_DISK_GB = 1.0
 AUTODIRS = ("/usr/local/autotest", "/home/autotest")
 #: How long repair waits for a host that is shutting down or rebooting to come back.
 SHUTDOWN_WAIT = 600.0
+#: How long repair waits for a host that does not answer (it may be rebooting).
+UNREACHABLE_WAIT = 120.0
 _GB = 10**9
 
 
@@ -211,7 +213,6 @@ def disk_problem(df: dict[str, str], min_disk_gb: float) -> Problem | None:
 class _Settings:
     min_disk_gb: float = DEFAULT_MIN_DISK_GB
     protection: str = "NO_PROTECTION"
-    started: float | None = None  # the job's start (controller's clock)
     shutdown_wait: float = SHUTDOWN_WAIT
 
 
@@ -219,7 +220,7 @@ _settings = _Settings()
 
 
 def configure(min_disk_gb: float | None = None, protection: str | None = None,
-              started: float | None = None, shutdown_wait: float | None = None) -> None:
+              shutdown_wait: float | None = None) -> None:
     """Set the job-wide defaults of :func:`verify` and :func:`repair` (the CLI's flags)."""
     if min_disk_gb is not None:
         _settings.min_disk_gb = float(min_disk_gb)
@@ -227,8 +228,6 @@ def configure(min_disk_gb: float | None = None, protection: str | None = None,
         if protection not in PROTECTION_LEVELS:
             raise ValueError(f"host protection must be one of {', '.join(PROTECTION_LEVELS)}")
         _settings.protection = protection
-    if started is not None:
-        _settings.started = started
     if shutdown_wait is not None:
         _settings.shutdown_wait = float(shutdown_wait)
 
@@ -415,8 +414,11 @@ def repair(host: Any, protection: str | None = None, min_disk_gb: float | None =
         raise AutoservRepairError(host.hostname, ["none (--host-protection DO_NOT_REPAIR)"], problems)
     if checks() & {"shutdown", "ssh"}:
         # Shutting down, rebooting, or not answering (yet): wait until it answers and is not
-        # shutting down, whether it went down and came back or changed its mind.
+        # shutting down, whether it went down and came back or changed its mind.  A host
+        # that merely does not answer may be rebooting: it gets a shorter wait.
         wait = _settings.shutdown_wait
+        if "shutdown" not in checks():
+            wait = min(wait, UNREACHABLE_WAIT)
         deadline = Deadline(wait)
         for delay in backoff(0.5, 1.5, 10.0):
             now = {p.check for p in diagnose(host, min_disk_gb, hooks, run_hook=False)}
@@ -503,10 +505,6 @@ class Plan:
         """False for the lifecycle-only jobs (-v, -R, --collect-crashinfo)."""
         return not (self.verify or self.repair or self.collect_crashinfo)
 
-    @property
-    def active(self) -> bool:
-        return not self.runs_control or self.install_before or self.install_after or bool(
-            self.cleanup)
 
 
 def _per_machine(job: Any, name: str, action: Callable[[Any], str]) -> Callable[[str], str | None]:
@@ -536,19 +534,16 @@ def _per_machine(job: Any, name: str, action: Callable[[Any], str]) -> Callable[
 def segment(job: Any, name: str, action: Callable[[Any], str]) -> bool:
     """Run ``action(host)`` on every machine in parallel in a ``name`` group; True if all passed."""
     from autoserv import parallel
-    from autoserv.abort import JobAbort
 
-    job.record("START", None, name)
+    job.record("START", None, name)  # on an abort, the job's end closes it with END ABORT
     failed: list[str] = []
-    try:
-        results = parallel.parallel_simple(_per_machine(job, name, action), job.machines,
-                                           return_results=True) or []
-        for machine, result in zip(job.machines, results, strict=True):
-            if result is not None:
-                label = parallel.arg_label(machine)
-                failed.append(f"{label}: {_first(result) if isinstance(result, BaseException) else result}")
-    except JobAbort:
-        raise  # the job's end closes the group with END ABORT
+    results = parallel.parallel_simple(_per_machine(job, name, action), job.machines,
+                                       return_results=True) or []
+    for machine, result in zip(job.machines, results, strict=True):
+        if isinstance(result, BaseException):
+            result = _first(result)
+        if result is not None:
+            failed.append(f"{parallel.arg_label(machine)}: {result}")
     if failed:
         job.record("END FAIL", None, name, "; ".join(failed))
         return False
