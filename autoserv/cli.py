@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from autoserv import __version__, abort, client_tests, control
+from autoserv import __version__, abort, client_tests, control, lifecycle_cli
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
 from autoserv.report import command as report_command
@@ -65,17 +65,10 @@ environment:
 
 #: Flags of the original Autoserv that this one does not implement: each is an error.
 UNSUPPORTED = {
-    ("-i", "--install-before"): "installing before the job",
-    ("-I", "--install-after"): "installing after the job",
     ("-b", "--reboot"): "rebooting after the job",
-    ("-v", "--verify"): "verify-only jobs",
-    ("-R", "--repair"): "repair-only jobs",
-    ("-C", "--cleanup"): "cleanup after the job",
-    ("--collect-crashinfo",): "crash collection",
     ("--parse-job",): "parsing results into a database",
     ("--ssh-options",): "extra ssh options (use --ssh-config)",
     ("--ssh-verbosity",): "ssh verbosity",
-    ("--host-protection",): "host protection levels",
     ("-T", "--test-retry"): "test retries",
 }
 
@@ -103,10 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autoserv",
         usage="autoserv [options] <control-file> [args...]\n       autoserv check [options] FILE...",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=EPILOG + "\n" + lifecycle_cli.HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("control_file", metavar="control-file", help="the control file to run")
+    p.add_argument("control_file", metavar="control-file", nargs="?",
+                   help="the control file to run (none with -v, -R, --collect-crashinfo)")
     p.add_argument("args", nargs="*", help="arguments for the control file (its 'args')")
     p.add_argument("--version", action="version", version=f"autoserv {__version__}")
     p.add_argument("--check", action="store_true",
@@ -175,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connection timeout (default 30)")
 
     report_command.add_flags(p)  # hook: reports, progress, sharding (autoserv/report)
+    lifecycle_cli.add_flags(p)  # issue 10: -v, -R, -i, -I, -C, --hooks, ...
 
     g = p.add_argument_group("not supported (flags of the original Autoserv)")
     for flags, what in UNSUPPORTED.items():
@@ -204,6 +199,7 @@ def _positive_float(text: str) -> float:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check the command line; raises AutoservUsageError (exit 2)."""
+    argv = lifecycle_cli.cleanup_equals(sys.argv[1:] if argv is None else list(argv))
     options = build_parser().parse_intermixed_args(argv)
     if options.client and options.server:
         raise AutoservUsageError("-c (client-side) and -s (server-side) are mutually exclusive")
@@ -233,11 +229,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if path is not None and not os.path.isfile(path):
             flag = "--" + name.replace("_", "-")
             raise AutoservUsageError(f"{flag}: no such file: {path}")
-    if not os.path.isfile(options.control_file):
-        what = "is not a file" if os.path.exists(options.control_file) else "does not exist"
-        raise AutoservUsageError(f"control file {options.control_file} {what}")
     for extra in options.extra_args:
         options.args.extend(extra.split())
+    lifecycle_cli.check(options)  # sets options.plan
+    if options.control_file is not None and not os.path.isfile(options.control_file):
+        what = "is not a file" if os.path.exists(options.control_file) else "does not exist"
+        raise AutoservUsageError(f"control file {options.control_file} {what}")
     options.parsed_machines = parse_machines(options.machines, options.mlist)
     options.machine_list = [m.spec for m in options.parsed_machines]
     if options.client and not options.machine_list:
@@ -250,6 +247,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                 raise AutoservUsageError(f"{flag}: no such directory: {path}")
         setattr(options, name, paths)
     report_command.check_options(options)  # hook: report flags, --shard
+    if not options.plan.runs_control and not options.machine_list:
+        raise AutoservUsageError("-v, -R and --collect-crashinfo need machines (-m or -M)")
     return options
 
 
@@ -321,6 +320,7 @@ def make_job(options: argparse.Namespace) -> ServerJob:
             install_in_tmpdir=options.install_in_tmpdir,
             client_control=options.client,
         ),
+        lifecycle=options.plan,
     )
 
 
@@ -353,7 +353,7 @@ def describe_error(exc: BaseException, job: ServerJob | None) -> str:
     text = f"{type(exc).__name__}: {_first_line(exc)}" if _first_line(exc) else type(exc).__name__
     if isinstance(exc, SystemExit):
         text = f"control file called sys.exit({exc.code!r})"
-    if job is not None:
+    if job is not None and job.control is not None:
         line = control.control_frame(exc, job.control)
         if line is not None:
             return f"{job.control}:{line}: {text}"

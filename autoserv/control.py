@@ -132,15 +132,9 @@ def copy_to_results(text: str, resultdir: str, name: str = "control.srv") -> str
     return dest
 
 
-def _barrier(*args: Any, **kwargs: Any) -> None:
-    raise errors.AutoservNotSupportedError(
-        "barrier() is not supported by this autoserv (it synchronised Autotest client jobs)"
-    )
-
-
 def build_namespace(job: Any, control: ControlFile | None = None, **extra: Any) -> dict[str, Any]:
     """The globals a control file runs with (see docs/runner.md)."""
-    from autoserv import hosts, kvm, parallel, utils
+    from autoserv import barrier, hosts, kvm, parallel, unsupported, utils
 
     namespace: dict[str, Any] = {
         "__name__": "__main__",
@@ -162,8 +156,9 @@ def build_namespace(job: Any, control: ControlFile | None = None, **extra: Any) 
         "get_tmp_dir": utils.get_tmp_dir,
         "sh_escape": utils.sh_escape,
         "parse_machine": hosts.parse_machine,
-        "barrier": _barrier,
+        "barrier": barrier.barrier,
     }
+    namespace.update(unsupported.namespace())  # deb_kernel, ...: one line, not a NameError
     if control is not None:
         namespace["__file__"] = control.path
         if control.translated:

@@ -31,6 +31,8 @@ __all__ = [
     "AutoservNotSupportedError",
     "AutoservUsageError",
     "AutoservAbort",
+    "BarrierError",
+    "BarrierAbortError",
     "TestBaseException",
     "TestError",
     "TestFail",
@@ -162,6 +164,14 @@ class AutoservAbort(AutoservError):
     :class:`autoserv.abort.JobAbort`, a ``BaseException`` that a control file's
     ``except Exception:`` cannot swallow.
     """
+
+
+class BarrierError(AutoservError):
+    """A barrier rendezvous failed: timed out (naming who never arrived), or a participant left."""
+
+
+class BarrierAbortError(BarrierError):
+    """A participant of a barrier asked everyone to abort (``rendezvous(..., abort=True)``)."""
 
 
 class JobError(AutoservError):

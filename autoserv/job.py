@@ -128,7 +128,7 @@ class ServerJob:
 
     def __init__(
         self,
-        control: str,
+        control: str | None,
         args: Sequence[str] = (),
         resultdir: str | None = None,
         machines: Sequence[str | Machine] = (),
@@ -150,8 +150,12 @@ class ServerJob:
         verbose: bool = False,
         pidfile_label: str | None = None,
         tests: TestSettings | None = None,
+        lifecycle: Any = None,
     ) -> None:
-        self.control = os.path.abspath(control)
+        # control None: a lifecycle-only job (-v, -R, --collect-crashinfo), see autoserv.lifecycle
+        self.control = os.path.abspath(control) if control is not None else None
+        #: The lifecycle segments around the control file (an autoserv.lifecycle.Plan), if any.
+        self.lifecycle = lifecycle
         self.args = list(args)
         self.resultdir = os.path.abspath(resultdir) if resultdir is not None else None
         from autoserv.hosts.machine import Machine
@@ -336,24 +340,15 @@ class ServerJob:
                         "job_started": int(time.time()),
                     },
                 )
-            text = control_mod.read_source(self.control)
-            if self.resultdir is not None:
-                control_mod.copy_to_results(text, self.resultdir, self.control_filename)
-            if self.tests.client_control:  # -c: a client control file, on every machine
-                from autoserv import client_job
-
-                control, namespace = client_job.server_side(self, text)
-            else:
-                control = control_mod.load(self.control, text)
-                namespace = control_mod.build_namespace(self, control)
+            run_control = self._prepare_control()
             if self.resultdir is not None:
                 os.chdir(self.resultdir)
-            try:
-                control_mod.execute(control, namespace)
-            except SystemExit as exc:
-                if exc.code not in (0, None):
-                    raise
-                log.info("The control file called sys.exit(%s)", exc.code)
+            if self.lifecycle is not None:  # repair, verify, install, job, install-after, cleanup
+                from autoserv import lifecycle
+
+                lifecycle.run_segments(self, self.lifecycle, run_control)
+            elif run_control is not None:
+                run_control()
         except BaseException as exc:
             error = exc
             raise
@@ -366,6 +361,31 @@ class ServerJob:
                 _restore_host_context(previous_context)
         if self._handlers.pending:
             raise abort.JobAbort(self._handlers.pending)
+
+    def _prepare_control(self) -> Callable[[], None] | None:
+        """Copy and compile the control file; the function that runs it (None: no control file)."""
+        if self.control is None:
+            return None
+        text = control_mod.read_source(self.control)
+        if self.resultdir is not None:
+            control_mod.copy_to_results(text, self.resultdir, self.control_filename)
+        if self.tests.client_control:  # -c: a client control file, on every machine
+            from autoserv import client_job
+
+            control, namespace = client_job.server_side(self, text)
+        else:
+            control = control_mod.load(self.control, text)
+            namespace = control_mod.build_namespace(self, control)
+
+        def run_control() -> None:
+            try:
+                control_mod.execute(control, namespace)
+            except SystemExit as exc:
+                if exc.code not in (0, None):
+                    raise
+                log.info("The control file called sys.exit(%s)", exc.code)
+
+        return run_control
 
     def _end(self, error: BaseException | None) -> None:
         """Close open groups, record the error or abort, close every host."""
@@ -394,7 +414,7 @@ class ServerJob:
         message = _one_line(error)
         while self._status.open_groups:
             self.record("END ABORT", None, self._status.open_groups[-1], message)
-        where = control_mod.control_frame(error, self.control)
+        where = control_mod.control_frame(error, self.control) if self.control else None
         if where is not None:
             message += f"\n(raised at {self.control}:{where})"
         word = error.exit_status if isinstance(error, TestBaseException) else "ERROR"

@@ -88,11 +88,11 @@ def test_ssh_flags_and_environment(ok_control: Path, tmp_path: Path,
         (["--server-tests", "/nonexistent/tests"], "--server-tests: no such directory"),
         (["-N", "-r", "x"], "mutually exclusive"),
         (["-N", "-p"], "cannot be used with -N"),
-        (["-i"], "-i (installing before the job) is not supported"),
-        (["-v"], "not supported"),
-        (["-R"], "not supported"),
-        (["-C"], "not supported"),
-        (["--collect-crashinfo"], "not supported"),
+        (["-b"], "-b (rebooting after the job) is not supported"),
+        (["-i"], "-i needs an install hook"),
+        (["-v"], "-v runs no control file"),
+        (["-R", "-m", "h"], "-R runs no control file"),
+        (["--collect-crashinfo"], "--collect-crashinfo runs no control file"),
         (["--ssh-port", "0"], "port out of range"),
         (["--ssh-port", "ssh"], "not a port number"),
         (["--connect-timeout", "-1"], "must be positive"),
@@ -190,17 +190,15 @@ def test_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert run("echo hi").stdout == "hi\\n"
         assert (job.label, job.user, job.tag) == ("", "me2", "tagged")
         assert __file__.endswith("ns.control")
-        try:
-            barrier("a", "b")
-        except AutoservNotSupportedError as e:
-            print("barrier:", e)
+        barrier("a", "b", 5).rendezvous("a")
+        print("barrier: alone, released")
         """,
     )
     code = cli.main([str(ctl), "-r", str(tmp_path / "r"), "-m", "root@h1:2222,h2,h2",
                      "--ssh-user", "me", "--ssh-port", "2200", "-u", "me2", "-P", "tagged"])
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert "barrier: barrier() is not supported" in out
+    assert "barrier: alone, released" in out
 
 
 def test_the_job_gives_hosts_its_context_while_it_runs(tmp_path: Path,
@@ -380,7 +378,8 @@ def test_subprocess_exit_codes_and_one_line_errors(tmp_path: Path, ok_control: P
         ([ok_control, "--bogus"], 2, "autoserv: error: unrecognized arguments: --bogus"),
         ([tmp_path / "missing.control"], 2, "does not exist"),
         ([ok_control, "-c", "-s"], 2, "mutually exclusive"),
-        ([ok_control, "-I"], 2, "is not supported"),
+        ([ok_control, "-I"], 2, "-I needs an install hook"),
+        ([ok_control, "-b"], 2, "is not supported"),
         ([ok_control, "-m", "a,b:ssh"], 2, "invalid machine 'b:ssh'"),
         ([ok_control, "-r", tmp_path / "r"], 1, "already in use"),
     ]

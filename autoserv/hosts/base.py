@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Self
 
+from autoserv import jobmark
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
@@ -308,7 +309,8 @@ class Host(Runner):
     # -- queries -----------------------------------------------------------
     def get_tmp_dir(self, parent: str = "/tmp") -> str:
         """A new remote temporary directory, removed at :meth:`close`."""
-        path = self.run_output("mktemp -d", args=[f"{parent.rstrip('/') or ''}/autoserv-XXXXXX"])
+        name = f"{jobmark.tmp_prefix(self.hostname)}XXXXXX"  # in a job: marked for cleanup
+        path = self.run_output("mktemp -d", args=[f"{parent.rstrip('/') or ''}/{name}"])
         self._tmp_dirs.append(path)
         return path
 
@@ -324,6 +326,45 @@ class Host(Runner):
 
     def get_cmdline(self) -> str:
         return self.run_output("cat /proc/cmdline")
+
+    # -- lab lifecycle (autoserv.lifecycle: issue 10) ----------------------------------------
+    def verify(self, **kwargs: Any) -> None:
+        """Raise unless the host is fit for a job (see :func:`autoserv.lifecycle.verify`)."""
+        from autoserv import lifecycle
+
+        lifecycle.verify(self, **kwargs)
+
+    def repair(self, **kwargs: Any) -> list[str]:
+        """Repair until it verifies; the steps taken (see :func:`autoserv.lifecycle.repair`)."""
+        from autoserv import lifecycle
+
+        return lifecycle.repair(self, **kwargs)
+
+    def cleanup(self, mode: str = "safe") -> str:
+        """Clean up after the job; says what it did (see :func:`autoserv.cleanup.cleanup`)."""
+        from autoserv import cleanup
+
+        return cleanup.cleanup(self, mode)
+
+    def machine_install(self, **kwargs: Any) -> None:
+        """Reinstall with the lab's install hook (see :func:`autoserv.lifecycle.machine_install`)."""
+        from autoserv import lifecycle
+
+        lifecycle.machine_install(self, **kwargs)
+
+    def hardreset(self, **kwargs: Any) -> None:
+        """Power-cycle with the lab's hardreset hook (see :func:`autoserv.lifecycle.hardreset`)."""
+        from autoserv import lifecycle
+
+        lifecycle.hardreset(self, **kwargs)
+
+    @property
+    def bootloader(self) -> Any:
+        """The original's boot loader control: not supported (one line, at first use)."""
+        from autoserv.errors import AutoservUnsupportedError
+        from autoserv.unsupported import KERNEL_MESSAGE
+
+        raise AutoservUnsupportedError(f"host.bootloader: {KERNEL_MESSAGE}")
 
     def install(self, installableObject: Any) -> Any:
         """``obj.install(self)``: e.g. ``host.install(kvm_obj)``."""

@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import paramiko
 
+from autoserv import jobmark
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext
@@ -36,14 +37,16 @@ _PID_MARK = b"AUTOSERV_PID="
 _KILL_GRACE = 2.0
 
 
-def wrap_command(command: str) -> str:
+def wrap_command(command: str, hostname: str | None = None) -> str:
     """The remote command line: report the shell's pid on stderr, then run ``command``.
 
     ``eval`` keeps the command in the login shell (as plain ``ssh host cmd``
     does) at no extra process; sshd makes that shell a session leader, so
-    its pid names the process group of everything the command starts.
+    its pid names the process group of everything the command starts.  In a
+    job, the command carries the job's mark for ``hostname`` (:mod:`autoserv.jobmark`).
     """
-    return f"printf 'AUTOSERV_PID=%s\\n' $$ >&2; eval {shlex.quote(command)}"
+    mark = jobmark.export_command(hostname) if hostname is not None else ""
+    return f"{mark}printf 'AUTOSERV_PID=%s\\n' $$ >&2; eval {shlex.quote(command)}"
 
 
 def _exit_status(chan: paramiko.Channel) -> int | None:

@@ -161,7 +161,7 @@ class SSHHost(RemoteHost):
         chan = self._open_session(connect)
         execution = SSHExecution(self, chan, out, StderrFilter(err))
         try:
-            send_command(chan, wrap_command(command), connect, self.params.where)
+            send_command(chan, wrap_command(command, self.hostname), connect, self.params.where)
             execution.feed_stdin(stdin)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.log.debug("connection error during %r: %s", command, exc)

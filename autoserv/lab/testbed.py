@@ -83,11 +83,19 @@ _SUPERVISOR = (
 
 # Installed over reboot/poweroff/halt/shutdown (and systemctl, which they link
 # to on Debian) inside each test bed host: the real machine is never rebooted.
+# ``runlevel`` and ``systemctl is-system-running`` answer for the host: shutting
+# down while it reboots, or while ``<workdir>/stopping`` exists (set_stopping()).
 _POWER_SCRIPT = """#!/bin/sh
 # autoserv test bed: simulated power control for this host only
 W={workdir}
 PYTHON={python}
 case "$(basename "$0") $*" in
+  runlevel*)  # what verify asks: 0/6 while this host shuts down or reboots
+    if [ -e $W/rebooting ]; then echo "5 6"; elif [ -e $W/stopping ]; then echo "5 0"
+    else echo "N 5"; fi; exit 0 ;;
+  "systemctl is-system-running"*)
+    if [ -e $W/rebooting ] || [ -e $W/stopping ]; then echo stopping; exit 1; fi
+    echo running; exit 0 ;;
   reboot*|"shutdown -r"*|"systemctl reboot"*) action=reboot ;;
   poweroff*|halt*|shutdown*|"systemctl poweroff"*|"systemctl halt"*) action=poweroff ;;
   *) echo "$(basename "$0"): not available on an autoserv test bed host" >&2; exit 1 ;;
@@ -627,6 +635,17 @@ class Testbed:
         tb = cls(directory, count=max(1, len(hosts)), kind=data["kind"])
         tb.state = TestbedState(hosts=hosts, **data)
         return tb
+
+    def set_stopping(self, name: str, stopping: bool = True) -> None:
+        """Make host ``name`` say it is shutting down (runlevel 0, systemd 'stopping') or not."""
+        host = next((h for h in self.hosts if h.name == name), None)
+        if host is None:
+            raise TestbedError(f"no test bed host {name!r}")
+        marker = Path(host.workdir) / "stopping"
+        if stopping:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
 
     def status(self) -> list[tuple[TestbedHost, bool]]:
         """Each host and whether its sshd is still running."""
