@@ -12,10 +12,12 @@ from typing import Any, NoReturn
 
 from autoserv.errors import AutoservUnsupportedError
 
-__all__ = ["KERNEL_MESSAGE", "KERNEL_HELPERS", "Unsupported", "namespace"]
+__all__ = ["KERNEL_MESSAGE", "KERNEL_HELPERS", "HOST_ATTRIBUTES", "Unsupported", "namespace"]
 
 KERNEL_MESSAGE = "not supported by this autoserv: install kernels with an install hook (--hooks)"
 KERNEL_HELPERS = ("deb_kernel", "rpm_kernel", "git_kernel", "source_kernel")
+#: Host attributes of the original that hosts here have only to raise: name -> why.
+HOST_ATTRIBUTES = {"bootloader": KERNEL_MESSAGE}
 
 
 class Unsupported:

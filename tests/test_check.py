@@ -30,6 +30,9 @@ except ImportError:  # tests/ is not a package: pytest put it on sys.path
 DATA = Path(__file__).resolve().parent / "data"
 SEED = DATA / "kvm_seed_published.control"
 EXAMPLES = sorted((REPO / "control_examples").glob("*.control"))
+#: client-side examples say so in their header ("run it with -c"); the rest are server-side
+CLIENT_EXAMPLES = [p for p in EXAMPLES if "run it with -c" in p.read_text()[:400]]
+SERVER_EXAMPLES = [p for p in EXAMPLES if p not in CLIENT_EXAMPLES]
 
 
 def write(path: Path, text: str) -> Path:
@@ -66,11 +69,12 @@ def test_seed_as_published_command_output() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_control_example_checks_clean(path: Path) -> None:
-    assert check_file(str(path), machines=["host1", "host2"]) == []
+    mode = CLIENT if path in CLIENT_EXAMPLES else SERVER
+    assert check_file(str(path), mode, machines=["host1", "host2"]) == []
 
 
 def test_control_examples_exist() -> None:
-    assert len(EXAMPLES) >= 6  # the parametrized test above is not vacuous
+    assert len(SERVER_EXAMPLES) >= 6 and CLIENT_EXAMPLES  # the parametrized test is not vacuous
 
 
 # -- syntax and names ------------------------------------------------------------------
@@ -129,12 +133,12 @@ def test_server_and_client_namespaces_differ(tmp_path: Path) -> None:
 
 
 def test_server_names_come_from_build_namespace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ctl = write(tmp_path / "new.control", "at = autotest_remote.Autotest()\n")
-    assert brief(check_file(str(ctl)))[0][2] == "undefined name 'autotest_remote'"
+    ctl = write(tmp_path / "new.control", "at = lab_power.Switch()\n")
+    assert brief(check_file(str(ctl)))[0][2] == "undefined name 'lab_power'"
     real = control.build_namespace
 
     def with_autotest(job: object, cf: object = None, **extra: object) -> dict[str, object]:
-        return real(job, cf, autotest_remote=object(), **extra)  # type: ignore[arg-type]
+        return real(job, cf, lab_power=object(), **extra)  # type: ignore[arg-type]
 
     monkeypatch.setattr(control, "build_namespace", with_autotest)
     assert check_file(str(ctl)) == []
@@ -201,7 +205,8 @@ def test_attributes_no_host_has(tmp_path: Path) -> None:
             g.wait_down(timeout=3)
         """)
     assert brief(check_file(str(ctl))) == [
-        (3, "error", "'host' is a host: no host class has attribute 'bootloader'"),
+        (3, "error", "'host.bootloader' is not supported by this autoserv: "
+                     "install kernels with an install hook (--hooks)"),
         (4, "error", "'host.run('uname')' (a CmdResult) has no attribute 'stdoutt' (did you mean 'stdout'?)"),
         (7, "error", "'h' (a parameter named like a host): neither a host nor a machine name (str) "
                      "has attribute 'rnu' (did you mean 'run'?)"),
@@ -395,7 +400,7 @@ def test_a_clean_check_opens_no_socket(tmp_path: Path) -> None:
             IdentityFile {key}
         """)
     client = write(tmp_path / "client.control", "job.run_test('sleeptest', seconds=1)\n")
-    files = [str(p) for p in EXAMPLES]
+    files = [str(p) for p in SERVER_EXAMPLES]
     server = ["check", *files, "-m", "tb1,canon,root@h2:2222", "--ssh-config", str(cfg)]
     body = (f"from autoserv.cli import main\n"
             f"codes = (main({server!r}), main(['check', '-c', {str(client)!r}]), "
@@ -559,3 +564,17 @@ def test_check_then_run_on_the_test_bed(testbed_loopback: Testbed, tmp_path: Pat
     assert ": error:" not in proc.stderr and ": warning:" not in proc.stderr
     for machine in tb.machines:
         assert "GOOD" in (tmp_path / "r" / machine / "status.log").read_text()
+
+
+def test_unsupported_kernel_helpers_are_errors(tmp_path: Path) -> None:
+    """The original's kernel helpers exist in the namespace only to raise: check says so first."""
+    ctl = write(tmp_path / "kernel.control", """\
+        kernel = deb_kernel.DEBKernel()
+        host = hosts.create_host(machines[0])
+        host.bootloader.add_args("quiet")
+        """)
+    message = "is not supported by this autoserv: install kernels with an install hook (--hooks)"
+    assert brief(check_file(str(ctl), machines=["h1"])) == [
+        (1, "error", f"'deb_kernel' {message}"),
+        (3, "error", f"'host.bootloader' {message}"),
+    ]

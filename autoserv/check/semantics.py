@@ -47,6 +47,7 @@ from typing import Any
 from autoserv.check.findings import ERROR, WARNING, Finding
 from autoserv.check.namespaces import KnownTests
 from autoserv.check.source import suggest
+from autoserv.unsupported import HOST_ATTRIBUTES, KERNEL_MESSAGE, Unsupported
 
 __all__ = ["semantic_findings", "HOST_PARAMS", "host_classes", "class_attributes"]
 
@@ -341,6 +342,7 @@ class _Builder(ast.NodeVisitor):
         #: (scope, node) of every attribute load and every call, in source order
         self.loads: list[tuple[_Scope, ast.Attribute]] = []
         self.calls: list[tuple[_Scope, ast.Call]] = []
+        self.names: list[tuple[_Scope, ast.Name]] = []
         self.visit(tree)
 
     def _enter(self, node: ast.AST, kind: str) -> _Scope:
@@ -470,6 +472,8 @@ class _Builder(ast.NodeVisitor):
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Store | ast.Del) and id(node) not in self.handled:
             self._bind(node.id, "other")
+        elif isinstance(node.ctx, ast.Load):
+            self.names.append((self.scope, node))
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if isinstance(node.ctx, ast.Load):
@@ -664,6 +668,9 @@ class _Analysis:
                      f"'{text}' (a parameter named like a host): neither a host nor a machine "
                      f"name (str) has attribute '{name}'" + hint, col)
             return
+        if _is_host_class(base.cls) and name in HOST_ATTRIBUTES:
+            self.add(node, ERROR, "unsupported", f"'{text}.{name}' is {HOST_ATTRIBUTES[name]}", col)
+            return
         if _is_host_class(base.cls):
             attrs = _host_attributes()
             if attrs is not None and name not in attrs:
@@ -766,7 +773,17 @@ class _Analysis:
             )
         return False
 
+    def check_unsupported_name(self, scope: _Scope, node: ast.Name) -> None:
+        """A use of a namespace name that only raises here (the original's kernel helpers)."""
+        if not self.real or not isinstance(node.ctx, ast.Load):
+            return
+        v = self.name_value(node.id, scope, 0)
+        if isinstance(v, _Obj) and isinstance(v.value, Unsupported):
+            self.add(node, ERROR, "unsupported", f"'{node.id}' is {KERNEL_MESSAGE}")
+
     def run(self) -> list[Finding]:
+        for scope, name in self.b.names:
+            self.check_unsupported_name(scope, name)
         for scope, attr in self.b.loads:
             self.check_attribute(scope, attr)
         for scope, call in self.b.calls:

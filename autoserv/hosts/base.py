@@ -362,9 +362,9 @@ class Host(Runner):
     def bootloader(self) -> Any:
         """The original's boot loader control: not supported (one line, at first use)."""
         from autoserv.errors import AutoservUnsupportedError
-        from autoserv.unsupported import KERNEL_MESSAGE
+        from autoserv.unsupported import HOST_ATTRIBUTES
 
-        raise AutoservUnsupportedError(f"host.bootloader: {KERNEL_MESSAGE}")
+        raise AutoservUnsupportedError(f"host.bootloader: {HOST_ATTRIBUTES['bootloader']}")
 
     def install(self, installableObject: Any) -> Any:
         """``obj.install(self)``: e.g. ``host.install(kvm_obj)``."""
