@@ -528,7 +528,8 @@ def load(resultdir: str) -> Job:
         raise FileNotFoundError(f"{resultdir} is not a results directory (no status.log, no keyval)")
     job.machine_names = names
     start = _number(job.keyval.get("job_started"))
-    with_dirs = [n for n in names if os.path.isdir(os.path.join(resultdir, machine_subdir(n)))]
+    # a machine subdir holds the machine's own status.log (crashinfo/ alone does not make one)
+    with_dirs = [n for n in names if machine_subdir(n) in subdirs]
     if len(names) <= 1 and not with_dirs:
         # One machine (or none): the job ran it in-process, everything is in the top log.
         machine = _load_machine(resultdir, names[0] if names else JOB_PSEUDO_MACHINE, "", start)
