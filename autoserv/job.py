@@ -326,7 +326,7 @@ class ServerJob:
         cwd = os.getcwd()
         error: BaseException | None = None
         try:
-            log.info("Control file: %s", self.control)
+            log.info("Control file: %s", self.control or "none (a lifecycle-only job)")
             log.info("Machines: %s", ", ".join(m.label for m in self.parsed_machines) or "none")
             log.info("Results: %s", self.resultdir or "none (-N)")
             if self.resultdir is not None:
