@@ -405,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             report_command.stop_progress(progress)
         if job.failed:
-            where = os.path.join(job.resultdir, "status.log") if job.resultdir else "the log"
+            logs = job.failure_logs()
+            where = (", ".join(logs[:3]) if logs else os.path.join(job.resultdir, "status.log")
+                     ) if job.resultdir else "the log"
             message = f"job failed: {'; '.join(job.failures[:3])}"
             if len(job.failures) > 3:
                 message += f"; and {len(job.failures) - 3} more"

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Self
 
+from autoserv.abort import JobAbort
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
@@ -301,7 +302,8 @@ class Host(Runner):
                                           "it did not reboot")
             record("GOOD", None, "reboot.verify")
         except BaseException as exc:
-            record("END FAIL", None, "reboot", str(exc).splitlines()[0] if str(exc) else "")
+            word = "END ABORT" if isinstance(exc, JobAbort | KeyboardInterrupt) else "END FAIL"
+            record(word, None, "reboot", str(exc).splitlines()[0] if str(exc) else "")
             raise
         record("END GOOD", None, "reboot", optional_fields={"kernel": self.get_kernel_ver()})
 
