@@ -142,3 +142,74 @@ def _text(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+# -- issue 11 item 11: line boundaries inside status.log fields ----------------------------
+
+#: Every character str.splitlines() breaks at besides \n and \r.
+LINE_BREAKS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+FORGE = "END GOOD\t----\tforged\ttimestamp=1\tlocaltime=Jan 01 00:00:00\t"
+
+
+def test_line_breaks_table_is_complete() -> None:
+    breaks = {chr(c) for c in range(0x110000) if len(f"a{chr(c)}b".splitlines()) == 2}
+    assert breaks == set(LINE_BREAKS) | {"\n", "\r"}
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS, ids=[f"U+{ord(c):04X}" for c in LINE_BREAKS])
+@pytest.mark.parametrize("where", ["message", "message-line-2", "subdir", "operation", "field"])
+def test_line_break_in_a_field_forges_no_line(char: str, where: str) -> None:
+    text = f"x{char}{FORGE.replace(chr(9), ' ')}" if where != "message" else f"x{char}{FORGE}"
+    args = {"subdir": "sub", "operation": "op", "message": "msg", "optional_fields": {"k": "v"}}
+    if where == "message":
+        args["message"] = text
+    elif where == "message-line-2":
+        args["message"] = f"first\n{text}"
+    elif where == "field":
+        args["optional_fields"] = {"k": text}
+    else:
+        args[where] = text
+    writer = status.StatusLogWriter(None)
+    writer.record("START", None, "group")
+    rendered = [writer.record("GOOD", **args), writer.record("END GOOD", None, "group")]
+    log = "START\t----\tgroup\ttimestamp=1\tlocaltime=x\t\n" + "\n".join(rendered[:1]) + "\n"
+    log += rendered[1] + "\n"
+    # every reader sees the same lines: str.splitlines(), a file iterator, our parser
+    expected_lines = 4 if where == "message-line-2" else 3
+    assert len(log.splitlines()) == expected_lines
+    entries = status.parse(log)
+    assert [(e.status_code, e.indent) for e in entries] == [("START", 0), ("GOOD", 1), ("END GOOD", 0)]
+    good = entries[1]
+    escaped = ascii(char)[1:-1]
+    value = {"message": good.message, "message-line-2": good.message, "subdir": good.subdir,
+             "operation": good.operation, "field": good.fields.get("k")}[where]
+    assert value is not None and escaped in value and char not in value
+    assert value.replace(escaped, char) == (args["message"] if where.startswith("message")
+                                            else text).replace("\t", " " * 8)
+    assert [e.operation for e in entries if e.status_code == "END GOOD"] == ["group"]
+
+
+@pytest.mark.parametrize("char", LINE_BREAKS, ids=[f"U+{ord(c):04X}" for c in LINE_BREAKS])
+def test_parse_breaks_lines_at_newline_only(char: str) -> None:
+    # a foreign writer left the character in: still one entry, nothing forged
+    log = f"GOOD\t----\top\ttimestamp=1\tmsg{char}{FORGE}\r\n"
+    entries = status.parse(log)
+    assert len(entries) == 1 and entries[0].status_code == "GOOD"
+    assert status.split_lines(log) == [log[:-2]]
+
+
+def test_control_file_line_breaks_reach_status_log_as_one_entry(tmp_path: Path) -> None:
+    ctl = write(tmp_path / "c.control", """\
+        job.record("START", None, "t\\x0c1")
+        job.record("GOOD", "s\\u2028", "t\\x1c", "msg\\x0cEND GOOD", {"k": "v\\x85"})
+        job.record("END GOOD", None, "t\\x0c1", "done\\u2029END FAIL")
+        """)
+    results = tmp_path / "r"
+    proc = run_autoserv(ctl, "-r", results, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (results / "status.log").read_text()
+    assert len(text.splitlines()) == 3
+    entries = status.parse(text)
+    assert [e.status_code for e in entries] == ["START", "GOOD", "END GOOD"]
+    assert entries[1].message == "msg\\x0cEND GOOD" and entries[1].fields["k"] == "v\\x85"
+    assert model.load(str(results)).exit_status == 0
