@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Self
 
+from autoserv import inputs
 from autoserv.abort import JobAbort
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
@@ -77,6 +78,7 @@ class Host(Runner):
         The run itself is :func:`autoserv.run_core.run_command`; a host
         class implements ``_start`` and ``_run_error``.
         """
+        inputs.check_command(self.hostname, command, args)  # a NUL would break the session
         return run_command(
             self, command, timeout=timeout, ignore_status=ignore_status, stdout_tee=stdout_tee,
             stderr_tee=stderr_tee, connect_timeout=connect_timeout, stdin=stdin, verbose=verbose,
