@@ -36,7 +36,8 @@ setup(
         "autoserv.lab.guest_image": ["files/*"],
         "autoserv.report": ["junit.xsd", "results.schema.json"],
     },
-    install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8", "pyflakes>=3.2", "rich>=13"],
+    install_requires=["paramiko>=3.4,<6", "scp>=0.15", "pexpect>=4.8", "pyflakes>=3.2", "rich>=13",
+                      "setproctitle>=1.3"],
     extras_require={
         "test": [
             "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko",

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from autoserv import __version__, abort, client_tests, control, lifecycle_cli
+from autoserv import __version__, abort, client_tests, control, inputs, lifecycle_cli
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
 from autoserv.report import command as report_command
@@ -57,6 +57,12 @@ exit status:
   1  the control file raised, a machine failed, the job was aborted (SIGINT/SIGTERM),
      or the results directory is already in use
   2  usage error
+
+passwords:
+  a password in -m or --ssh-pass is hidden from ps (the process title of autoserv and
+  its workers is rewritten at start-up, a fraction of a second after it starts);
+  AUTOSERV_SSH_PASS never shows.  A password with ',', ' ' or '#' cannot be given in
+  -m/-M (those separate entries): use --ssh-pass or AUTOSERV_SSH_PASS.
 
 environment:
   AUTOSERV_SSH_PASS    SSH password (instead of --ssh-pass on the command line)
@@ -189,12 +195,13 @@ def _port(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     try:
-        value = float(text)
+        float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
+    try:
+        return inputs.check_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -213,6 +220,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "status.log", "keyval", "debug", ".", ".."
     ):
         raise AutoservUsageError(f"invalid --control-filename: {options.control_filename!r}")
+    for flag, name in (("-l", "label"), ("-u", "user"), ("-P", "tag")):
+        if getattr(options, name) is not None:
+            inputs.check_text(f"{flag} ({name})", getattr(options, name))
     if not re.fullmatch(r"[-\w.]+", options.pidfile_label):
         raise AutoservUsageError(f"invalid --pidfile-label: {options.pidfile_label!r}")
     if options.ssh_pass is None:
@@ -259,23 +269,38 @@ def parse_machine_list(specs: Sequence[str], mlist: str | None = None) -> list[s
 
 def parse_machines(specs: Sequence[str], mlist: str | None = None) -> list[Machine]:
     """:func:`parse_machine_list`, each entry parsed once into a :class:`~autoserv.hosts.Machine`."""
-    entries: list[str] = []
-    for spec in specs:
-        entries += [e for e in re.split(r"[\s,]+", spec) if e]
-    if mlist is not None:
-        try:
-            with open(mlist, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except OSError as exc:
-            raise AutoservUsageError(f"-M {mlist}: {exc.strerror}") from None
-        for line in lines:
-            line = line.split("#", 1)[0].strip()
-            if line:
-                entries += [e for e in re.split(r"[\s,]+", line) if e]
     from autoserv.hosts.machine import Machine
 
-    # AutoservUsageError names a bad entry (password masked)
-    return [Machine.parse(entry) for entry in dict.fromkeys(entries)]
+    # entry -> where it came from; a bad entry whose source holds a user:password@ is not
+    # echoed: a password with ',', ' ' or '#' is split there, and its fragments are entries
+    entries: dict[str, tuple[str, bool]] = {}
+    for spec in specs:
+        for e in re.split(r"[\s,]+", spec):
+            if e:
+                entries.setdefault(e, ("-m", _may_hold_password(spec)))
+    if mlist is not None:
+        for number, raw in inputs.read_machine_file(mlist):
+            line = raw.split("#", 1)[0].strip()
+            for e in re.split(r"[\s,]+", line):
+                if e:
+                    entries.setdefault(e, (f"-M {mlist} line {number}", _may_hold_password(raw)))
+    machines = []
+    for entry, (where, secret) in entries.items():
+        try:
+            machines.append(Machine.parse(entry))
+        except AutoservUsageError as exc:
+            if not secret:
+                raise AutoservUsageError(f"{where}: {_first_line(exc)}") from None
+            raise AutoservUsageError(
+                f"{where}: invalid machine entry (not shown: it may hold a password); a password "
+                f"with ',', ' ' or '#' cannot be given there: use --ssh-pass or {PASS_ENV}"
+            ) from None
+    return machines
+
+
+def _may_hold_password(text: str) -> bool:
+    """True when ``text`` (an -m value, an -M line) has a ``user:...@`` part."""
+    return re.search(r":.*@", text) is not None
 
 
 def _default_resultdir() -> str:
@@ -293,6 +318,7 @@ def make_job(options: argparse.Namespace) -> ServerJob:
         resultdir = None
     else:
         resultdir = options.results or _default_resultdir()
+        inputs.check_results_dir(resultdir, "-r" if options.results else "results directory")
     return ServerJob(
         options.control_file,
         options.args,
@@ -324,11 +350,20 @@ def make_job(options: argparse.Namespace) -> ServerJob:
     )
 
 
-def exit_code_for(exc: BaseException | None) -> int:
-    """The exit status for a job that ended with ``exc`` (None: completed)."""
+def _raised_by_control(exc: BaseException, job: ServerJob | None) -> bool:
+    """True when ``exc`` was raised while the control file ran (its frame is in the traceback)."""
+    return job is not None and job.control is not None and control.control_frame(exc, job.control) is not None
+
+
+def exit_code_for(exc: BaseException | None, job: ServerJob | None = None) -> int:
+    """The exit status for a job that ended with ``exc`` (None: completed).
+
+    A usage error raised inside the control file (``create_host("bad host!")``) is the
+    control file's error: exit 1, not 2.
+    """
     if exc is None:
         return 0
-    if isinstance(exc, AutoservUsageError):
+    if isinstance(exc, AutoservUsageError) and not _raised_by_control(exc, job):
         return 2
     if isinstance(exc, SystemExit) and exc.code in (0, None):
         return 0
@@ -336,13 +371,18 @@ def exit_code_for(exc: BaseException | None) -> int:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
+    """The first line of ``exc``'s message; one ending in ``:`` gets the next line (its reason)."""
+    lines = [line.strip() for line in str(exc).strip().split("\n") if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
 
 
 def describe_error(exc: BaseException, job: ServerJob | None) -> str:
     """The one line that reports ``exc`` on standard error (without the program name)."""
-    if isinstance(exc, AutoservUsageError):
+    if isinstance(exc, AutoservUsageError) and not _raised_by_control(exc, job):
         return f"error: {_first_line(exc)} (see autoserv --help)"
     if isinstance(exc, abort.JobAbort):
         return str(exc)
@@ -377,6 +417,8 @@ def _redact(text: str, options: argparse.Namespace | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``autoserv`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    if argv is None:  # the real command: passwords on its command line leave ps at once
+        inputs.hide_secrets_from_ps(sys.orig_argv)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["check"]:  # the `autoserv check` command (a control file named check: ./check)
         from autoserv.check import command as check_command
@@ -405,7 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             report_command.stop_progress(progress)
         if job.failed:
-            where = os.path.join(job.resultdir, "status.log") if job.resultdir else "the log"
+            logs = job.failure_logs()
+            where = (", ".join(logs[:3]) if logs else os.path.join(job.resultdir, "status.log")
+                     ) if job.resultdir else "the log"
             message = f"job failed: {'; '.join(job.failures[:3])}"
             if len(job.failures) > 3:
                 message += f"; and {len(job.failures) - 3} more"
@@ -413,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as exc:
         error = exc
         message = describe_error(exc, job)
-    code = exit_code_for(error) if error is not None or message is None else 1
+    code = exit_code_for(error, job) if error is not None or message is None else 1
     if message is not None:
         message = _redact(message, options)
     if job is not None and job._logging:
@@ -432,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if job is not None:
         job.close(code)
     if error is not None and code != 0 and options is not None and options.verbose:
-        if not isinstance(error, AutoservUsageError):
+        if code != 2:
             sys.stderr.write(_redact("".join(traceback.format_exception(error)), options))
     if message is not None and code != 0:
         sys.stderr.write(f"autoserv: {message}\n")

@@ -161,8 +161,7 @@ def build_namespace(job: Any, control: ControlFile | None = None, **extra: Any) 
     namespace.update(unsupported.namespace())  # deb_kernel, ...: one line, not a NameError
     if control is not None:
         namespace["__file__"] = control.path
-        if control.translated:
-            namespace.update(legacy.PY2_BUILTINS)
+    namespace.update(legacy.PY2_BUILTINS)  # in every control file, translated or not
     for name in errors.__all__:
         namespace[name] = getattr(errors, name)
     from autoserv import autotest_remote  # Autotest client jobs: autotest_remote, autotest

@@ -12,7 +12,9 @@ Results directory::
     keyval                 label, user, hostname, status_version, job_started, job_finished
     status.log             see autoserv.status
     debug/autoserv.LEVEL   DEBUG, INFO, WARNING, ERROR (each: that level and above)
-    .autoserv_execute      with -p: line 1 the pid, line 2 (at exit) the exit status
+    .machines              with more than one machine: their labels, one per line
+    .autoserv_execute      with -p: line 1 the pid; at exit line 2 the exit status as
+                           os.waitpid encodes it (``code << 8``), line 3 the failed tests
     <machine>/             per parallel worker: status.log, keyval (hostname=), debug/
 """
 
@@ -185,6 +187,10 @@ class ServerJob:
         self.pidfile_label = pidfile_label
         #: One line per failure: failed status.log entries, failed workers.
         self.failures: list[str] = []
+        #: status.log failure entries, this job's and its workers' (the pidfile's line 3)
+        self.failed_tests = 0
+        #: one flag per open status.log group: has a failure been recorded inside it?
+        self._failed_inside: list[bool] = []
         self.abort_reason: str | None = None
         self._status = status.StatusLogWriter(None)
         self._prefix = ""
@@ -223,8 +229,22 @@ class ServerJob:
         fields = {k: redact(str(v)) for k, v in (optional_fields or {}).items()}
         text = self._status.record(status_code, subdir, operation, redact(str(status)), fields)
         status_log.info("%s", text)
-        if _is_failure(status_code):
+        self._count_failure(status_code, operation)
+
+    def _count_failure(self, status_code: str, operation: str | None) -> None:
+        """Count failed tests/operations once each: a failure entry, or an ``END`` failure
+        whose group recorded none inside (a failed test's FAIL and END FAIL are one)."""
+        if status_code == "START":
+            self._failed_inside.append(False)
+            return
+        ended_failed_inside = False
+        if status_code.startswith("END") and self._failed_inside:
+            ended_failed_inside = self._failed_inside.pop()
+        if _is_failure(status_code) and not ended_failed_inside:
             self.failures.append(f"{status_code} {operation or '----'}")
+            self.failed_tests += 1
+        if (_is_failure(status_code) or ended_failed_inside) and self._failed_inside:
+            self._failed_inside[-1] = True
 
     def run_group(self, function: Callable[..., Any], *args: Any, **dargs: Any) -> Any:
         """Run ``function(*args, **dargs)`` inside a START/END group named after it.
@@ -258,8 +278,7 @@ class ServerJob:
         text = self._status.record(entry.status_code, entry.subdir, entry.operation,
                                    redact(entry.message), fields, timestamp=ts)
         status_log.info("%s", text)
-        if _is_failure(entry.status_code):
-            self.failures.append(f"{entry.status_code} {entry.operation or '----'}")
+        self._count_failure(entry.status_code, entry.operation)
 
     def run_test(self, url: str, *args: Any, **dargs: Any) -> bool:
         """Run server-side test ``url`` on the controller (see autoserv.server_test)."""
@@ -340,6 +359,10 @@ class ServerJob:
                         "job_started": int(time.time()),
                     },
                 )
+                if len(self.parsed_machines) > 1:  # tko reads <machine>/status.log only then
+                    with open(os.path.join(self.resultdir, ".machines"), "w",
+                              encoding="utf-8") as f:
+                        f.write("".join(f"{m.label}\n" for m in self.parsed_machines))
             run_control = self._prepare_control()
             if self.resultdir is not None:
                 os.chdir(self.resultdir)
@@ -430,8 +453,8 @@ class ServerJob:
     def close(self, exit_status: int) -> None:
         """After :meth:`run`: write the exit status to the pidfile, restore logging/signals."""
         if self._pidfile is not None:
-            with open(self._pidfile, "a") as f:
-                f.write(f"{exit_status}\n")
+            with open(self._pidfile, "a") as f:  # line 2 as os.waitpid encodes it (tko reads it)
+                f.write(f"{(exit_status & 0xFF) << 8}\n{self.failed_tests}\n")
             self._pidfile = None
         if self._handlers is not None:
             self._handlers.restore()
@@ -447,6 +470,8 @@ class ServerJob:
         """Runs in a forked worker: its own results subdir, status.log, keyval, logs."""
         state = _WorkerState()
         self.failures = []
+        self.failed_tests = 0
+        self._failed_inside = []
         self.abort_reason = None
         self._pidfile = None  # the parent's
         self._prefix += f"{label} : "
@@ -482,12 +507,31 @@ class ServerJob:
 
     def worker_finished(self, label: str, failures: int, error: BaseException | None) -> None:
         """Runs in the parent: count a worker that raised or recorded failures."""
+        self.failed_tests += failures or (1 if error is not None else 0)
         if error is not None:
             self.failures.append(f"{label}: {_one_line(error)}")
             log.error("%s failed: %s", label, _one_line(error))
         elif failures:
             self.failures.append(f"{label}: {failures} failure(s) in its status.log")
             log.warning("%s recorded %d failure(s)", label, failures)
+
+
+    def failure_logs(self) -> list[str]:
+        """The status.log files of this job's results dir (top level first, then each machine's
+        subdir) that hold a failure entry: where the job's one-line error points."""
+        if self.resultdir is None:
+            return []
+        found = []
+        top = os.path.join(self.resultdir, "status.log")
+        subdirs = sorted(e.path for e in os.scandir(self.resultdir) if e.is_dir(follow_symlinks=False))
+        for path in [top, *(os.path.join(d, "status.log") for d in subdirs)]:
+            try:
+                entries = status.parse_file(path)
+            except (OSError, ValueError):
+                continue
+            if any(status.iter_failures(entries)):
+                found.append(path)
+        return found
 
 
 def _is_failure(status_code: str) -> bool:

@@ -28,7 +28,7 @@ Every edit stays inside one physical line, and no line is added or removed, so t
 and syntax errors of the translated code name the user's real line numbers.
 :func:`translate` is applied by :mod:`autoserv.control` only when the source does not
 compile as Python 3.  Names that only fail at run time (``xrange``, ``unicode``...) are
-provided by :data:`PY2_BUILTINS` in the namespace of translated files.
+provided by :data:`PY2_BUILTINS` in the namespace of every control file.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 
 __all__ = ["Translation", "LegacyTranslationError", "translate", "PY2_BUILTINS"]
 
-#: Python 2 builtins that translated control files may use.
+#: Python 2 builtins every control file may use (translated or not).
 PY2_BUILTINS: dict[str, Any] = {
     "xrange": range,
     "unicode": str,

@@ -27,6 +27,7 @@ import gc
 import logging
 import os
 import pickle
+import re
 import selectors
 import signal
 import threading
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from autoserv import abort, logging_setup
+from autoserv import abort, inputs, logging_setup
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservSubcommandError
 
@@ -131,18 +132,18 @@ def arg_label(arg: Any) -> str:
     from autoserv.hosts.machine import Machine, machine_label
 
     if isinstance(arg, Machine):
-        return arg.label
+        return inputs.printable(arg.label)
     name = getattr(arg, "hostname", None)
     if isinstance(name, str) and name:
-        return name
-    return machine_label(str(arg))
+        return inputs.printable(name)
+    return inputs.printable(machine_label(str(arg)))
 
 
 def _subdir_names(labels: Sequence[str]) -> list[str]:
     names: list[str] = []
     seen: set[str] = set()
     for label in labels:
-        base = label.replace("/", "_").replace("\0", "_")
+        base = re.sub(r"[\\/\x00-\x1f\x7f]", "_", inputs.printable(label))
         if base in ("", ".", ".."):
             base = "_" + base
         name, n = base, 1
@@ -179,7 +180,7 @@ class subcommand:  # Autotest's name, lower case
         self.subdir = subdir
         if label is None:
             label = subdir or (arg_label(self.args[0]) if self.args else func.__name__)
-        self.label = label
+        self.label = inputs.printable(label)  # one line in messages and prefixes
         self.pid: int | None = None
         self.result: Any = None
         self.exception: BaseException | None = None

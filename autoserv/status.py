@@ -11,7 +11,10 @@ A status.log holds one entry per event.  An entry is one line of TAB-separated f
   ``key=value`` fields in the order given;
 * the message is always the last field (possibly empty, which leaves a trailing TAB, as Autotest
   does); TABs inside it become 8 spaces; each further line of a multi-line message is written
-  on its own line, indented like the entry and prefixed with two spaces.
+  on its own line, indented like the entry and prefixed with two spaces;
+* the other characters :meth:`str.splitlines` breaks lines at (``\x0b \x0c \x1c-\x1e \x85
+  \u2028 \u2029``) are written as that escape text (``\x0c``) in every field, so no reader can
+  see an extra line; :func:`parse` breaks lines at ``\n`` only (a ``\r`` before it is dropped).
 
 :func:`render` builds the text of one entry, :class:`StatusLogWriter` keeps the nesting,
 :func:`parse` reads a whole log back into :class:`StatusEntry` objects.
@@ -35,6 +38,7 @@ __all__ = [
     "format_localtime",
     "render",
     "parse_line",
+    "split_lines",
     "parse",
     "parse_file",
     "iter_failures",
@@ -51,6 +55,8 @@ CONTINUATION = "  "
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _BAD_CHARS = re.compile(r"[\t\n\r]")
+#: Line boundaries of str.splitlines() other than \n and \r: escaped wherever they appear.
+_OTHER_BREAKS = re.compile("[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _FIELD_KEY = re.compile(r"^\w+$")
 _FIELD = re.compile(r"^(\w+)=(.*)$", re.S)
 
@@ -74,9 +80,27 @@ def format_localtime(timestamp: float) -> str:
     return f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:02d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
 
 
-def _check_plain(what: str, value: str) -> None:
+def _escape_breaks(text: str) -> str:
+    """``text`` with every line boundary but \n/\r written as its escape (``\x0c``)."""
+    return _OTHER_BREAKS.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _check_plain(what: str, value: str) -> str:
     if _BAD_CHARS.search(value):
         raise ValueError(f"status.log {what} may not contain TAB or newline: {value!r}")
+    return _escape_breaks(value)
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a status.log's text: broken at ``\n`` only, a trailing ``\r`` dropped.
+
+    (:meth:`str.splitlines` also breaks at ``\x0c``, ``\u2028``...: a field holding one
+    would read as two lines.)
+    """
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def render(
@@ -99,8 +123,8 @@ def render(
         raise ValueError(f"negative indentation: {indent}")
     subdir = subdir or NONE_VALUE
     operation = operation or NONE_VALUE
-    _check_plain("subdir", subdir)
-    _check_plain("operation", operation)
+    subdir = _check_plain("subdir", subdir)
+    operation = _check_plain("operation", operation)
     if timestamp is None:
         timestamp = time.time()
     fields: dict[str, str] = {
@@ -110,11 +134,9 @@ def render(
     for key, value in (optional_fields or {}).items():
         if not _FIELD_KEY.match(key):
             raise ValueError(f"invalid status.log field name: {key!r}")
-        text = str(value)
-        _check_plain(f"field {key}", text)
-        fields[key] = text
+        fields[key] = _check_plain(f"field {key}", str(value))
     lines = str(message).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")
-    lines = [line.replace("\t", " " * 8) for line in lines]
+    lines = [_escape_breaks(line.replace("\t", " " * 8)) for line in lines]
     prefix = "\t" * indent
     first = "\t".join(
         [status_code, subdir, operation, *(f"{k}={v}" for k, v in fields.items()), lines[0]]
@@ -222,7 +244,7 @@ def parse(text: str | Iterable[str]) -> list[StatusEntry]:
     Raises :class:`ValueError` naming the line for a line that is neither an entry nor
     a continuation.
     """
-    lines: Iterable[str] = text.splitlines() if isinstance(text, str) else text
+    lines: Iterable[str] = split_lines(text) if isinstance(text, str) else text
     entries: list[StatusEntry] = []
     for number, raw in enumerate(lines, 1):
         line = raw.rstrip("\r\n")

@@ -168,8 +168,8 @@ def test_in_process_results_dir(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "warning line" in (debug / "autoserv.WARNING").read_text()
     assert "printed" not in (debug / "autoserv.WARNING").read_text()
     assert (debug / "autoserv.ERROR").read_text() == ""
-    pid, exit_status = (results / ".autoserv_execute").read_text().splitlines()
-    assert int(pid) == os.getpid() and exit_status == "0"
+    pid, exit_status, failed = (results / ".autoserv_execute").read_text().splitlines()
+    assert int(pid) == os.getpid() and exit_status == "0" and failed == "0"
 
 
 def test_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

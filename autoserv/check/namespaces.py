@@ -80,8 +80,7 @@ def server_namespace(cf: control.ControlFile | None, machines: Sequence[str] = (
 def client_namespace(cf: control.ControlFile | None) -> dict[str, Any]:
     """The names of the client-side namespace (values unknown: ``None``)."""
     names: dict[str, Any] = dict.fromkeys(CLIENT_NAMES)
-    if cf is not None and cf.translated:
-        names.update(dict.fromkeys(legacy.PY2_BUILTINS))
+    names.update(dict.fromkeys(legacy.PY2_BUILTINS))  # in every control file, as the runner does
     return names
 
 

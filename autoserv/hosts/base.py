@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Self
 
-from autoserv import jobmark
+from autoserv import inputs, jobmark
+from autoserv.abort import JobAbort
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
@@ -77,6 +78,7 @@ class Host(Runner):
         The run itself is :func:`autoserv.run_core.run_command`; a host
         class implements ``_start`` and ``_run_error``.
         """
+        inputs.check_command(self.hostname, command, args)  # a NUL would break the session
         return run_command(
             self, command, timeout=timeout, ignore_status=ignore_status, stdout_tee=stdout_tee,
             stderr_tee=stderr_tee, connect_timeout=connect_timeout, stdin=stdin, verbose=verbose,
@@ -302,7 +304,8 @@ class Host(Runner):
                                           "it did not reboot")
             record("GOOD", None, "reboot.verify")
         except BaseException as exc:
-            record("END FAIL", None, "reboot", str(exc).splitlines()[0] if str(exc) else "")
+            word = "END ABORT" if isinstance(exc, JobAbort | KeyboardInterrupt) else "END FAIL"
+            record(word, None, "reboot", str(exc).splitlines()[0] if str(exc) else "")
             raise
         record("END GOOD", None, "reboot", optional_fields={"kernel": self.get_kernel_ver()})
 

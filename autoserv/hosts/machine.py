@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from autoserv import inputs
 from autoserv.errors import AutoservUsageError
 from autoserv.secret import Secret
 
@@ -79,6 +80,9 @@ class Machine:
             raise AutoservUsageError(
                 f"invalid machine {mask_machine(original)!r}: bad host name {host!r}"
             )
+        why = inputs.check_host_name(host) if check_host else None
+        if why is not None:  # a DNS name has parts of at most 63 characters
+            raise AutoservUsageError(f"invalid machine {mask_machine(original)!r}: host name {why}")
         label = f"{user}@{rest}" if user is not None else rest
         return cls(
             host=host, user=user, password=Secret(password) if password else None, port=port,

@@ -26,6 +26,7 @@ from typing import Any
 
 import paramiko
 
+from autoserv import inputs
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservHostKeyError, AutoservSshPermissionDeniedError, AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext
@@ -181,7 +182,12 @@ def resolve(
         known = entry["userknownhostsfile"].split()[0]
     timeout = connect_timeout or d.connect_timeout
     if timeout is None and "connecttimeout" in entry:
-        timeout = float(entry["connecttimeout"])
+        timeout = inputs.config_seconds(entry["connecttimeout"], "ConnectTimeout", config_path,
+                                        hostname)
+    if cfg is not None and entry.get("proxyjump"):
+        inputs.check_jump_chain(hostname, entry["proxyjump"], cfg.lookup, config_path)
+    if "port" in entry and not (port or d.port):
+        entry["port"] = inputs.config_port(entry["port"], config_path, hostname)
     return ConnectParams(
         alias=hostname,
         hostname=entry.get("hostname", hostname),

@@ -368,7 +368,7 @@ def parse_status_log(path: str) -> list[status_mod.StatusEntry]:
     entry at all.
     """
     with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
+        lines = status_mod.split_lines(f.read())
     entries: list[status_mod.StatusEntry] = []
     first_bad: int | None = None
     for number, line in enumerate(lines, 1):

@@ -109,12 +109,13 @@ def summarize(machine: model.Machine, status: str | None = None, duration: float
 
 def _current_operation(path: str) -> str:
     """The innermost open group of a status.log (else its last entry), '' if none."""
+    from autoserv import status
+
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+            lines = status.split_lines(f.read())
     except OSError:
         return ""
-    from autoserv import status
 
     stack: list[str] = []
     last = ""

@@ -78,9 +78,10 @@ def launch(host: SSHHost, *, binary: str, bios_dirs: Sequence[str], accel: str, 
         last_error = read_remote(host, paths.stderr_log)
         if isinstance(network, qemu.UserNetwork) and "hostfwd" in last_error:
             continue  # the random host port was taken: try another
+        reason = last_error.strip() or "no message on its stderr"  # on the first line
         raise AutoservVirtError(
             f"qemu failed to start guest {ip} on {host.hostname} (exit status "
-            f"{res.exit_status}):\n{last_error.strip()}\ncommand: {qemu.describe_argv(argv)}"
+            f"{res.exit_status}): {reason}\ncommand: {qemu.describe_argv(argv)}"
         )
     else:
         raise AutoservVirtError(f"qemu failed to start guest {ip}: {last_error.strip()}")

@@ -210,8 +210,7 @@ def _run(opts: argparse.Namespace, state: job_module.JobState, stderr_fd: int) -
             log.info("%s is Python 2: translated to Python 3 (line numbers kept)", control)
         namespace: dict[str, Any] = {"__name__": "__main__", "__file__": control}
         exec(_PREAMBLE, namespace)  # the names Autotest control files expect
-        if translated:
-            namespace.update(legacy.PY2_BUILTINS)
+        namespace.update(legacy.PY2_BUILTINS)  # in every control file, translated or not
         namespace.update(job=job, args=list(job.args))
         try:
             exec(code, namespace)  # running the user's control file is the job
