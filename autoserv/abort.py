@@ -1,4 +1,7 @@
-"""SIGINT/SIGTERM handling: turn a signal into :class:`JobAbort` in the main thread.
+"""SIGINT/SIGTERM/SIGHUP handling: turn a signal into :class:`JobAbort` in the main thread.
+
+SIGHUP (the terminal or the ssh session autoserv runs in went away) aborts exactly like
+SIGTERM; started under ``nohup`` (SIGHUP ignored), autoserv keeps ignoring it.
 
 :class:`JobAbort` derives from :class:`BaseException`, not :class:`Exception`, so a control
 file's ``except Exception:`` cannot swallow an abort.  Any code it unwinds through gets to
@@ -23,7 +26,9 @@ __all__ = ["JobAbort", "AbortHandlers", "ABORT_SIGNALS", "current", "deferred"]
 log = logging.getLogger("autoserv.abort")
 
 #: The signals that abort a job.
-ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Ignored at start-up (``&`` in a script, ``nohup``), these stay ignored.
+_KEEP_IGNORED = (signal.SIGINT, signal.SIGHUP)
 
 
 class JobAbort(BaseException):
@@ -47,7 +52,7 @@ def signal_reason(signum: int) -> str:
 
 
 class AbortHandlers:
-    """Installs SIGINT/SIGTERM handlers raising :class:`JobAbort`; restores the old ones.
+    """Installs SIGINT/SIGTERM/SIGHUP handlers raising :class:`JobAbort`; restores the old ones.
 
     ``reason`` maps the signal number to the abort reason (a parallel worker uses it to say
     that its timeout expired).  Only the main thread can install signal handlers; elsewhere
@@ -67,8 +72,8 @@ class AbortHandlers:
         if threading.current_thread() is not threading.main_thread():
             return self
         for signum in ABORT_SIGNALS:
-            if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
-                continue  # started in the background with SIGINT ignored: keep it so
+            if signum in _KEEP_IGNORED and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # started in the background (SIGINT) or under nohup (SIGHUP): keep it so
             self._previous[signum] = signal.signal(signum, self._handle)
         self._outer = _current
         _current = self

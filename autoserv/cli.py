@@ -54,7 +54,7 @@ machines:
 
 exit status:
   0  the job completed and nothing failed
-  1  the control file raised, a machine failed, the job was aborted (SIGINT/SIGTERM),
+  1  the control file raised, a machine failed, the job was aborted (SIGINT/SIGTERM/SIGHUP),
      or the results directory is already in use
   2  usage error
 

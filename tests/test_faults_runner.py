@@ -1,0 +1,152 @@
+"""Runner-side faults (issue 11, items 5, 6, 9), on real test bed hosts through the real CLI.
+
+* SIGHUP aborts a job like SIGTERM: ``END ABORT`` with the reason, remote commands killed,
+  remote temp dirs removed, one line on stderr, exit 1.
+* A full results disk (a small tmpfs) is one line on stderr naming the directory and its
+  free space, the job aborts, exit 1 (no logging tracebacks).
+* SIGKILL of autoserv: the workers die with it; ``autoserv cleanup RESULTS`` reads the job's
+  journal and kills the remote commands and removes the remote temp dirs it left; run again,
+  it has nothing left to do.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from autoserv import hosts, status
+from autoserv.deadline import Deadline
+from autoserv.lab.testbed import Testbed
+
+try:
+    from tests.cli_helpers import autoserv_argv, cli_env, stderr_lines
+except ImportError:  # tests/ is not a package: pytest put it on sys.path
+    from cli_helpers import autoserv_argv, cli_env, stderr_lines  # type: ignore
+
+pytestmark = pytest.mark.slow
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def bed_args(tb: Testbed) -> list[str]:
+    return ["-m", ",".join(tb.machines), "--ssh-config", str(tb.ssh_config)]
+
+
+def remote_processes(tb: Testbed, pattern: str) -> list[str]:
+    """Command lines containing ``pattern`` on each test bed host, as its own ``ps`` shows them."""
+    found = []
+    for machine in tb.machines:
+        with hosts.SSHHost(machine, ssh_config=str(tb.ssh_config)) as h:
+            out = h.run("ps -eo args", verbose=False, stdout_tee=None).stdout
+        found += [f"{machine}: {line}" for line in out.splitlines()
+                  if pattern in line and "ps -eo" not in line]
+    return found
+
+
+def remote_exists(tb: Testbed, machine: str, path: str) -> bool:
+    with hosts.SSHHost(machine, ssh_config=str(tb.ssh_config)) as h:
+        return h.run("test -e", args=[path], ignore_status=True, verbose=False).exit_status == 0
+
+
+def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[str],
+             seconds: float = 60) -> None:
+    deadline = Deadline(seconds)
+    while not check():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"autoserv ended while waiting for {what}:\n{out[-3000:]}\n{err}")
+        if deadline.expired():
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.1)  # polling, not a timed assertion
+
+
+#: Each machine: a remote temp dir (its path written to the worker's results dir), then a
+#: long remote sleep (4800 + the machine's index) in a group.
+LONG_CONTROL = """\
+    def work(machine):
+        host = hosts.create_host(machine)
+        tmp = host.get_tmp_dir()
+        with open("remote_tmp", "w") as f:
+            f.write(tmp)
+        def body():
+            host.run("sleep %d" % (4800 + machines.index(machine)))
+        job.run_group(body, tag="long_command")
+    job.record("START", None, "all_machines")
+    parallel_simple(work, machines)
+    """
+
+
+@pytest.fixture
+def long_job(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start LONG_CONTROL on a test bed and wait until every remote sleep runs."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(tb: Testbed, results: Path, *extra: str) -> subprocess.Popen[str]:
+        ctl = write(tmp_path / "long.control", LONG_CONTROL)
+        proc = subprocess.Popen(
+            autoserv_argv(ctl, "-r", results, *bed_args(tb), *extra), cwd=tmp_path,
+            env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        started.append(proc)
+        sleeps = [f"sleep {4800 + i}" for i in range(len(tb.machines))]
+
+        def all_running() -> bool:
+            running = remote_processes(tb, "sleep 48")
+            return all(any(s in line for line in running) for s in sleeps) and all(
+                (results / m / "remote_tmp").exists() for m in tb.machines)
+
+        wait_for(all_running, "the remote commands to start", proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_sighup_aborts_like_sigterm(testbed: Testbed, tmp_path: Path,
+                                    long_job: Callable[..., subprocess.Popen[str]]) -> None:
+    """SIGHUP mid-run: END ABORT with the reason, remote sleeps killed, temp dirs removed."""
+    results = tmp_path / "r"
+    proc = long_job(testbed, results)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert err.strip() == "autoserv: job aborted: received SIGHUP"
+    assert remote_processes(testbed, "sleep 48") == []
+    top = status.parse_file(str(results / "status.log"))
+    assert [(e.status_code, e.operation) for e in top] == [
+        ("START", "all_machines"), ("END ABORT", "all_machines"), ("INFO", None)]
+    assert top[1].message == "aborted: received SIGHUP"
+    assert top[2].fields["job_abort_reason"] == "received SIGHUP"
+    for machine in testbed.machines:
+        sub = results / machine
+        entries = status.parse_file(str(sub / "status.log"))
+        assert [e.status_code for e in entries] == ["START", "END ABORT", "INFO"], machine
+        assert not remote_exists(testbed, machine, (sub / "remote_tmp").read_text())
+
+
+def test_sighup_ignored_under_nohup(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    """Started with SIGHUP ignored (nohup), the job keeps ignoring it and completes."""
+    ctl = write(tmp_path / "hup.control", """\
+        import os, signal
+        os.kill(os.getpid(), signal.SIGHUP)
+        job.record("GOOD", None, "after_hup")
+        """)
+    proc = subprocess.run(["nohup", *autoserv_argv(ctl, "-r", tmp_path / "r")], cwd=tmp_path,
+                          env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    entries = status.parse_file(str(tmp_path / "r" / "status.log"))
+    assert [(e.status_code, e.operation) for e in entries] == [("GOOD", "after_hup")]
+    assert not [line for line in stderr_lines(proc) if not line.startswith("nohup:")]
