@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-__all__ = ["JobAbort", "AbortHandlers", "ABORT_SIGNALS", "current", "deferred"]
+__all__ = ["JobAbort", "AbortHandlers", "ABORT_SIGNALS", "current", "deferred", "request"]
 
 log = logging.getLogger("autoserv.abort")
 
@@ -65,6 +66,7 @@ class AbortHandlers:
         self._deferring = False
         self.aborting = False
         self.pending: str | None = None  # a reason received while deferred
+        self.requested: str | None = None  # the reason given to :func:`request`
         self._outer: AbortHandlers | None = None
 
     def install(self) -> AbortHandlers:
@@ -94,7 +96,7 @@ class AbortHandlers:
         self.restore()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        reason = self._reason(signum)
+        reason = self.requested or self._reason(signum)
         if self.aborting or self._deferring:
             if self.pending is None and not self.aborting:
                 self.pending = reason
@@ -132,3 +134,17 @@ def deferred() -> Iterator[None]:
         return
     with _current.deferred():
         yield
+
+
+def request(reason: str) -> None:
+    """Abort this process's job for ``reason``, from any thread, as a signal would.
+
+    The main thread gets :class:`JobAbort` (or, while cleanup is deferred, the reason is
+    kept as pending) exactly as for SIGTERM, whose handler delivers it.  Without installed
+    handlers (no job running) this does nothing.
+    """
+    handlers = _current
+    if handlers is None or signal.SIGTERM not in handlers._previous:
+        return
+    handlers.requested = reason
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from autoserv import __version__, abort, client_tests, control
+from autoserv import __version__, abort, client_tests, control, results_disk
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
 from autoserv.report import command as report_command
@@ -427,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("autoserv exiting with status %d", code, extra={"files_only": True})
     if job is not None and job._logging:
         report_error = report_command.job_finished(job, options, code)  # hook: write the reports
-        if report_error is not None:
+        if report_error is not None and not results_disk.broken():  # said once already
             sys.stderr.write(f"autoserv: {report_error}\n")
     if job is not None:
         job.close(code)

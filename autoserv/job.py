@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from autoserv import abort, logging_setup, parallel, status
+from autoserv import abort, logging_setup, parallel, results_disk, status
 from autoserv import control as control_mod
 from autoserv.client_tests import TestSettings
 from autoserv.errors import JobError, TestBaseException
@@ -217,7 +217,7 @@ class ServerJob:
         """Append an entry to status.log (``START`` opens a group, ``END ...`` closes one)."""
         redact = logging_setup.redact  # secrets never reach the results
         fields = {k: redact(str(v)) for k, v in (optional_fields or {}).items()}
-        text = self._status.record(status_code, subdir, operation, redact(str(status)), fields)
+        text = self._write_status(status_code, subdir, operation, redact(str(status)), fields)
         status_log.info("%s", text)
         if _is_failure(status_code):
             self.failures.append(f"{status_code} {operation or '----'}")
@@ -251,11 +251,31 @@ class ServerJob:
         fields = {k: redact(v) for k, v in entry.fields.items()
                   if k not in ("timestamp", "localtime")}
         ts = float(entry.timestamp) if entry.timestamp is not None else None
-        text = self._status.record(entry.status_code, entry.subdir, entry.operation,
-                                   redact(entry.message), fields, timestamp=ts)
+        text = self._write_status(entry.status_code, entry.subdir, entry.operation,
+                                  redact(entry.message), fields, timestamp=ts)
         status_log.info("%s", text)
         if _is_failure(entry.status_code):
             self.failures.append(f"{entry.status_code} {entry.operation or '----'}")
+
+    def _write_status(self, *entry: Any, **kw: Any) -> str:
+        """Append to status.log; once the results dir cannot be written, only keep the nesting."""
+        results_disk.check()
+        try:
+            return self._status.record(*entry, **kw)
+        except OSError as exc:
+            path, self._status.path = self._status.path, None
+            results_disk.failed(path or "", exc)
+            return self._status.record(*entry, **kw)
+
+    def _write_results(self, what: str, write: Callable[[], Any]) -> None:
+        """Run ``write`` (a write under the results dir); a failure aborts the job, once."""
+        if results_disk.broken():
+            results_disk.check()
+            return
+        try:
+            write()
+        except OSError as exc:
+            results_disk.failed(what, exc)
 
     def run_test(self, url: str, *args: Any, **dargs: Any) -> bool:
         """Run server-side test ``url`` on the controller (see autoserv.server_test)."""
@@ -300,9 +320,28 @@ class ServerJob:
         os.makedirs(path, exist_ok=True)
 
     def run(self) -> None:
-        """Run the job; raises whatever the control file raised (or :class:`JobAbort`)."""
+        """Run the job; raises whatever the control file raised (or :class:`JobAbort`).
+
+        When the results dir could not be written (a full disk: see
+        :mod:`autoserv.results_disk`), the job is aborted for that reason whatever else
+        happened.
+        """
+        try:
+            self._run()
+        except BaseException as exc:
+            disk = results_disk.reason()
+            if disk is not None and not (isinstance(exc, abort.JobAbort) and exc.reason == disk):
+                raise abort.JobAbort(disk) from exc
+            raise
+        disk = results_disk.reason()
+        if disk is not None:
+            raise abort.JobAbort(disk)
+
+    def _run(self) -> None:
         self._started = True
         self._check_resultdir()
+        if self.resultdir is not None:
+            results_disk.activate(self.resultdir)
         logging_setup.add_secret(self.ssh_pass)
         for machine in self.parsed_machines:
             if machine.password:
@@ -326,8 +365,9 @@ class ServerJob:
             log.info("Machines: %s", ", ".join(m.label for m in self.parsed_machines) or "none")
             log.info("Results: %s", self.resultdir or "none (-N)")
             if self.resultdir is not None:
-                write_keyval(
-                    self.resultdir,
+                resultdir = self.resultdir
+                self._write_results(resultdir, lambda: write_keyval(
+                    resultdir,
                     {
                         "label": self.label,
                         "user": self.user,
@@ -335,10 +375,12 @@ class ServerJob:
                         "status_version": STATUS_VERSION,
                         "job_started": int(time.time()),
                     },
-                )
+                ))
             text = control_mod.read_source(self.control)
             if self.resultdir is not None:
-                control_mod.copy_to_results(text, self.resultdir, self.control_filename)
+                resultdir = self.resultdir
+                self._write_results(resultdir, lambda: control_mod.copy_to_results(
+                    text, resultdir, self.control_filename))
             if self.tests.client_control:  # -c: a client control file, on every machine
                 from autoserv import client_job
 
@@ -379,7 +421,9 @@ class ServerJob:
                 self.abort_reason = pending
                 self._record_abort(pending)
             if self.resultdir is not None:
-                write_keyval(self.resultdir, {"job_finished": int(time.time())})
+                resultdir = self.resultdir
+                self._write_results(resultdir, lambda: write_keyval(
+                    resultdir, {"job_finished": int(time.time())}))
 
     def _record_end(self, error: BaseException | None) -> None:
         if error is None:
@@ -410,8 +454,13 @@ class ServerJob:
     def close(self, exit_status: int) -> None:
         """After :meth:`run`: write the exit status to the pidfile, restore logging/signals."""
         if self._pidfile is not None:
-            with open(self._pidfile, "a") as f:
-                f.write(f"{exit_status}\n")
+            pidfile = self._pidfile
+
+            def write_status() -> None:
+                with open(pidfile, "a") as f:
+                    f.write(f"{exit_status}\n")
+
+            self._write_results(pidfile, write_status)
             self._pidfile = None
         if self._handlers is not None:
             self._handlers.restore()
@@ -419,6 +468,7 @@ class ServerJob:
         if self._logging:
             logging_setup.shutdown()
             self._logging = False
+        results_disk.deactivate()
 
     # -- parallel worker hooks -----------------------------------------------------------
 
@@ -441,7 +491,9 @@ class ServerJob:
             self._status = status.StatusLogWriter(None)
         logging_setup.setup(debug_dir, self.console, self.verbose, self._prefix)
         if self.resultdir is not None and subdir is not None:
-            write_keyval(self.resultdir, {"hostname": label, "status_version": STATUS_VERSION})
+            resultdir = self.resultdir
+            self._write_results(resultdir, lambda: write_keyval(
+                resultdir, {"hostname": label, "status_version": STATUS_VERSION}))
             os.chdir(self.resultdir)
         _update_host_context(resultdir=self.resultdir)  # e.g. guest console logs go here
         self._handlers = abort.current()

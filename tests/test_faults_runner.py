@@ -150,3 +150,64 @@ def test_sighup_ignored_under_nohup(testbed_loopback: Testbed, tmp_path: Path) -
     entries = status.parse_file(str(tmp_path / "r" / "status.log"))
     assert [(e.status_code, e.operation) for e in entries] == [("GOOD", "after_hup")]
     assert not [line for line in stderr_lines(proc) if not line.startswith("nohup:")]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 512 KiB tmpfs under the test's tmp dir (unmounted after the test)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0755", "tmpfs", str(mnt)],
+                   check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+#: Prints and logs without end, locally and in two parallel workers on the test bed.
+CHATTY_CONTROL = """\
+    import logging
+    def talk(machine):
+        host = hosts.create_host(machine)
+        host.run("true")
+        def body():
+            for i in range(10 ** 7):
+                print("worker line", i, "x" * 200)
+                logging.info("worker log line %d %s", i, "y" * 200)
+        job.run_group(body, tag="chatty")
+    job.record("START", None, "all")
+    parallel_simple(talk, machines[:2])
+    for i in range(10 ** 7):
+        print("line", i, "x" * 200)
+    """
+
+
+def test_full_results_disk_is_one_line(testbed_loopback: Testbed, tmp_path: Path,
+                                       small_disk: Path) -> None:
+    """A full results disk: one line naming the dir and the free space, abort, exit 1."""
+    ctl = write(tmp_path / "chatty.control", CHATTY_CONTROL)
+    results = small_disk / "r"
+    proc = subprocess.run(
+        autoserv_argv(ctl, "-r", results, *bed_args(testbed_loopback)), cwd=tmp_path,
+        env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, timeout=300,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert len(lines) == 1, lines[:20]
+    assert lines[0].startswith(
+        f"autoserv: job aborted: cannot write the results directory {results}"), lines
+    assert "No space left on device" in lines[0] and " free" in lines[0], lines
+    # no worker left running
+    leftover = subprocess.run(["pgrep", "-f", str(ctl)], capture_output=True, text=True)
+    assert leftover.stdout == ""
+
+
+def test_format_size() -> None:
+    from autoserv.results_disk import format_size
+
+    cases = [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"),
+             (5 * 1024 ** 2, "5.0 MiB"), (3 * 1024 ** 4, "3.0 TiB"), (2 * 1024 ** 5, "2048.0 TiB")]
+    for n, text in cases:
+        assert format_size(n) == text, n
