@@ -378,6 +378,10 @@ def _redact(text: str, options: argparse.Namespace | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``autoserv`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["cleanup"]:  # `autoserv cleanup RESULTS_DIR` (autoserv/orphans.py)
+        from autoserv import orphans
+
+        return orphans.main(argv[1:])
     if argv[:1] == ["check"]:  # the `autoserv check` command (a control file named check: ./check)
         from autoserv.check import command as check_command
 

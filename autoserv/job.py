@@ -13,6 +13,8 @@ Results directory::
     status.log             see autoserv.status
     debug/autoserv.LEVEL   DEBUG, INFO, WARNING, ERROR (each: that level and above)
     .autoserv_execute      with -p: line 1 the pid, line 2 (at exit) the exit status
+    journal                what the job started on its hosts (see autoserv.journal), read
+                           by ``autoserv cleanup`` after the job was killed
     <machine>/             per parallel worker: status.log, keyval (hostname=), debug/
 """
 
@@ -28,7 +30,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from autoserv import abort, logging_setup, parallel, results_disk, status
+from autoserv import abort, journal, logging_setup, parallel, results_disk, status
 from autoserv import control as control_mod
 from autoserv.client_tests import TestSettings
 from autoserv.errors import JobError, TestBaseException
@@ -342,6 +344,7 @@ class ServerJob:
         self._check_resultdir()
         if self.resultdir is not None:
             results_disk.activate(self.resultdir)
+            journal.open_journal(self.resultdir)  # what autoserv cleanup ends after a SIGKILL
         logging_setup.add_secret(self.ssh_pass)
         for machine in self.parsed_machines:
             if machine.password:
@@ -415,6 +418,7 @@ class ServerJob:
         with self._handlers.deferred():
             self._record_end(error)
             _close_all_hosts()
+            journal.close_journal(ended=True)
             pending = self._handlers.pending
             if pending and error is None and self.abort_reason is None:
                 # SIGINT/SIGTERM while cleaning up after a normal end: still an abort.
@@ -469,6 +473,7 @@ class ServerJob:
             logging_setup.shutdown()
             self._logging = False
         results_disk.deactivate()
+        journal.close_journal()
 
     # -- parallel worker hooks -----------------------------------------------------------
 

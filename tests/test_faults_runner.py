@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import textwrap
@@ -25,9 +26,9 @@ from autoserv.deadline import Deadline
 from autoserv.lab.testbed import Testbed
 
 try:
-    from tests.cli_helpers import autoserv_argv, cli_env, stderr_lines
+    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import autoserv_argv, cli_env, stderr_lines  # type: ignore
+    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines  # type: ignore
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +89,7 @@ LONG_CONTROL = """\
 @pytest.fixture
 def long_job(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start LONG_CONTROL on a test bed and wait until every remote sleep runs."""
-    started: list[subprocess.Popen[str]] = []
+    started: list[tuple[subprocess.Popen[str], Path]] = []
 
     def start(tb: Testbed, results: Path, *extra: str) -> subprocess.Popen[str]:
         ctl = write(tmp_path / "long.control", LONG_CONTROL)
@@ -97,7 +98,7 @@ def long_job(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
             env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
-        started.append(proc)
+        started.append((proc, results))
         sleeps = [f"sleep {4800 + i}" for i in range(len(tb.machines))]
 
         def all_running() -> bool:
@@ -109,10 +110,12 @@ def long_job(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
         return proc
 
     yield start
-    for proc in started:
+    for proc, results in started:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+        if (results / "journal").exists():  # whatever a failed test left on the hosts
+            run_autoserv("cleanup", results, cwd=tmp_path, timeout=120)
 
 
 def test_sighup_aborts_like_sigterm(testbed: Testbed, tmp_path: Path,
@@ -211,3 +214,144 @@ def test_format_size() -> None:
              (5 * 1024 ** 2, "5.0 MiB"), (3 * 1024 ** 4, "3.0 TiB"), (2 * 1024 ** 5, "2048.0 TiB")]
     for n, text in cases:
         assert format_size(n) == text, n
+
+
+def children(pid: int) -> dict[int, int]:
+    """The child processes of ``pid``: pid -> start time (clock ticks after boot)."""
+    from autoserv.journal import process_start
+
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            start = process_start(int(entry))
+            if start is not None:
+                found[int(entry)] = start
+    return found
+
+
+def gone(procs: dict[int, int]) -> bool:
+    from autoserv.journal import process_start
+
+    return all(process_start(pid) != start for pid, start in procs.items())
+
+
+def test_sigkill_workers_die_with_autoserv(testbed_loopback: Testbed, tmp_path: Path,
+                                           long_job: Callable[..., subprocess.Popen[str]]) -> None:
+    """SIGKILL of autoserv alone: its workers get SIGTERM and run their abort path."""
+    tb = testbed_loopback
+    results = tmp_path / "r"
+    proc = long_job(tb, results)
+    workers = children(proc.pid)
+    assert len(workers) == len(tb.machines), workers
+    proc.kill()
+    proc.communicate(timeout=60)
+    deadline = Deadline(60)
+    while not gone(workers):
+        assert not deadline.expired(), f"workers still running: {workers}"
+        time.sleep(0.1)  # polling, not a timed assertion
+    assert remote_processes(tb, "sleep 48") == []
+    for machine in tb.machines:
+        sub = results / machine
+        entries = status.parse_file(str(sub / "status.log"))
+        assert [e.status_code for e in entries] == ["START", "END ABORT", "INFO"], machine
+        assert entries[2].fields["job_abort_reason"] == "received SIGTERM"
+        assert not remote_exists(tb, machine, (sub / "remote_tmp").read_text())
+
+
+def test_cleanup_after_sigkill_of_the_whole_job(testbed_loopback: Testbed, tmp_path: Path,
+                                                long_job: Callable[..., subprocess.Popen[str]]
+                                                ) -> None:
+    """SIGKILL of autoserv and its workers at once: ``autoserv cleanup`` ends what they left."""
+    tb = testbed_loopback
+    results = tmp_path / "r"
+    proc = long_job(tb, results)
+    workers = children(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job's own session: autoserv and its workers
+    proc.communicate(timeout=60)
+    deadline = Deadline(30)
+    while not gone(workers):
+        assert not deadline.expired(), f"workers still running: {workers}"
+        time.sleep(0.1)  # polling, not a timed assertion
+    tmps = {m: (results / m / "remote_tmp").read_text() for m in tb.machines}
+    assert len(remote_processes(tb, "sleep 48")) >= len(tb.machines)  # left behind
+    assert all(remote_exists(tb, m, t) for m, t in tmps.items())
+    journal_text = (results / "journal").read_text()
+    assert "autoserv-test-pw" not in journal_text
+
+    first = run_autoserv("cleanup", results, cwd=tmp_path, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stderr == ""
+    lines = first.stdout.splitlines()
+    for machine, tmp in tmps.items():
+        assert f"{machine}: removed temp dir {tmp}" in lines, lines
+        assert any(line.startswith(f"{machine}: killed 1 process group(s) left by ")
+                   for line in lines), lines
+    assert remote_processes(tb, "sleep 48") == []
+    assert not any(remote_exists(tb, m, t) for m, t in tmps.items())
+
+    second = run_autoserv("cleanup", results, cwd=tmp_path, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout == f"nothing left to clean up in {results}\n"
+
+
+def test_cleanup_of_a_job_that_ended_itself(testbed_loopback: Testbed, tmp_path: Path) -> None:
+    """A job that closed its hosts itself leaves nothing for cleanup; bad dirs are one line."""
+    ctl = write(tmp_path / "tmp.control", """\
+        host = hosts.create_host(machines[0])
+        host.get_tmp_dir()
+        host.run("true")
+        """)
+    results = tmp_path / "r"
+    proc = run_autoserv(ctl, "-r", results, *bed_args(testbed_loopback), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    kinds = [line.split('"kind":"')[1].split('"')[0]
+             for line in (results / "journal").read_text().splitlines()]
+    assert kinds[0] == "job" and kinds[-1] == "end" and {"tmpdir", "command"} <= set(kinds)
+    out = run_autoserv("cleanup", results, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    m = testbed_loopback.machines[0]
+    assert out.stdout.startswith(f"{m}: already gone: temp dir "), out.stdout
+    assert len(out.stdout.splitlines()) == 1
+    bad = run_autoserv("cleanup", tmp_path, cwd=tmp_path)
+    assert bad.returncode == 2 and len(stderr_lines(bad)) == 1, bad.stderr
+    assert "has no journal" in bad.stderr
+
+
+def test_cleanup_command_builders() -> None:
+    from autoserv.orphans import kill_connection_command, remove_dir_command
+
+    assert "'SSH_CONNECTION=127.0.0.1 40000 127.0.0.1 22'" in kill_connection_command(
+        "127.0.0.1 40000 127.0.0.1 22")
+    assert "SSH_CONNECTION=fe80::1%eth0 5 ::1 22" in kill_connection_command(
+        "fe80::1%eth0 5 ::1 22")
+    for bad in ["1.2.3.4 5 6.7.8.9", "1.2.3.4 5 6.7.8.9 22; rm -rf /", "a b c d", ""]:
+        with pytest.raises(ValueError):
+            kill_connection_command(bad)
+    assert remove_dir_command("/tmp/autoserv-AbC123") == (
+        "if [ -e /tmp/autoserv-AbC123 ]; then rm -rf -- /tmp/autoserv-AbC123 && echo removed; "
+        "else echo gone; fi")
+    for bad in ["/", "/tmp", "/tmp/autoserv-", "/tmp/autoserv-abc", "tmp/autoserv-abc123",
+                "/tmp/autoserv-abc123/..", "/tmp/x/../autoserv-abc12'", "/etc/passwd"]:
+        with pytest.raises(ValueError):
+            remove_dir_command(bad)
+
+
+def test_journal_skips_a_torn_line(tmp_path: Path) -> None:
+    from autoserv import journal
+
+    path = journal.open_journal(str(tmp_path))
+    try:
+        journal.record("tmpdir", "not-a-host", path="/tmp/autoserv-abcdef")
+    finally:
+        journal.close_journal(ended=True)
+    with open(path, "a") as f:
+        f.write('{"v":1,"kind":"tmpdir","path":"/tmp/autoserv-zzzzzz"')  # killed mid-write
+    kinds = [(e["kind"], e.get("path")) for e in journal.read(path)]
+    assert kinds == [("job", None), ("tmpdir", "/tmp/autoserv-abcdef"), ("end", None)]
+    journal.record("tmpdir", "x", path="/y")  # no journal open: nothing, no error

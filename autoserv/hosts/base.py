@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Self
 
+from autoserv import journal
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
@@ -310,6 +311,7 @@ class Host(Runner):
         """A new remote temporary directory, removed at :meth:`close`."""
         path = self.run_output("mktemp -d", args=[f"{parent.rstrip('/') or ''}/autoserv-XXXXXX"])
         self._tmp_dirs.append(path)
+        journal.record("tmpdir", self, path=path)  # for autoserv cleanup (autoserv/journal.py)
         return path
 
     def get_num_cpu(self) -> int:
