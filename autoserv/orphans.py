@@ -65,9 +65,13 @@ def kill_connection_command(connection: str, grace: float = 2.0) -> str:
     steps = max(1, int(grace / 0.1))
     return (
         f"want={want}; groups=; "
-        "for e in /proc/[0-9]*/environ; do p=${e#/proc/}; p=${p%/environ}; "
+        # one grep over every environ when grep knows -z (GNU, recent busybox); else one each
+        "if printf 'a\\0' | grep -qz a 2>/dev/null; then "
+        'files=$(grep -lszxF -- "$want" /proc/[0-9]*/environ); else files=; '
+        "for e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$e\" 2>/dev/null | "
+        'grep -qxF -- "$want" && files="$files $e"; done; fi; '
+        "for e in $files; do p=${e#/proc/}; p=${p%/environ}; "
         '[ "$p" = "$$" ] && continue; '
-        "tr '\\0' '\\n' < \"$e\" 2>/dev/null | grep -qxF -- \"$want\" || continue; "
         '{ read -r l < "/proc/$p/stat"; } 2>/dev/null || continue; l=${l##*) }; set -- $l; '
         '[ "$1" = Z ] && continue; '
         'case " $groups " in *" $3 "*) ;; *) groups="$groups $3";; esac; done; '

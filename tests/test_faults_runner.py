@@ -89,33 +89,37 @@ LONG_CONTROL = """\
 @pytest.fixture
 def long_job(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """Start LONG_CONTROL on a test bed and wait until every remote sleep runs."""
-    started: list[tuple[subprocess.Popen[str], Path]] = []
+    started: list[tuple[subprocess.Popen[str], Path, dict[str, str]]] = []
 
-    def start(tb: Testbed, results: Path, *extra: str) -> subprocess.Popen[str]:
+    def start(tb: Testbed, results: Path, machine_args: list[str] | None = None,
+              **env: str) -> subprocess.Popen[str]:
         ctl = write(tmp_path / "long.control", LONG_CONTROL)
+        args = bed_args(tb) if machine_args is None else machine_args
         proc = subprocess.Popen(
-            autoserv_argv(ctl, "-r", results, *bed_args(tb), *extra), cwd=tmp_path,
-            env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            autoserv_argv(ctl, "-r", results, *args), cwd=tmp_path,
+            env=cli_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
-        started.append((proc, results))
-        sleeps = [f"sleep {4800 + i}" for i in range(len(tb.machines))]
+        started.append((proc, results, env))
+        count = len(tb.machines) if machine_args is None else 1
+        sleeps = [f"sleep {4800 + i}" for i in range(count)]
 
         def all_running() -> bool:
             running = remote_processes(tb, "sleep 48")
-            return all(any(s in line for line in running) for s in sleeps) and all(
-                (results / m / "remote_tmp").exists() for m in tb.machines)
+            # one machine runs in the job's own process: no subdir
+            return all(any(s in line for line in running) for s in sleeps) and len(
+                list(results.glob("**/remote_tmp"))) == count
 
         wait_for(all_running, "the remote commands to start", proc)
         return proc
 
     yield start
-    for proc, results in started:
+    for proc, results, env in started:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
         if (results / "journal").exists():  # whatever a failed test left on the hosts
-            run_autoserv("cleanup", results, cwd=tmp_path, timeout=120)
+            run_autoserv("cleanup", results, cwd=tmp_path, timeout=120, **env)
 
 
 def test_sighup_aborts_like_sigterm(testbed: Testbed, tmp_path: Path,
@@ -355,3 +359,41 @@ def test_journal_skips_a_torn_line(tmp_path: Path) -> None:
     kinds = [(e["kind"], e.get("path")) for e in journal.read(path)]
     assert kinds == [("job", None), ("tmpdir", "/tmp/autoserv-abcdef"), ("end", None)]
     journal.record("tmpdir", "x", path="/y")  # no journal open: nothing, no error
+
+
+def test_cleanup_with_a_password_from_the_environment(testbed_loopback: Testbed, tmp_path: Path,
+                                                      long_job: Callable[..., subprocess.Popen[str]]
+                                                      ) -> None:
+    """A host reached with a password: the journal says so (never the password itself), and
+    cleanup takes it from AUTOSERV_SSH_PASS again."""
+    from tests.conftest import TEST_PASSWORD
+
+    tb = testbed_loopback
+    th = tb.hosts[0]
+    results = tmp_path / "r"
+    machine = f"root@{th.machine}"
+    proc = long_job(tb, results, ["-m", machine, "--known-hosts", str(tb.known_hosts)],
+                    AUTOSERV_SSH_PASS=TEST_PASSWORD)
+    workers = children(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    deadline = Deadline(30)
+    while not gone(workers):
+        assert not deadline.expired(), f"workers still running: {workers}"
+        time.sleep(0.1)  # polling, not a timed assertion
+    assert TEST_PASSWORD not in (results / "journal").read_text()
+    assert '"password":true' in (results / "journal").read_text()
+    tmp = (results / "remote_tmp").read_text()  # one machine: in the job's own process
+
+    without = run_autoserv("cleanup", results, cwd=tmp_path, timeout=120)
+    assert without.returncode == 1
+    assert without.stdout == (f"{th.address}: needs a password (--ssh-pass or "
+                              "AUTOSERV_SSH_PASS): skipped\n")
+    assert len(remote_processes(tb, "sleep 4800")) >= 1  # untouched
+
+    done = run_autoserv("cleanup", results, cwd=tmp_path, timeout=120,
+                        AUTOSERV_SSH_PASS=TEST_PASSWORD)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{th.address}: removed temp dir {tmp}" in done.stdout.splitlines()
+    assert remote_processes(tb, "sleep 4800") == []
+    assert TEST_PASSWORD not in done.stdout + done.stderr
