@@ -1,4 +1,7 @@
-"""SIGINT/SIGTERM handling: turn a signal into :class:`JobAbort` in the main thread.
+"""SIGINT/SIGTERM/SIGHUP handling: turn a signal into :class:`JobAbort` in the main thread.
+
+SIGHUP (the terminal or the ssh session autoserv runs in went away) aborts exactly like
+SIGTERM; started under ``nohup`` (SIGHUP ignored), autoserv keeps ignoring it.
 
 :class:`JobAbort` derives from :class:`BaseException`, not :class:`Exception`, so a control
 file's ``except Exception:`` cannot swallow an abort.  Any code it unwinds through gets to
@@ -13,17 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-__all__ = ["JobAbort", "AbortHandlers", "ABORT_SIGNALS", "current", "deferred"]
+__all__ = ["JobAbort", "AbortHandlers", "ABORT_SIGNALS", "current", "deferred", "request"]
 
 log = logging.getLogger("autoserv.abort")
 
 #: The signals that abort a job.
-ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Ignored at start-up (``&`` in a script, ``nohup``), these stay ignored.
+_KEEP_IGNORED = (signal.SIGINT, signal.SIGHUP)
 
 
 class JobAbort(BaseException):
@@ -47,7 +53,7 @@ def signal_reason(signum: int) -> str:
 
 
 class AbortHandlers:
-    """Installs SIGINT/SIGTERM handlers raising :class:`JobAbort`; restores the old ones.
+    """Installs SIGINT/SIGTERM/SIGHUP handlers raising :class:`JobAbort`; restores the old ones.
 
     ``reason`` maps the signal number to the abort reason (a parallel worker uses it to say
     that its timeout expired).  Only the main thread can install signal handlers; elsewhere
@@ -60,6 +66,7 @@ class AbortHandlers:
         self._deferring = False
         self.aborting = False
         self.pending: str | None = None  # a reason received while deferred
+        self.requested: str | None = None  # the reason given to :func:`request`
         self._outer: AbortHandlers | None = None
 
     def install(self) -> AbortHandlers:
@@ -67,8 +74,8 @@ class AbortHandlers:
         if threading.current_thread() is not threading.main_thread():
             return self
         for signum in ABORT_SIGNALS:
-            if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
-                continue  # started in the background with SIGINT ignored: keep it so
+            if signum in _KEEP_IGNORED and signal.getsignal(signum) == signal.SIG_IGN:
+                continue  # started in the background (SIGINT) or under nohup (SIGHUP): keep it so
             self._previous[signum] = signal.signal(signum, self._handle)
         self._outer = _current
         _current = self
@@ -89,7 +96,7 @@ class AbortHandlers:
         self.restore()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        reason = self._reason(signum)
+        reason = self.requested or self._reason(signum)
         if self.aborting or self._deferring:
             if self.pending is None and not self.aborting:
                 self.pending = reason
@@ -127,3 +134,17 @@ def deferred() -> Iterator[None]:
         return
     with _current.deferred():
         yield
+
+
+def request(reason: str) -> None:
+    """Abort this process's job for ``reason``, from any thread, as a signal would.
+
+    The main thread gets :class:`JobAbort` (or, while cleanup is deferred, the reason is
+    kept as pending) exactly as for SIGTERM, whose handler delivers it.  Without installed
+    handlers (no job running) this does nothing.
+    """
+    handlers = _current
+    if handlers is None or signal.SIGTERM not in handlers._previous:
+        return
+    handlers.requested = reason
+    os.kill(os.getpid(), signal.SIGTERM)

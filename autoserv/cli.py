@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from autoserv import __version__, abort, client_tests, control, inputs, lifecycle_cli
+from autoserv import __version__, abort, client_tests, control, inputs, lifecycle_cli, results_disk
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
 from autoserv.report import command as report_command
@@ -54,7 +54,7 @@ machines:
 
 exit status:
   0  the job completed and nothing failed
-  1  the control file raised, a machine failed, the job was aborted (SIGINT/SIGTERM),
+  1  the control file raised, a machine failed, the job was aborted (SIGINT/SIGTERM/SIGHUP),
      or the results directory is already in use
   2  usage error
 
@@ -420,6 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the real command: passwords on its command line leave ps at once
         inputs.hide_secrets_from_ps(sys.orig_argv)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["cleanup"]:  # `autoserv cleanup RESULTS_DIR` (autoserv/orphans.py)
+        from autoserv import orphans
+
+        return orphans.main(argv[1:])
     if argv[:1] == ["check"]:  # the `autoserv check` command (a control file named check: ./check)
         from autoserv.check import command as check_command
 
@@ -471,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("autoserv exiting with status %d", code, extra={"files_only": True})
     if job is not None and job._logging:
         report_error = report_command.job_finished(job, options, code)  # hook: write the reports
-        if report_error is not None:
+        if report_error is not None and not results_disk.broken():  # said once already
             sys.stderr.write(f"autoserv: {report_error}\n")
     if job is not None:
         job.close(code)

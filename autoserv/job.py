@@ -15,6 +15,8 @@ Results directory::
     .machines              with more than one machine: their labels, one per line
     .autoserv_execute      with -p: line 1 the pid; at exit line 2 the exit status as
                            os.waitpid encodes it (``code << 8``), line 3 the failed tests
+    journal                what the job started on its hosts (see autoserv.journal), read
+                           by ``autoserv cleanup`` after the job was killed
     <machine>/             per parallel worker: status.log, keyval (hostname=), debug/
 """
 
@@ -30,7 +32,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from autoserv import abort, logging_setup, parallel, status
+from autoserv import abort, journal, logging_setup, parallel, results_disk, status
 from autoserv import control as control_mod
 from autoserv.client_tests import TestSettings
 from autoserv.errors import JobError, TestBaseException
@@ -227,7 +229,7 @@ class ServerJob:
         """Append an entry to status.log (``START`` opens a group, ``END ...`` closes one)."""
         redact = logging_setup.redact  # secrets never reach the results
         fields = {k: redact(str(v)) for k, v in (optional_fields or {}).items()}
-        text = self._status.record(status_code, subdir, operation, redact(str(status)), fields)
+        text = self._write_status(status_code, subdir, operation, redact(str(status)), fields)
         status_log.info("%s", text)
         self._count_failure(status_code, operation)
 
@@ -275,10 +277,30 @@ class ServerJob:
         fields = {k: redact(v) for k, v in entry.fields.items()
                   if k not in ("timestamp", "localtime")}
         ts = float(entry.timestamp) if entry.timestamp is not None else None
-        text = self._status.record(entry.status_code, entry.subdir, entry.operation,
-                                   redact(entry.message), fields, timestamp=ts)
+        text = self._write_status(entry.status_code, entry.subdir, entry.operation,
+                                  redact(entry.message), fields, timestamp=ts)
         status_log.info("%s", text)
         self._count_failure(entry.status_code, entry.operation)
+
+    def _write_status(self, *entry: Any, **kw: Any) -> str:
+        """Append to status.log; once the results dir cannot be written, only keep the nesting."""
+        results_disk.check()
+        try:
+            return self._status.record(*entry, **kw)
+        except OSError as exc:
+            path, self._status.path = self._status.path, None
+            results_disk.failed(path or "", exc)
+            return self._status.record(*entry, **kw)
+
+    def _write_results(self, what: str, write: Callable[[], Any]) -> None:
+        """Run ``write`` (a write under the results dir); a failure aborts the job, once."""
+        if results_disk.broken():
+            results_disk.check()
+            return
+        try:
+            write()
+        except OSError as exc:
+            results_disk.failed(what, exc)
 
     def run_test(self, url: str, *args: Any, **dargs: Any) -> bool:
         """Run server-side test ``url`` on the controller (see autoserv.server_test)."""
@@ -323,9 +345,29 @@ class ServerJob:
         os.makedirs(path, exist_ok=True)
 
     def run(self) -> None:
-        """Run the job; raises whatever the control file raised (or :class:`JobAbort`)."""
+        """Run the job; raises whatever the control file raised (or :class:`JobAbort`).
+
+        When the results dir could not be written (a full disk: see
+        :mod:`autoserv.results_disk`), the job is aborted for that reason whatever else
+        happened.
+        """
+        try:
+            self._run()
+        except BaseException as exc:
+            disk = results_disk.reason()
+            if disk is not None and not (isinstance(exc, abort.JobAbort) and exc.reason == disk):
+                raise abort.JobAbort(disk) from exc
+            raise
+        disk = results_disk.reason()
+        if disk is not None:
+            raise abort.JobAbort(disk)
+
+    def _run(self) -> None:
         self._started = True
         self._check_resultdir()
+        if self.resultdir is not None:
+            results_disk.activate(self.resultdir)
+            journal.open_journal(self.resultdir)  # what autoserv cleanup ends after a SIGKILL
         logging_setup.add_secret(self.ssh_pass)
         for machine in self.parsed_machines:
             if machine.password:
@@ -349,8 +391,9 @@ class ServerJob:
             log.info("Machines: %s", ", ".join(m.label for m in self.parsed_machines) or "none")
             log.info("Results: %s", self.resultdir or "none (-N)")
             if self.resultdir is not None:
-                write_keyval(
-                    self.resultdir,
+                resultdir = self.resultdir
+                self._write_results(resultdir, lambda: write_keyval(
+                    resultdir,
                     {
                         "label": self.label,
                         "user": self.user,
@@ -358,11 +401,11 @@ class ServerJob:
                         "status_version": STATUS_VERSION,
                         "job_started": int(time.time()),
                     },
-                )
+                ))
                 if len(self.parsed_machines) > 1:  # tko reads <machine>/status.log only then
-                    with open(os.path.join(self.resultdir, ".machines"), "w",
-                              encoding="utf-8") as f:
-                        f.write("".join(f"{m.label}\n" for m in self.parsed_machines))
+                    labels = "".join(f"{m.label}\n" for m in self.parsed_machines)
+                    machines_file = os.path.join(resultdir, ".machines")
+                    self._write_results(machines_file, lambda: _write_text(machines_file, labels))
             run_control = self._prepare_control()
             if self.resultdir is not None:
                 os.chdir(self.resultdir)
@@ -391,7 +434,9 @@ class ServerJob:
             return None
         text = control_mod.read_source(self.control)
         if self.resultdir is not None:
-            control_mod.copy_to_results(text, self.resultdir, self.control_filename)
+            resultdir = self.resultdir
+            self._write_results(resultdir, lambda: control_mod.copy_to_results(
+                text, resultdir, self.control_filename))
         if self.tests.client_control:  # -c: a client control file, on every machine
             from autoserv import client_job
 
@@ -416,13 +461,16 @@ class ServerJob:
         with self._handlers.deferred():
             self._record_end(error)
             _close_all_hosts()
+            journal.close_journal(ended=True)
             pending = self._handlers.pending
             if pending and error is None and self.abort_reason is None:
                 # SIGINT/SIGTERM while cleaning up after a normal end: still an abort.
                 self.abort_reason = pending
                 self._record_abort(pending)
             if self.resultdir is not None:
-                write_keyval(self.resultdir, {"job_finished": int(time.time())})
+                resultdir = self.resultdir
+                self._write_results(resultdir, lambda: write_keyval(
+                    resultdir, {"job_finished": int(time.time())}))
 
     def _record_end(self, error: BaseException | None) -> None:
         if error is None:
@@ -453,8 +501,13 @@ class ServerJob:
     def close(self, exit_status: int) -> None:
         """After :meth:`run`: write the exit status to the pidfile, restore logging/signals."""
         if self._pidfile is not None:
-            with open(self._pidfile, "a") as f:  # line 2 as os.waitpid encodes it (tko reads it)
-                f.write(f"{(exit_status & 0xFF) << 8}\n{self.failed_tests}\n")
+            pidfile = self._pidfile
+
+            def write_status() -> None:  # line 2 as os.waitpid encodes it (tko reads it)
+                with open(pidfile, "a") as f:
+                    f.write(f"{(exit_status & 0xFF) << 8}\n{self.failed_tests}\n")
+
+            self._write_results(pidfile, write_status)
             self._pidfile = None
         if self._handlers is not None:
             self._handlers.restore()
@@ -462,6 +515,8 @@ class ServerJob:
         if self._logging:
             logging_setup.shutdown()
             self._logging = False
+        results_disk.deactivate()
+        journal.close_journal()
 
     # -- parallel worker hooks -----------------------------------------------------------
 
@@ -486,7 +541,9 @@ class ServerJob:
             self._status = status.StatusLogWriter(None)
         logging_setup.setup(debug_dir, self.console, self.verbose, self._prefix)
         if self.resultdir is not None and subdir is not None:
-            write_keyval(self.resultdir, {"hostname": label, "status_version": STATUS_VERSION})
+            resultdir = self.resultdir
+            self._write_results(resultdir, lambda: write_keyval(
+                resultdir, {"hostname": label, "status_version": STATUS_VERSION}))
             os.chdir(self.resultdir)
         _update_host_context(resultdir=self.resultdir)  # e.g. guest console logs go here
         self._handlers = abort.current()
@@ -536,6 +593,11 @@ class ServerJob:
 
 def _is_failure(status_code: str) -> bool:
     return status.is_failure(status_code)
+
+
+def _write_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _default_user() -> str:

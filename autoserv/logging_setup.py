@@ -10,6 +10,9 @@ Only the runner configures logging; library code (hosts, kvm) just logs to its l
   it lands in the debug files, carries the worker prefix, and ``-n`` silences it.
 * Secrets registered with :func:`add_secret` (the SSH password) are replaced by ``***`` in
   everything written, including tracebacks.
+* A debug file that cannot be written (a full results disk) is reported once through
+  :mod:`autoserv.results_disk` (which aborts the job); the files then stay silent, instead
+  of logging printing a traceback for every record.
 
 The state is per process: :func:`setup` replaces what a previous call installed (a forked
 worker calls it again for its own results subdirectory), :func:`shutdown` removes it all.
@@ -23,6 +26,8 @@ import os
 import sys
 import threading
 from typing import IO, Any
+
+from autoserv import results_disk
 
 __all__ = ["setup", "shutdown", "add_secret", "redact", "console_stream", "flush", "LEVELS"]
 
@@ -88,6 +93,27 @@ class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def handleError(self, record: logging.LogRecord) -> None:  # logging names it so
         self.broken = True
+
+
+class _ResultsFileHandler(logging.FileHandler):
+    """A debug file: the first failed write goes to :func:`results_disk.failed`, then quiet."""
+
+    broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.broken or results_disk.broken():
+            self.broken = True
+            results_disk.check()  # another process of the job found the disk full: abort
+            return
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # logging names it so
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            self.broken = True
+            results_disk.failed(self.baseFilename, exc)
+            return
+        super().handleError(record)
 
 
 class _LogStream(io.TextIOBase):
@@ -170,7 +196,7 @@ def setup(
     if debug_dir is not None:
         os.makedirs(debug_dir, exist_ok=True)
         for name in LEVELS:
-            handler: logging.Handler = logging.FileHandler(
+            handler: logging.Handler = _ResultsFileHandler(
                 os.path.join(debug_dir, f"autoserv.{name}"), encoding="utf-8"
             )
             handler.setLevel(getattr(logging, name))

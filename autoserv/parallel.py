@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from autoserv import abort, inputs, logging_setup
+from autoserv import abort, inputs, logging_setup, orphans
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservSubcommandError
 
@@ -299,6 +299,7 @@ class subcommand:  # Autotest's name, lower case
         global _own_result_fd
         code = 1
         try:
+            orphans.die_with_parent()  # issue 11 item 9: SIGTERM when autoserv dies (orphans.py)
             for fd in [*_result_fds, *([_own_result_fd] if _own_result_fd is not None else [])]:
                 with contextlib.suppress(OSError):
                     os.close(fd)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Self
 
-from autoserv import inputs, jobmark
+from autoserv import inputs, jobmark, journal
 from autoserv.abort import JobAbort
 from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
@@ -315,6 +315,7 @@ class Host(Runner):
         name = f"{jobmark.tmp_prefix(self.hostname)}XXXXXX"  # in a job: marked for cleanup
         path = self.run_output("mktemp -d", args=[f"{parent.rstrip('/') or ''}/{name}"])
         self._tmp_dirs.append(path)
+        journal.record("tmpdir", self, path=path)  # for autoserv cleanup (autoserv/journal.py)
         return path
 
     def get_num_cpu(self) -> int:

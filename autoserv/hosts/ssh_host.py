@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import paramiko
 import scp
 
+from autoserv import journal
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutError, AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext, transfer
@@ -160,6 +161,7 @@ class SSHHost(RemoteHost):
         connect = self.params.deadline(connect_timeout)
         chan = self._open_session(connect)
         execution = SSHExecution(self, chan, out, StderrFilter(err))
+        journal.record("command", self, channel=chan, command=command)  # for autoserv cleanup
         try:
             send_command(chan, wrap_command(command, self.hostname), connect, self.params.where)
             execution.feed_stdin(stdin)

@@ -1,0 +1,200 @@
+"""The job journal: what a job started on its hosts, so that ``autoserv cleanup`` can end it.
+
+A job that is killed outright (SIGKILL, the OOM killer, a power cut of the controller) gets
+no chance to kill its remote commands or remove its remote temp dirs.  So while it runs,
+the code that starts such things records them here first, in ``<results>/journal``; after
+the fact, ``autoserv cleanup RESULTS`` (:mod:`autoserv.orphans`) reads it and ends them.
+
+Format: UTF-8 text, one JSON object per line, appended with a single ``write`` (so the
+job's forked workers can share the file) and fsync'd before the thing it names is used.
+Every line has ``v`` (format version, 1), ``t`` (Unix time), ``pid`` (the writing process)
+and ``kind``:
+
+``job``
+    the first line: ``job_pid`` and ``job_start`` (its start time in clock ticks after
+    boot, from ``/proc/<pid>/stat``: tells a live job from a reused pid).
+``command``
+    a remote command was started: ``host`` (below), ``connection`` (the SSH connection as
+    the server's ``SSH_CONNECTION`` names it: ``client-ip client-port server-ip
+    server-port``, or null when tunnelled), ``channel`` and ``command`` (its first 120
+    characters, secrets masked).
+``tmpdir``
+    a remote temp dir was made: ``host`` and ``path``.
+``end``
+    the job ended and closed its hosts itself: its commands are over.
+``cleaned``
+    ``autoserv cleanup`` dealt with item ``item`` (the ``id`` of a ``command`` or
+    ``tmpdir`` line; for commands, the connection key ``host alias|connection``).
+
+``host`` holds how to reach the host again: ``alias`` (the name as the job gave it),
+``hostname``, ``port``, ``user``, ``key_files``, ``ssh_config``, ``known_hosts``,
+``host_key_policy``, ``connect_timeout`` and ``password`` (true when a password was used —
+never the password itself: cleanup takes it from ``--ssh-pass`` or the environment again).
+Each ``command``/``tmpdir`` line has an ``id`` unique in the journal.
+
+Hooks: :func:`record` is called by the hosts layer where it starts a command and where it
+makes a temp dir; it does nothing when no journal is open (a library user, ``-N``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["JOURNAL_NAME", "VERSION", "open_journal", "close_journal", "record", "read",
+           "append", "host_fields", "process_start", "active"]
+
+JOURNAL_NAME = "journal"
+VERSION = 1
+
+_fd: int | None = None
+_path: str | None = None
+_lock = threading.Lock()
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of process ``pid`` in clock ticks after boot (None: no such process)."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="utf-8", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def active() -> bool:
+    """A journal is open in this process."""
+    return _fd is not None
+
+
+def open_journal(resultdir: str) -> str:
+    """Start the journal of the job running in this process (its first line: ``job``)."""
+    global _fd, _path
+    close_journal()
+    path = os.path.join(resultdir, JOURNAL_NAME)
+    _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    _path = path
+    _write({"kind": "job", "job_pid": os.getpid(), "job_start": process_start(os.getpid())})
+    return path
+
+
+def close_journal(ended: bool = False) -> None:
+    """Stop journaling; ``ended``: the job closed its hosts itself (an ``end`` line)."""
+    global _fd, _path
+    if _fd is None:
+        return
+    if ended:
+        _write({"kind": "end"})
+    fd, _fd, _path = _fd, None, None
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _line(entry: dict[str, Any]) -> bytes:
+    data = {"v": VERSION, "t": round(time.time(), 3), "pid": os.getpid(), **entry}
+    return (json.dumps(data, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+
+
+def _write(entry: dict[str, Any]) -> None:
+    fd = _fd
+    if fd is None:
+        return
+    with _lock:
+        try:
+            os.write(fd, _line(entry))
+            os.fsync(fd)
+        except OSError:
+            pass  # a full results disk is reported by autoserv.results_disk, not here
+
+
+def append(path: str, entry: dict[str, Any]) -> None:
+    """Append ``entry`` to the journal file ``path`` (as ``autoserv cleanup`` does)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.write(fd, _line(entry))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def host_fields(host: Any) -> dict[str, Any]:
+    """How to reach ``host`` (an SSHHost) again, without secrets."""
+    params = getattr(host, "params", None)
+    if params is None:
+        return {"alias": getattr(host, "hostname", str(host))}
+    via = getattr(params, "via", None)
+    return {
+        "alias": params.alias,
+        "hostname": params.hostname,
+        "port": params.port,
+        "user": params.user,
+        "key_files": list(params.key_files),
+        "ssh_config": params.ssh_config,
+        "known_hosts": params.known_hosts,
+        "host_key_policy": params.host_key_policy,
+        "connect_timeout": params.connect_timeout,
+        "password": params.password is not None,
+        "via": getattr(via, "hostname", None) if via is not None else None,
+    }
+
+
+def _connection(channel: Any) -> str | None:
+    """``client-ip client-port server-ip server-port`` of the channel's TCP connection."""
+    transport = channel.get_transport() if channel is not None else None
+    sock = getattr(transport, "sock", None)
+    if not isinstance(sock, socket.socket):
+        return None  # tunnelled (a guest through its KVM host, ProxyJump): not a TCP socket
+    try:
+        local, peer = sock.getsockname(), sock.getpeername()
+    except OSError:
+        return None
+    return f"{local[0]} {local[1]} {peer[0]} {peer[1]}"
+
+
+def record(kind: str, host: Any, **fields: Any) -> None:
+    """Journal that ``kind`` (``command``, ``tmpdir``) was started on ``host``.
+
+    The hosts layer calls this where it starts a remote command (``channel=``,
+    ``command=``) and where it makes a remote temp dir (``path=``).  Nothing happens when
+    no journal is open; it never raises.
+    """
+    if _fd is None:
+        return
+    try:
+        entry: dict[str, Any] = {"kind": kind, "id": uuid.uuid4().hex[:12],
+                                 "host": host_fields(host)}
+        channel = fields.pop("channel", None)
+        if kind == "command":
+            from autoserv import logging_setup
+
+            entry["connection"] = _connection(channel)
+            entry["channel"] = channel.get_id() if channel is not None else None
+            entry["command"] = logging_setup.redact(str(fields.pop("command", "")))[:120]
+        entry.update(fields)
+        _write(entry)
+    except Exception:  # a journal must never break the job
+        pass
+
+
+def read(path: str) -> Iterator[dict[str, Any]]:
+    """The entries of journal file ``path``; a torn last line (a crash mid-write) is skipped."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("v") == VERSION:
+                yield entry

@@ -1,0 +1,236 @@
+"""What a killed job leaves behind, and ending it.
+
+* :func:`die_with_parent`: a forked parallel worker asks the kernel for SIGTERM when its
+  parent dies (``prctl(PR_SET_PDEATHSIG)``), so a SIGKILLed autoserv takes its workers with
+  it, and each runs its own abort path (remote command killed, hosts closed, ``END ABORT``).
+* ``autoserv cleanup RESULTS`` (:func:`main`): reads the job's journal
+  (:mod:`autoserv.journal`) and, for every host, kills what is still running of the job's
+  remote commands (the process groups whose ``SSH_CONNECTION`` is the job's connection) and
+  removes the job's remote temp dirs, one line per item; each item done is journaled, so a
+  second cleanup has nothing left to do.  Passwords are never in the journal: they come from
+  ``--ssh-pass`` or ``AUTOSERV_SSH_PASS`` again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from autoserv import journal
+
+__all__ = ["die_with_parent", "kill_connection_command", "remove_dir_command", "main",
+           "TMPDIR_RE"]
+
+_PR_SET_PDEATHSIG = 1
+#: The temp dirs ``get_tmp_dir`` makes (``mktemp -d <parent>/autoserv-XXXXXX``); cleanup
+#: removes nothing else, whatever a journal says.
+TMPDIR_RE = re.compile(r"/(?:[^/\0\n]+/)*autoserv-[A-Za-z0-9]{6}")
+_CONNECTION_RE = re.compile(r"[0-9A-Fa-f.:%\w-]+ \d+ [0-9A-Fa-f.:%\w-]+ \d+")
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Call first thing in a forked child: get ``signum`` when the parent dies.
+
+    If the parent died before the request took effect, the signal is sent at once.  Linux
+    only; elsewhere this does nothing.  The kernel ties the signal to the *thread* that
+    forked: fork workers from the main thread.
+    """
+    parent_pid = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signum)
+
+
+def kill_connection_command(connection: str, grace: float = 2.0) -> str:
+    """Shell that ends every process group led by a process of SSH connection ``connection``.
+
+    ``connection`` is the server's ``SSH_CONNECTION`` value of the job's connection; the
+    script prints ``killed N``.  Pure, for table tests.
+    """
+    if not _CONNECTION_RE.fullmatch(connection):
+        raise ValueError(f"not an SSH connection: {connection!r}")
+    want = shlex.quote(f"SSH_CONNECTION={connection}")
+    steps = max(1, int(grace / 0.1))
+    return (
+        f"want={want}; groups=; "
+        # one grep over every environ when grep knows -z (GNU, recent busybox); else one each
+        "if printf 'a\\0' | grep -qz a 2>/dev/null; then "
+        'files=$(grep -lszxF -- "$want" /proc/[0-9]*/environ); else files=; '
+        "for e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$e\" 2>/dev/null | "
+        'grep -qxF -- "$want" && files="$files $e"; done; fi; '
+        "for e in $files; do p=${e#/proc/}; p=${p%/environ}; "
+        '[ "$p" = "$$" ] && continue; '
+        '{ read -r l < "/proc/$p/stat"; } 2>/dev/null || continue; l=${l##*) }; set -- $l; '
+        '[ "$1" = Z ] && continue; '
+        'case " $groups " in *" $3 "*) ;; *) groups="$groups $3";; esac; done; '
+        "n=0; for g in $groups; do kill -TERM -\"$g\" 2>/dev/null && n=$((n+1)); done; "
+        'alive() { for g in $groups; do kill -0 -"$g" 2>/dev/null && return 0; done; return 1; }; '
+        f"i=0; while alive && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; "
+        'for g in $groups; do kill -KILL -"$g" 2>/dev/null; done; echo "killed $n"'
+    )
+
+
+def remove_dir_command(path: str) -> str:
+    """Shell that removes temp dir ``path`` and prints ``removed`` or ``gone``.  Pure."""
+    if not TMPDIR_RE.fullmatch(path):
+        raise ValueError(f"not an autoserv temp dir: {path!r}")
+    q = shlex.quote(path)
+    return f"if [ -e {q} ]; then rm -rf -- {q} && echo removed; else echo gone; fi"
+
+
+class _Host:
+    """The items of one host in the journal."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.connections: dict[str, list[str]] = {}  # connection -> command ids
+        self.tmpdirs: dict[str, str] = {}  # id -> path
+
+
+def _connect(fields: dict[str, Any], password: str | None) -> Any:
+    from autoserv import hosts
+
+    keys = fields.get("key_files") or []
+    return hosts.SSHHost(
+        fields["alias"], user=fields.get("user"), port=fields.get("port"),
+        password=password if fields.get("password") else None,
+        key_file=keys[0] if keys else None, ssh_config=fields.get("ssh_config"),
+        known_hosts=fields.get("known_hosts"), host_key_policy=fields.get("host_key_policy"),
+        connect_timeout=fields.get("connect_timeout"),
+    )
+
+
+def _job_alive(entries: list[dict[str, Any]]) -> int | None:
+    for entry in entries:
+        if entry.get("kind") == "job":
+            pid, start = entry.get("job_pid"), entry.get("job_start")
+            if isinstance(pid, int) and start is not None and journal.process_start(pid) == start:
+                return pid
+            return None
+    return None
+
+
+def cleanup(resultdir: str, password: str | None, out: Any) -> int:
+    """End what the job of ``resultdir`` left behind; one line per item on ``out``."""
+    path = os.path.join(resultdir, journal.JOURNAL_NAME)
+    if not os.path.isfile(path):
+        raise _Usage(f"{resultdir} has no journal ({journal.JOURNAL_NAME}): not a results "
+                     "directory of this autoserv")
+    entries = list(journal.read(path))
+    pid = _job_alive(entries)
+    if pid is not None:
+        out.write(f"the job is still running (pid {pid}): stop it first\n")
+        return 1
+    ended = any(e.get("kind") == "end" for e in entries)
+    done = {e.get("item") for e in entries if e.get("kind") == "cleaned"}
+    by_host: dict[str, _Host] = {}
+    for e in entries:
+        host = e.get("host")
+        if not isinstance(host, dict) or not isinstance(host.get("alias"), str):
+            continue
+        h = by_host.setdefault(host["alias"], _Host(host))
+        if e.get("kind") == "command" and isinstance(e.get("connection"), str) and not ended:
+            key = f"{host['alias']}|{e['connection']}"
+            if key not in done:
+                h.connections.setdefault(e["connection"], []).append(str(e.get("id")))
+        elif e.get("kind") == "tmpdir" and isinstance(e.get("path"), str):
+            if e.get("id") not in done:
+                h.tmpdirs[str(e.get("id"))] = e["path"]
+    todo = [h for h in by_host.values() if h.connections or h.tmpdirs]
+    if not todo:
+        out.write(f"nothing left to clean up in {resultdir}\n")
+        return 0
+    failures = 0
+    for h in todo:
+        alias = h.fields["alias"]
+        if h.fields.get("password") and not password:
+            out.write(f"{alias}: needs a password (--ssh-pass or AUTOSERV_SSH_PASS): skipped\n")
+            failures += 1
+            continue
+        try:
+            host = _connect(h.fields, password)
+        except Exception as exc:
+            out.write(f"{alias}: cannot reach it: {_first(exc)}\n")
+            failures += 1
+            continue
+        with host:
+            for connection, ids in h.connections.items():
+                try:
+                    res = host.run(kill_connection_command(connection), timeout=60,
+                                   verbose=False, stdout_tee=None, stderr_tee=None)
+                    killed = res.stdout.strip().rsplit(" ", 1)[-1]
+                except Exception as exc:
+                    out.write(f"{alias}: could not end the commands of connection "
+                              f"{connection}: {_first(exc)}\n")
+                    failures += 1
+                    continue
+                what = f"{len(ids)} command(s) of connection {connection}"
+                if killed.isdigit() and int(killed):
+                    out.write(f"{alias}: killed {killed} process group(s) left by {what}\n")
+                else:
+                    out.write(f"{alias}: nothing left running of {what}\n")
+                journal.append(path, {"kind": "cleaned", "item": f"{alias}|{connection}"})
+            for item, tmp in h.tmpdirs.items():
+                try:
+                    res = host.run(remove_dir_command(tmp), timeout=120, verbose=False,
+                                   stdout_tee=None, stderr_tee=None)
+                except ValueError as exc:
+                    out.write(f"{alias}: skipped {tmp!r}: {exc}\n")
+                    journal.append(path, {"kind": "cleaned", "item": item})
+                    continue
+                except Exception as exc:
+                    out.write(f"{alias}: could not remove temp dir {tmp}: {_first(exc)}\n")
+                    failures += 1
+                    continue
+                word = "removed" if res.stdout.strip() == "removed" else "already gone:"
+                out.write(f"{alias}: {word} temp dir {tmp}\n")
+                journal.append(path, {"kind": "cleaned", "item": item})
+    return 1 if failures else 0
+
+
+class _Usage(Exception):
+    pass
+
+
+def _first(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def main(argv: Sequence[str]) -> int:
+    """``autoserv cleanup RESULTS_DIR [--ssh-pass PW]``: exit 0 when all was cleaned up."""
+    from autoserv.cli import PASS_ENV
+
+    parser = argparse.ArgumentParser(
+        prog="autoserv cleanup",
+        description="End the remote commands and remove the remote temp dirs a killed job "
+                    "left behind, as its journal (RESULTS_DIR/journal) lists them.")
+    parser.add_argument("resultdir", metavar="RESULTS_DIR")
+    parser.add_argument("--ssh-pass", metavar="PASSWORD",
+                        help=f"password for hosts the job reached with one (better: "
+                             f"${PASS_ENV})")
+    try:
+        options = parser.parse_args(list(argv))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    password = options.ssh_pass or os.environ.get(PASS_ENV) or None
+    try:
+        return cleanup(os.path.abspath(options.resultdir), password, sys.stdout)
+    except _Usage as exc:
+        sys.stderr.write(f"autoserv cleanup: error: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"autoserv cleanup: {options.resultdir}: {exc.strerror or exc}\n")
+        return 1
