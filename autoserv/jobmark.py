@@ -14,7 +14,7 @@ import re
 import secrets
 import shlex
 
-__all__ = ["ENV", "start", "stop", "current", "process_mark", "export_command", "tmp_prefix"]
+__all__ = ["ENV", "start", "stop", "current", "process_mark", "export_command", "tmp_prefix", "TMPDIR_NAME"]
 
 #: The environment variable remote commands carry.
 ENV = "AUTOSERV_JOB"
@@ -53,6 +53,10 @@ def export_command(hostname: str) -> str:
     """Shell that puts the mark in the environment (empty outside a job)."""
     mark = process_mark(hostname)
     return f"export {ENV}={shlex.quote(mark)}; " if mark else ""
+
+
+#: The name of a remote temp dir made by ``get_tmp_dir`` (with or without a job's mark).
+TMPDIR_NAME = r"autoserv-(?:[0-9a-f]{4,32}-[0-9a-f]{6}-)?[A-Za-z0-9]{6}"
 
 
 def tmp_prefix(hostname: str, job_id: str | None = None) -> str:

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from autoserv import journal
+from autoserv import jobmark, journal
 
 __all__ = ["die_with_parent", "kill_connection_command", "remove_dir_command", "main",
            "TMPDIR_RE"]
@@ -31,7 +31,7 @@ __all__ = ["die_with_parent", "kill_connection_command", "remove_dir_command", "
 _PR_SET_PDEATHSIG = 1
 #: The temp dirs ``get_tmp_dir`` makes (``mktemp -d <parent>/autoserv-XXXXXX``); cleanup
 #: removes nothing else, whatever a journal says.
-TMPDIR_RE = re.compile(r"/(?:[^/\0\n]+/)*autoserv-[A-Za-z0-9]{6}")
+TMPDIR_RE = re.compile(r"/(?:[^/\0\n]+/)*" + jobmark.TMPDIR_NAME)
 _CONNECTION_RE = re.compile(r"[0-9A-Fa-f.:%\w-]+ \d+ [0-9A-Fa-f.:%\w-]+ \d+")
 
 
