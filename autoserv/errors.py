@@ -5,11 +5,26 @@ virtualization and runner failures) or from :class:`TestBaseException` (the
 outcome of a test: FAIL, ERROR, TEST_NA, WARN), mirroring Autotest's
 ``common_lib.error`` so legacy control files can catch the classes they know.
 Errors that come from running a command carry the :class:`~autoserv.result.CmdResult`.
+
+The test outcomes (and :class:`CmdError`, :func:`describe_result`) are defined in
+:mod:`autoserv.outcomes`, the stdlib-only module the client runtime ships to hosts, and
+re-exported here: one class each, on the server and on a host.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from autoserv.outcomes import (
+    AutotestError,
+    CmdError,
+    TestBaseException,
+    TestError,
+    TestFail,
+    TestNAError,
+    TestWarn,
+    describe_result,
+)
 
 if TYPE_CHECKING:
     from autoserv.result import CmdResult
@@ -31,6 +46,7 @@ __all__ = [
     "AutoservNotSupportedError",
     "AutoservUsageError",
     "AutoservAbort",
+    "AutotestError",
     "TestBaseException",
     "TestError",
     "TestFail",
@@ -42,33 +58,6 @@ __all__ = [
     "AutotestTimeoutError",
     "AutotestAbort",
 ]
-
-_TAIL_LINES = 20
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    parts = text.rstrip("\n").splitlines()
-    if len(parts) > lines:
-        parts = [f"[... {len(parts) - lines} earlier lines ...]"] + parts[-lines:]
-    return "\n".join("    " + p for p in parts)
-
-
-def describe_result(result: CmdResult) -> str:
-    """Multi-line description of a command result: command, status, duration, output tails."""
-    where = f" on {result.hostname}" if result.hostname else ""
-    lines = [f"Command{where}: {result.command}"]
-    if result.timed_out:
-        lines.append(f"Timed out after {result.duration:.2f} s (exit status {result.exit_status})")
-    else:
-        lines.append(f"Exit status: {result.exit_status}")
-        lines.append(f"Duration: {result.duration:.3f} s")
-    if result.stdout:
-        lines.append("stdout:")
-        lines.append(_tail(result.stdout))
-    if result.stderr:
-        lines.append("stderr:")
-        lines.append(_tail(result.stderr))
-    return "\n".join(lines)
 
 
 class AutoservError(Exception):
@@ -166,62 +155,6 @@ class AutoservAbort(AutoservError):
 
 class JobError(AutoservError):
     """A job-level failure (e.g. the results directory is already in use)."""
-
-
-class TestBaseException(Exception):
-    """Root of test outcomes; ``exit_status`` is the status.log word for it."""
-
-    __test__ = False  # keep pytest from collecting these as test classes
-    exit_status = "NEVER_RAISE_THIS"
-
-
-class TestError(TestBaseException):
-    """The test could not run correctly (status ERROR)."""
-
-    exit_status = "ERROR"
-
-
-class TestNAError(TestBaseException):
-    """The test does not apply here (status TEST_NA)."""
-
-    exit_status = "TEST_NA"
-
-
-class TestFail(TestBaseException):
-    """The test ran and failed (status FAIL)."""
-
-    exit_status = "FAIL"
-
-
-class TestWarn(TestBaseException):
-    """The test passed with a warning (status WARN)."""
-
-    exit_status = "WARN"
-
-
-class CmdError(TestError):
-    """A local command failed; like Autotest's ``error.CmdError``."""
-
-    def __init__(
-        self, command: str, result_obj: CmdResult | None = None, additional_text: str | None = None
-    ) -> None:
-        super().__init__(command, result_obj, additional_text)
-        self.command = command
-        self.result_obj = result_obj
-        self.additional_text = additional_text
-
-    def __str__(self) -> str:
-        head = f"Command <{self.command}> failed"
-        if self.result_obj is not None:
-            if self.result_obj.timed_out:
-                head = f"Command <{self.command}> timed out"
-            else:
-                head += f", rc={self.result_obj.exit_status}"
-        if self.additional_text:
-            head += f", {self.additional_text}"
-        if self.result_obj is not None:
-            head += "\n" + describe_result(self.result_obj)
-        return head
 
 
 class AutotestRunError(AutoservError):
