@@ -15,16 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from autoserv.outcomes import (
-    AutotestError,
-    CmdError,
-    TestBaseException,
-    TestError,
-    TestFail,
-    TestNAError,
-    TestWarn,
-    describe_result,
-)
+from autoserv import outcomes
+from autoserv.outcomes import *  # noqa: F403 - the test outcomes are part of this tree
+from autoserv.outcomes import describe_result
 
 if TYPE_CHECKING:
     from autoserv.result import CmdResult
@@ -46,18 +39,12 @@ __all__ = [
     "AutoservNotSupportedError",
     "AutoservUsageError",
     "AutoservAbort",
-    "AutotestError",
-    "TestBaseException",
-    "TestError",
-    "TestFail",
-    "TestNAError",
-    "TestWarn",
-    "CmdError",
     "JobError",
     "AutotestRunError",
     "AutotestTimeoutError",
     "AutotestAbort",
 ]
+__all__ += outcomes.__all__  # AutotestError, TestBaseException ... CmdError
 
 
 class AutoservError(Exception):

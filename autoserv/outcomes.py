@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # relative: the sibling module on the server and on a host alike
     from .result import CmdResult
 
+#: The exceptions: what :mod:`autoserv.errors` and the client's ``error`` module re-export.
 __all__ = [
     "AutotestError",
     "TestBaseException",
@@ -30,7 +31,6 @@ __all__ = [
     "TestNAError",
     "TestWarn",
     "CmdError",
-    "describe_result",
 ]
 
 _TAIL_LINES = 20

@@ -15,33 +15,21 @@ from __future__ import annotations
 
 import traceback
 
-from autotest.client.shared.outcomes import (
-    AutotestError,
-    CmdError,
-    TestBaseException,
-    TestError,
-    TestFail,
-    TestNAError,
-    TestWarn,
-)
+from autotest.client.shared import outcomes
+from autotest.client.shared.outcomes import *  # noqa: F403 - the test outcomes, autoserv's own
+from autotest.client.shared.outcomes import AutotestError, CmdError, TestError, TestFail
 
 __all__ = [
-    "AutotestError",
     "JobError",
     "UnhandledJobError",
     "JobRebootNotSupported",
     "NotAvailableError",
-    "TestBaseException",
-    "TestError",
-    "TestFail",
-    "TestNAError",
-    "TestWarn",
     "UnhandledTestError",
     "UnhandledTestFail",
-    "CmdError",
     "CmdTimeoutError",
     "PackageError",
 ]
+__all__ += outcomes.__all__  # AutotestError, TestBaseException ... CmdError
 
 
 class JobError(AutotestError):
