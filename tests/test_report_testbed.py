@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from autoserv.testbed import Testbed
+from autoserv.lab.testbed import Testbed
 
 from autoserv.deadline import Deadline
 from autoserv.report import model
