@@ -13,11 +13,12 @@ re-exported here: one class each, on the server and on a host.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from autoserv import outcomes
 from autoserv.outcomes import *  # noqa: F403 - the test outcomes are part of this tree
-from autoserv.outcomes import describe_result
+from autoserv.outcomes import DataclassError, describe_result
 
 if TYPE_CHECKING:
     from autoserv.result import CmdResult
@@ -55,13 +56,12 @@ class AutoservSSHTimeout(AutoservError):
     """A host could not be reached: refused, unreachable, unknown name, or timed out."""
 
 
-class AutoservRunError(AutoservError):
+@dataclasses.dataclass(eq=False, repr=False)
+class AutoservRunError(DataclassError, AutoservError):
     """A command failed (non-zero exit) or timed out; ``result_obj`` holds its CmdResult."""
 
-    def __init__(self, description: str, result_obj: CmdResult | None = None) -> None:
-        super().__init__(description, result_obj)
-        self.description = description
-        self.result_obj = result_obj
+    description: str
+    result_obj: CmdResult | None = None
 
     @property
     def timed_out(self) -> bool:
@@ -109,14 +109,13 @@ class AutoservShutdownError(AutoservRebootError):
     """A host did not shut down."""
 
 
-class AutoservSubcommandError(AutoservError):
+@dataclasses.dataclass(eq=False, repr=False)
+class AutoservSubcommandError(DataclassError, AutoservError):
     """A parallel subcommand failed."""
 
-    def __init__(self, func: str, exit_code: int, message: str = "") -> None:
-        super().__init__(func, exit_code, message)
-        self.func = func
-        self.exit_code = exit_code
-        self.message = message
+    func: str
+    exit_code: int
+    message: str = ""
 
     def __str__(self) -> str:
         text = f"Subcommand {self.func} failed with exit code {self.exit_code}"

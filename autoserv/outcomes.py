@@ -17,6 +17,7 @@ catches the same classes in a control file, a server-side test and a client test
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # relative: the sibling module on the server and on a host alike
@@ -61,6 +62,16 @@ def describe_result(result: CmdResult) -> str:
     return "\n".join(lines)
 
 
+class DataclassError(Exception):
+    """Base of an exception declared as ``@dataclasses.dataclass(eq=False, repr=False)``: its
+    fields (the constructor's arguments, as attributes) are its ``args`` too, so it prints,
+    compares and pickles (back from a parallel worker) as any exception does."""
+
+    def __post_init__(self) -> None:
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]  # on the dataclass subclass
+        Exception.__init__(self, *(getattr(self, f.name) for f in fields))
+
+
 class AutotestError(Exception):
     """Root of the test outcomes (and of the client runtime's own errors)."""
 
@@ -96,16 +107,13 @@ class TestWarn(TestBaseException):
     exit_status = "WARN"
 
 
-class CmdError(TestError):
+@dataclasses.dataclass(eq=False, repr=False)
+class CmdError(DataclassError, TestError):
     """A command failed (status ERROR); ``result_obj`` is its CmdResult, as in Autotest."""
 
-    def __init__(
-        self, command: str, result_obj: CmdResult | None = None, additional_text: str | None = None
-    ) -> None:
-        super().__init__(command, result_obj, additional_text)
-        self.command = command
-        self.result_obj = result_obj
-        self.additional_text = additional_text
+    command: str
+    result_obj: CmdResult | None = None
+    additional_text: str | None = None
 
     def __str__(self) -> str:
         head = f"Command <{self.command}> failed"

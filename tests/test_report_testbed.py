@@ -19,9 +19,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from autoserv.lab.testbed import Testbed
 
 from autoserv.deadline import Deadline
+from autoserv.lab.testbed import Testbed
 from autoserv.report import model
 
 try:
