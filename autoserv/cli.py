@@ -22,9 +22,10 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from autoserv import __version__, abort, client_tests, control, inputs, lifecycle_cli, results_disk
+from autoserv.cmdline import MLIST_DISPLAY, UsageParser, machine_entries, port, positive_float
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
 from autoserv.report import command as report_command
@@ -79,13 +80,6 @@ UNSUPPORTED = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors raise (so main can report them in one line)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise AutoservUsageError(message)
-
-
 class _NotSupported(argparse.Action):
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         kwargs["nargs"] = 0
@@ -98,7 +92,7 @@ class _NotSupported(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``autoserv``."""
-    p = _Parser(
+    p = UsageParser(
         prog="autoserv",
         usage="autoserv [options] <control-file> [args...]\n       autoserv check [options] FILE...",
         description=DESCRIPTION,
@@ -161,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("ssh (defaults for every host)")
     g.add_argument("--ssh-user", metavar="USER", help="login user (default root)")
-    g.add_argument("--ssh-port", metavar="PORT", type=_port, help="port (default 22)")
+    g.add_argument("--ssh-port", metavar="PORT", type=port, help="port (default 22)")
     g.add_argument("--ssh-pass", metavar="PASSWORD",
                    help=f"password (better: the {PASS_ENV} environment variable)")
     g.add_argument("--ssh-key", metavar="FILE", help="private key file")
@@ -171,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="known_hosts file (default ~/.ssh/known_hosts)")
     g.add_argument("--host-key-policy", choices=("strict", "accept-new", "off"),
                    help="unknown host keys: refuse, record (default), or ignore")
-    g.add_argument("--connect-timeout", metavar="SECONDS", type=_positive_float,
+    g.add_argument("--connect-timeout", metavar="SECONDS", type=positive_float,
                    help="connection timeout (default 30)")
 
     report_command.add_flags(p)  # hook: reports, progress, sharding (autoserv/report)
@@ -181,27 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     for flags, what in UNSUPPORTED.items():
         g.add_argument(*flags, action=_NotSupported, help=what)
     return p
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range: {port}")
-    return port
-
-
-def _positive_float(text: str) -> float:
-    try:
-        float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    try:
-        return inputs.check_seconds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -274,16 +247,9 @@ def parse_machines(specs: Sequence[str], mlist: str | None = None) -> list[Machi
     # entry -> where it came from; a bad entry whose source holds a user:password@ is not
     # echoed: a password with ',', ' ' or '#' is split there, and its fragments are entries
     entries: dict[str, tuple[str, bool]] = {}
-    for spec in specs:
-        for e in re.split(r"[\s,]+", spec):
-            if e:
-                entries.setdefault(e, ("-m", _may_hold_password(spec)))
-    if mlist is not None:
-        for number, raw in inputs.read_machine_file(mlist):
-            line = raw.split("#", 1)[0].strip()
-            for e in re.split(r"[\s,]+", line):
-                if e:
-                    entries.setdefault(e, (f"-M {mlist} line {number}", _may_hold_password(raw)))
+    for e in machine_entries(specs, mlist):
+        where = "-m" if e.display == MLIST_DISPLAY else f"-M {mlist} line {e.line}"
+        entries.setdefault(e.text, (where, _may_hold_password(e.source)))
     machines = []
     for entry, (where, secret) in entries.items():
         try:
@@ -312,6 +278,14 @@ def _default_resultdir() -> str:
     return path
 
 
+#: ServerJob's keyword arguments that are the flags of the same name, as parsed.
+_JOB_FLAGS = (
+    "label", "user", "tag", "ssh_user", "ssh_port", "ssh_pass", "ssh_key", "host_key_policy",
+    "known_hosts", "ssh_config", "connect_timeout", "use_existing_results", "control_filename",
+    "verbose",
+)
+
+
 def make_job(options: argparse.Namespace) -> ServerJob:
     """Build the job described by parsed ``options``."""
     if options.no_results:
@@ -324,21 +298,8 @@ def make_job(options: argparse.Namespace) -> ServerJob:
         options.args,
         resultdir,
         options.parsed_machines,
-        label=options.label,
-        user=options.user,
-        tag=options.tag,
-        ssh_user=options.ssh_user,
-        ssh_port=options.ssh_port,
-        ssh_pass=options.ssh_pass,
-        ssh_key=options.ssh_key,
-        host_key_policy=options.host_key_policy,
-        known_hosts=options.known_hosts,
-        ssh_config=options.ssh_config,
-        connect_timeout=options.connect_timeout,
-        use_existing_results=options.use_existing_results,
-        control_filename=options.control_filename,
+        **{name: getattr(options, name) for name in _JOB_FLAGS},
         console=not options.no_tee,
-        verbose=options.verbose,
         pidfile_label=options.pidfile_label if options.write_pidfile else None,
         tests=client_tests.TestSettings(
             client_tests=options.client_tests,

@@ -5,11 +5,20 @@ virtualization and runner failures) or from :class:`TestBaseException` (the
 outcome of a test: FAIL, ERROR, TEST_NA, WARN), mirroring Autotest's
 ``common_lib.error`` so legacy control files can catch the classes they know.
 Errors that come from running a command carry the :class:`~autoserv.result.CmdResult`.
+
+The test outcomes (and :class:`CmdError`, :func:`describe_result`) are defined in
+:mod:`autoserv.outcomes`, the stdlib-only module the client runtime ships to hosts, and
+re-exported here: one class each, on the server and on a host.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
+
+from autoserv import outcomes
+from autoserv.outcomes import *  # noqa: F403 - the test outcomes are part of this tree
+from autoserv.outcomes import DataclassError, describe_result
 
 if TYPE_CHECKING:
     from autoserv.result import CmdResult
@@ -33,44 +42,12 @@ __all__ = [
     "AutoservAbort",
     "BarrierError",
     "BarrierAbortError",
-    "TestBaseException",
-    "TestError",
-    "TestFail",
-    "TestNAError",
-    "TestWarn",
-    "CmdError",
     "JobError",
     "AutotestRunError",
     "AutotestTimeoutError",
     "AutotestAbort",
 ]
-
-_TAIL_LINES = 20
-
-
-def _tail(text: str, lines: int = _TAIL_LINES) -> str:
-    parts = text.rstrip("\n").splitlines()
-    if len(parts) > lines:
-        parts = [f"[... {len(parts) - lines} earlier lines ...]"] + parts[-lines:]
-    return "\n".join("    " + p for p in parts)
-
-
-def describe_result(result: CmdResult) -> str:
-    """Multi-line description of a command result: command, status, duration, output tails."""
-    where = f" on {result.hostname}" if result.hostname else ""
-    lines = [f"Command{where}: {result.command}"]
-    if result.timed_out:
-        lines.append(f"Timed out after {result.duration:.2f} s (exit status {result.exit_status})")
-    else:
-        lines.append(f"Exit status: {result.exit_status}")
-        lines.append(f"Duration: {result.duration:.3f} s")
-    if result.stdout:
-        lines.append("stdout:")
-        lines.append(_tail(result.stdout))
-    if result.stderr:
-        lines.append("stderr:")
-        lines.append(_tail(result.stderr))
-    return "\n".join(lines)
+__all__ += outcomes.__all__  # AutotestError, TestBaseException ... CmdError
 
 
 class AutoservError(Exception):
@@ -81,13 +58,12 @@ class AutoservSSHTimeout(AutoservError):
     """A host could not be reached: refused, unreachable, unknown name, or timed out."""
 
 
-class AutoservRunError(AutoservError):
+@dataclasses.dataclass(eq=False, repr=False)
+class AutoservRunError(DataclassError, AutoservError):
     """A command failed (non-zero exit) or timed out; ``result_obj`` holds its CmdResult."""
 
-    def __init__(self, description: str, result_obj: CmdResult | None = None) -> None:
-        super().__init__(description, result_obj)
-        self.description = description
-        self.result_obj = result_obj
+    description: str
+    result_obj: CmdResult | None = None
 
     @property
     def timed_out(self) -> bool:
@@ -135,14 +111,13 @@ class AutoservShutdownError(AutoservRebootError):
     """A host did not shut down."""
 
 
-class AutoservSubcommandError(AutoservError):
+@dataclasses.dataclass(eq=False, repr=False)
+class AutoservSubcommandError(DataclassError, AutoservError):
     """A parallel subcommand failed."""
 
-    def __init__(self, func: str, exit_code: int, message: str = "") -> None:
-        super().__init__(func, exit_code, message)
-        self.func = func
-        self.exit_code = exit_code
-        self.message = message
+    func: str
+    exit_code: int
+    message: str = ""
 
     def __str__(self) -> str:
         text = f"Subcommand {self.func} failed with exit code {self.exit_code}"
@@ -176,62 +151,6 @@ class BarrierAbortError(BarrierError):
 
 class JobError(AutoservError):
     """A job-level failure (e.g. the results directory is already in use)."""
-
-
-class TestBaseException(Exception):
-    """Root of test outcomes; ``exit_status`` is the status.log word for it."""
-
-    __test__ = False  # keep pytest from collecting these as test classes
-    exit_status = "NEVER_RAISE_THIS"
-
-
-class TestError(TestBaseException):
-    """The test could not run correctly (status ERROR)."""
-
-    exit_status = "ERROR"
-
-
-class TestNAError(TestBaseException):
-    """The test does not apply here (status TEST_NA)."""
-
-    exit_status = "TEST_NA"
-
-
-class TestFail(TestBaseException):
-    """The test ran and failed (status FAIL)."""
-
-    exit_status = "FAIL"
-
-
-class TestWarn(TestBaseException):
-    """The test passed with a warning (status WARN)."""
-
-    exit_status = "WARN"
-
-
-class CmdError(TestError):
-    """A local command failed; like Autotest's ``error.CmdError``."""
-
-    def __init__(
-        self, command: str, result_obj: CmdResult | None = None, additional_text: str | None = None
-    ) -> None:
-        super().__init__(command, result_obj, additional_text)
-        self.command = command
-        self.result_obj = result_obj
-        self.additional_text = additional_text
-
-    def __str__(self) -> str:
-        head = f"Command <{self.command}> failed"
-        if self.result_obj is not None:
-            if self.result_obj.timed_out:
-                head = f"Command <{self.command}> timed out"
-            else:
-                head += f", rc={self.result_obj.exit_status}"
-        if self.additional_text:
-            head += f", {self.additional_text}"
-        if self.result_obj is not None:
-            head += "\n" + describe_result(self.result_obj)
-        return head
 
 
 class AutotestRunError(AutoservError):

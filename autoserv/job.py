@@ -227,9 +227,15 @@ class ServerJob:
         optional_fields: Mapping[str, object] | None = None,
     ) -> None:
         """Append an entry to status.log (``START`` opens a group, ``END ...`` closes one)."""
-        redact = logging_setup.redact  # secrets never reach the results
-        fields = {k: redact(str(v)) for k, v in (optional_fields or {}).items()}
-        text = self._write_status(status_code, subdir, operation, redact(str(status)), fields)
+        self._write(status_code, subdir, operation, status, optional_fields or {})
+
+    def _write(self, status_code: str, subdir: str | None, operation: str | None, message: object,
+               fields: Mapping[str, object], timestamp: float | None = None) -> None:
+        """The one writer of status.log entries: redacted (secrets never reach the results),
+        echoed to the status logger, failures counted."""
+        redact = logging_setup.redact
+        text = self._write_status(status_code, subdir, operation, redact(str(message)),
+                                  {k: redact(str(v)) for k, v in fields.items()}, timestamp=timestamp)
         status_log.info("%s", text)
         self._count_failure(status_code, operation)
 
@@ -273,14 +279,9 @@ class ServerJob:
     def record_entry(self, entry: status.StatusEntry) -> None:
         """Re-record a parsed entry (a client's) nested under this job's open groups,
         keeping its timestamp and fields."""
-        redact = logging_setup.redact
-        fields = {k: redact(v) for k, v in entry.fields.items()
-                  if k not in ("timestamp", "localtime")}
+        fields = {k: v for k, v in entry.fields.items() if k not in ("timestamp", "localtime")}
         ts = float(entry.timestamp) if entry.timestamp is not None else None
-        text = self._write_status(entry.status_code, entry.subdir, entry.operation,
-                                  redact(entry.message), fields, timestamp=ts)
-        status_log.info("%s", text)
-        self._count_failure(entry.status_code, entry.operation)
+        self._write(entry.status_code, entry.subdir, entry.operation, entry.message, fields, ts)
 
     def _write_status(self, *entry: Any, **kw: Any) -> str:
         """Append to status.log; once the results dir cannot be written, only keep the nesting."""
@@ -316,16 +317,8 @@ class ServerJob:
         return os.path.join(os.path.dirname(os.path.abspath(client.__file__)), "site",
                             "autotest")
 
-    def parallel_simple(
-        self,
-        function: Callable[[Any], Any],
-        arglist: Sequence[Any],
-        log: bool = True,
-        timeout: float | None = None,
-        return_results: bool = False,
-    ) -> list[Any] | None:
-        """:func:`autoserv.parallel.parallel_simple` within this job (per-arg results dirs)."""
-        return parallel.parallel_simple(function, arglist, log, timeout, return_results)
+    #: :func:`autoserv.parallel.parallel_simple` itself (per-arg results dirs of this job).
+    parallel_simple = staticmethod(parallel.parallel_simple)
 
     # -- running -------------------------------------------------------------------------
 

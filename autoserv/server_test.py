@@ -79,26 +79,11 @@ class test:
             os.makedirs(d, exist_ok=True)
 
     # -- what tests override -------------------------------------------------------------
-    def initialize(self) -> None:
-        pass
+    def _step(self) -> None:
+        """A step of the lifecycle that a test may override; by default it does nothing."""
 
-    def setup(self) -> None:
-        pass
-
-    def warmup(self) -> None:
-        pass
-
-    def run_once(self) -> None:
-        pass
-
-    def postprocess_iteration(self) -> None:
-        pass
-
-    def postprocess(self) -> None:
-        pass
-
-    def cleanup(self) -> None:
-        pass
+    initialize = setup = warmup = run_once = _step
+    postprocess_iteration = postprocess = cleanup = _step
 
     def execute(self, iterations: int | None = None, test_length: float | None = None,
                 *args: Any, **dargs: Any) -> None:

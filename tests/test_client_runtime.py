@@ -311,12 +311,15 @@ def test_extract_tarball_to_dir(runtime: SimpleNamespace, tmp_path: Path) -> Non
     assert runtime.utils.is_url("http://example.invalid/x") and not runtime.utils.is_url("/x")
 
 
-def test_error_tree_mirrors_autoserv(runtime: SimpleNamespace) -> None:
+def test_error_tree_is_autoservs(runtime: SimpleNamespace) -> None:
     from autoserv import errors
 
     err = runtime.error
     for name in ("TestBaseException", "TestError", "TestFail", "TestNAError", "TestWarn", "CmdError"):
         ours, theirs = getattr(err, name), getattr(errors, name)
+        # one definition: autoserv/outcomes.py, shipped to the host as shared/outcomes.py
+        assert ours.__module__ == "autotest.client.shared.outcomes"
+        assert theirs.__module__ == "autoserv.outcomes"
         assert ours.exit_status == theirs.exit_status
         assert [c.__name__ for c in ours.__mro__ if c.__name__ in errors.__all__] == [
             c.__name__ for c in theirs.__mro__ if c.__name__ in errors.__all__]

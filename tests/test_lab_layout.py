@@ -79,3 +79,15 @@ def test_a_build_carries_the_lab_data(tmp_path: Path) -> None:
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == [str(lib / "autoserv/lab/control_examples/kvm_seed.control"), "True"], \
         out.stderr
+
+
+def test_architecture_doc_names_every_module_once() -> None:
+    """docs/architecture.md's "which module owns what" table: one row per module of the tree."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    table = text.split("## Which module owns what", 1)[1]
+    rows = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| `")]
+    named = [re.fullmatch(r"`([\w/]+)`", cell).group(1) for cell in rows]
+    modules = sorted(p.relative_to(ROOT / "autoserv").with_suffix("").as_posix()
+                     for p in (ROOT / "autoserv").rglob("*.py"))
+    assert len(named) == len(set(named))
+    assert sorted(named) == modules

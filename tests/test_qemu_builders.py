@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from autoserv import localsys
 from autoserv.errors import AutoservInstallError, AutoservVirtError
 from autoserv.virt import leases, modules, qemu, scripts
 from autoserv.virt.scripts import find_qemu_binary_script
@@ -432,7 +433,7 @@ def test_alive_command_is_zombie_and_pid_reuse_aware(tmp_path: Path) -> None:
         assert _sh(scripts.alive_command(zombie.pid, pidfile)) == 1
         assert _sh(scripts.alive_command(other.pid, pidfile)) == 1
         assert _sh(scripts.alive_command(live.pid, str(tmp_path / "other.pid"))) == 1
-        assert _sh(scripts.PROC_ALIVE_FN + f'alive "1x" {shlex.quote(pidfile)}') == 1
+        assert _sh(localsys.ALIVE_SH + f'\nalive "1x" {shlex.quote(pidfile)}') == 1
     finally:
         for p in (live, other, zombie):
             p.kill()

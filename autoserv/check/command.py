@@ -16,11 +16,11 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
 
 from autoserv.check import CLIENT, SERVER, check_file, machine_findings, ssh_config_path
 from autoserv.check.findings import ERROR, Finding, exit_status, format_json, format_text, summary
 from autoserv.check.namespaces import CLIENT_TESTS_ENV
+from autoserv.cmdline import UsageParser
 from autoserv.errors import AutoservUsageError, JobError
 
 __all__ = ["main", "build_parser", "preflight", "CheckFailed"]
@@ -48,14 +48,9 @@ class CheckFailed(JobError):
     """``autoserv --check`` found errors: the job is not started."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise AutoservUsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``autoserv check``."""
-    p = _Parser(
+    p = UsageParser(
         prog="autoserv check",
         usage="autoserv check [options] FILE...",
         description="Check control files without running them or connecting anywhere.",

@@ -17,12 +17,12 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
-import re
 import socket
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from autoserv.check.findings import ERROR, WARNING, Finding
+from autoserv.cmdline import MLIST_DISPLAY, machine_entries
 from autoserv.errors import AutoservUsageError
 
 if TYPE_CHECKING:
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["machine_findings", "ssh_config_path", "offline_ssh_config", "MLIST_DISPLAY"]
 
-#: How findings about ``-m`` values name their "file" (line: the n-th ``-m``; column:
-#: where the entry starts in it).
-MLIST_DISPLAY = "-m"
-_ENTRY = re.compile(r"[^\s,]+")
 _CONFIG_ENV = "AUTOSERV_SSH_CONFIG"
 
 
@@ -97,23 +93,6 @@ def ssh_config_path(explicit: str | None, environ: dict[str, str] | None = None)
         return path
     default = os.path.expanduser("~/.ssh/config")
     return default if os.path.isfile(default) else None
-
-
-def _entries(specs: Sequence[str], mlist: str | None) -> list[tuple[str, int, int, str]]:
-    """(display, line, column, entry) of every machine entry given."""
-    found = []
-    for n, spec in enumerate(specs, 1):
-        found += [(MLIST_DISPLAY, n, m.start() + 1, m.group()) for m in _ENTRY.finditer(spec)]
-    if mlist is not None:
-        try:
-            with open(mlist, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except OSError as exc:
-            raise AutoservUsageError(f"-M {mlist}: {exc.strerror}") from None
-        for n, line in enumerate(lines, 1):
-            line = line.split("#", 1)[0]
-            found += [(mlist, n, m.start() + 1, m.group()) for m in _ENTRY.finditer(line)]
-    return found
 
 
 class _Config:
@@ -245,7 +224,7 @@ def machine_findings(
                                 "Match exec runs commands: entries are not checked"))
         conf = None
     checked: set[str] = set()
-    for display, line, col, entry in _entries(specs, mlist):
+    for display, line, col, entry, _ in machine_entries(specs, mlist):
         try:
             host = parse_machine(entry)[0]
         except AutoservUsageError as exc:

@@ -11,10 +11,11 @@ on the host.  Run it there with::
 The runner's docstring (``site/autotest/client/runner.py``) documents the files it writes,
 its exit statuses and the reboot/continue protocol.
 
-Three modules of autoserv itself are shipped as ``autotest/client/shared/{status,legacy,result}.py``
-(:data:`SHARED_MODULES`): :mod:`autoserv.status`, :mod:`autoserv.legacy` and
-:mod:`autoserv.result` are stdlib-only, so the host gets the very same status.log grammar,
-Python 2 translator and CmdResult, with no copy to keep in step.
+Four modules of autoserv itself are shipped as
+``autotest/client/shared/{status,legacy,result,outcomes}.py`` (:data:`SHARED_MODULES`):
+:mod:`autoserv.status`, :mod:`autoserv.legacy`, :mod:`autoserv.result` and
+:mod:`autoserv.outcomes` are stdlib-only, so the host gets the very same status.log grammar,
+Python 2 translator, CmdResult and test-outcome exceptions, with no copy to keep in step.
 
 :func:`site_files` lists what to send and :data:`RUNTIME_VERSION` changes whenever any of
 those files changes, so a server installs the runtime once per host and version.
@@ -35,6 +36,7 @@ SHARED_MODULES = {
     "autotest/client/shared/status.py": "status.py",
     "autotest/client/shared/legacy.py": "legacy.py",
     "autotest/client/shared/result.py": "result.py",
+    "autotest/client/shared/outcomes.py": "outcomes.py",
 }
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")

@@ -19,8 +19,9 @@ import logging
 import os
 import shlex
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
+from autoserv.cmdline import UsageParser
 from autoserv.errors import AutoservError, AutoservUsageError
 
 __all__ = [
@@ -148,13 +149,8 @@ def stop_progress(handle: Any) -> None:
         handle.stop()
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise AutoservUsageError(message)
-
-
 def _report_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = UsageParser(
         prog="autoserv report",
         description="Write junit.xml, results.json and report.html for a results dir "
         "(autoserv's, an interrupted one, or one of the original Autotest).",
@@ -169,7 +165,7 @@ def _report_parser() -> argparse.ArgumentParser:
 
 
 def _merge_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = UsageParser(
         prog="autoserv merge",
         description="Merge the results dirs of shards (--shard I/N) into one results dir "
         "OUT (status.logs, keyvals, .machines) and write its reports.",

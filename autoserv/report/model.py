@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from autoserv import status as status_mod
@@ -178,19 +178,20 @@ class Job:
 
     @property
     def start(self) -> float | None:
-        value = _number(self.keyval.get("job_started"))
-        if value is not None:
-            return value
-        times = [m.start for m in self.machines if m.start is not None]
-        return min(times) if times else None
+        return self._time("job_started", [m.start for m in self.machines], min)
 
     @property
     def end(self) -> float | None:
-        value = _number(self.keyval.get("job_finished"))
+        return self._time("job_finished", [m.end for m in self.machines], max)
+
+    def _time(self, key: str, machine_times: list[float | None],
+              pick: Callable[[list[float]], float]) -> float | None:
+        """The job's keyval ``key`` if it is a number, else ``pick`` of the machines' times."""
+        value = _number(self.keyval.get(key))
         if value is not None:
             return value
-        times = [m.end for m in self.machines if m.end is not None]
-        return max(times) if times else None
+        times = [t for t in machine_times if t is not None]
+        return pick(times) if times else None
 
     @property
     def status(self) -> str:

@@ -18,10 +18,10 @@ import shlex
 from collections.abc import Sequence
 
 from autoserv.errors import AutoservVirtError
+from autoserv.localsys import ALIVE_SH
 from autoserv.virt.qemu import GuestPaths
 
 __all__ = [
-    "PROC_ALIVE_FN",
     "alive_command",
     "stop_command",
     "LOCK_SCRIPT",
@@ -46,29 +46,20 @@ __all__ = [
 ]
 
 # --- liveness of a guest's qemu ------------------------------------------------------------
-
-#: Shell function ``alive PID NEEDLE``: true while process PID runs, is not a zombie, and its
-#: command line contains NEEDLE (the guest's pidfile), so a reused pid never counts as our qemu.
-PROC_ALIVE_FN = r"""alive() {
-    case "$1" in ''|*[!0-9]*) return 1 ;; esac
-    { read -r st < "/proc/$1/stat"; } 2>/dev/null || return 1
-    st=${st##*) }; st=${st%% *}
-    [ "$st" != Z ] || return 1
-    tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$2"
-}
-"""
+# `alive PID PIDFILE` is localsys.ALIVE_SH (the one /proc liveness test, zombie-aware): the
+# command line must name the guest's pidfile, so a reused pid never counts as our qemu.
 
 
 def alive_command(pid: int, pidfile: str) -> str:
     """Shell exiting 0 only while qemu ``pid`` (started with ``pidfile``) is alive."""
-    return shlex.join(["sh", "-c", PROC_ALIVE_FN + 'alive "$1" "$2"', "alive", str(pid), pidfile])
+    return shlex.join(["sh", "-c", ALIVE_SH + '\nalive "$1" "$2"', "alive", str(pid), pidfile])
 
 
 def stop_command(pid: int, pidfile: str, grace: float) -> str:
     """Shell that waits up to ``grace`` seconds for qemu ``pid`` to exit, then sends SIGTERM
     (waits 3 s) and SIGKILL (waits 5 s); exits 0 once the process is gone."""
     steps = max(1, int(grace / 0.1))
-    script = PROC_ALIVE_FN + (
+    script = ALIVE_SH + "\n" + (
         f'i=0; while alive "$1" "$2" && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; '
         'if alive "$1" "$2"; then kill -TERM "$1" 2>/dev/null; i=0; '
         'while alive "$1" "$2" && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; fi; '
@@ -174,7 +165,7 @@ list|reclaim)
 *)
     echo "unknown lease command $cmd" >&2; exit 2 ;;
 esac
-""".replace("@GRACE@", str(LEASE_START_GRACE)).replace("@ALIVE@\n", PROC_ALIVE_FN)
+""".replace("@GRACE@", str(LEASE_START_GRACE)).replace("@ALIVE@", ALIVE_SH)
 
 
 def lease_command(state_dir: str, command: str, *args: str, wait: float = 60) -> str:

@@ -91,19 +91,25 @@ def _set_parent_death_signal(signum: int) -> None:
         pass
 
 
-def _end_own_session(signum: int, frame: object) -> None:
-    """SIGTERM in a test's process: SIGKILL the rest of its session, then exit."""
-    me = os.getpid()
+def _kill_session(session: int, spare: int | None = None) -> list[int]:
+    """SIGKILL every process of ``session`` but ``spare`` until none is left (about 1 s at
+    most); return the pids that survived."""
     for _ in range(50):
-        members = [p for p in session_members(me) if p != me]
+        members = [p for p in session_members(session) if p != spare]
         if not members:
-            break
+            return []
         for member in members:
             try:
                 os.kill(member, signal.SIGKILL)
             except OSError:
                 pass
         time.sleep(0.02)
+    return [p for p in session_members(session) if p != spare]
+
+
+def _end_own_session(signum: int, frame: object) -> None:
+    """SIGTERM in a test's process: SIGKILL the rest of its session, then exit."""
+    _kill_session(os.getpid(), spare=os.getpid())
     os._exit(128 + signum)
 
 
@@ -354,17 +360,9 @@ class ClientJob:
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-        for _ in range(50):
-            members = session_members(pid)
-            if not members:
-                return
-            for member in members:
-                try:
-                    os.kill(member, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.02)
-        log.warning("processes of session %d survived SIGKILL: %s", pid, session_members(pid))
+        survivors = _kill_session(pid)
+        if survivors:
+            log.warning("processes of session %d survived SIGKILL: %s", pid, survivors)
 
     def _reap(self, pid: int) -> int:
         _, wait_status = os.waitpid(pid, 0)

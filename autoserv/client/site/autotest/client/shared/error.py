@@ -1,7 +1,8 @@
 """The exceptions of the client runtime, named as in Autotest's ``common_lib.error``.
 
-The test-outcome tree mirrors autoserv's (``autoserv/errors.py``): each class carries
-``exit_status``, the status.log word a test raising it ends with::
+The test-outcome tree is autoserv's own: :mod:`autotest.client.shared.outcomes` is
+``autoserv/outcomes.py`` shipped as-is (see ``autoserv/client/__init__.py``), re-exported
+here.  Each class carries ``exit_status``, the status.log word a test raising it ends with::
 
     TestFail -> FAIL    TestError -> ERROR    TestNAError -> TEST_NA    TestWarn -> WARN
 
@@ -13,29 +14,22 @@ arguments) are :class:`TestError` (ERROR).
 from __future__ import annotations
 
 import traceback
-from typing import Any
+
+from autotest.client.shared import outcomes
+from autotest.client.shared.outcomes import *  # noqa: F403 - the test outcomes, autoserv's own
+from autotest.client.shared.outcomes import AutotestError, CmdError, TestError, TestFail
 
 __all__ = [
-    "AutotestError",
     "JobError",
     "UnhandledJobError",
     "JobRebootNotSupported",
     "NotAvailableError",
-    "TestBaseException",
-    "TestError",
-    "TestFail",
-    "TestNAError",
-    "TestWarn",
     "UnhandledTestError",
     "UnhandledTestFail",
-    "CmdError",
     "CmdTimeoutError",
     "PackageError",
 ]
-
-
-class AutotestError(Exception):
-    """Root of the runtime's errors."""
+__all__ += outcomes.__all__  # AutotestError, TestBaseException ... CmdError
 
 
 class JobError(AutotestError):
@@ -52,37 +46,6 @@ class JobRebootNotSupported(JobError):
 
 class NotAvailableError(AutotestError):
     """Something the job requires is not on this host (e.g. ``job.require_gcc()``)."""
-
-
-class TestBaseException(AutotestError):
-    """Root of test outcomes; ``exit_status`` is the status.log word for it."""
-
-    __test__ = False  # keep pytest from collecting these
-    exit_status = "NEVER_RAISE_THIS"
-
-
-class TestError(TestBaseException):
-    """The test could not run correctly (status ERROR)."""
-
-    exit_status = "ERROR"
-
-
-class TestNAError(TestBaseException):
-    """The test does not apply here (status TEST_NA)."""
-
-    exit_status = "TEST_NA"
-
-
-class TestFail(TestBaseException):
-    """The test ran and failed (status FAIL)."""
-
-    exit_status = "FAIL"
-
-
-class TestWarn(TestBaseException):
-    """The test passed with a warning (status WARN)."""
-
-    exit_status = "WARN"
 
 
 def _unhandled_message(exc: BaseException) -> str:
@@ -103,30 +66,6 @@ class UnhandledTestFail(TestFail):
 
     def __init__(self, unhandled_exception: BaseException) -> None:
         super().__init__(_unhandled_message(unhandled_exception))
-
-
-class CmdError(TestError):
-    """A command run by ``utils.run``/``system`` failed; ``result_obj`` is its CmdResult."""
-
-    def __init__(self, command: str, result_obj: Any = None, additional_text: str | None = None) -> None:
-        super().__init__(command, result_obj, additional_text)
-        self.command = command
-        self.result_obj = result_obj
-        self.additional_text = additional_text
-
-    def __str__(self) -> str:
-        head = f"Command <{self.command}> failed"
-        result = self.result_obj
-        if result is not None:
-            if getattr(result, "timed_out", False):
-                head = f"Command <{self.command}> timed out after {result.duration:.1f} s"
-            else:
-                head += f", rc={result.exit_status}"
-        if self.additional_text:
-            head += f", {self.additional_text}"
-        if result is not None and result.stderr:
-            head += "\n* stderr: " + result.stderr.rstrip("\n")[-2000:]
-        return head
 
 
 class CmdTimeoutError(CmdError):
