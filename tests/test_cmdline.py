@@ -52,7 +52,10 @@ def test_usage_parser_raises_instead_of_exiting() -> None:
 def test_machine_entries_with_where_each_stands(tmp_path: Path) -> None:
     mlist = tmp_path / "machines"
     mlist.write_text("# lab\nh3  h4,h5 # rack 2\n\n  root@h6:2222\n")
-    assert machine_entries(["h1,h2", " a@b  ,c"], str(mlist)) == [
+    entries = machine_entries(["h1,h2", " a@b  ,c"], str(mlist))
+    assert [e.source for e in entries[:4]] == ["h1,h2", "h1,h2", " a@b  ,c", " a@b  ,c"]
+    assert entries[4].source == "h3  h4,h5 # rack 2"
+    assert [MachineEntry(*e[:4]) for e in entries] == [
         MachineEntry(MLIST_DISPLAY, 1, 1, "h1"), MachineEntry(MLIST_DISPLAY, 1, 4, "h2"),
         MachineEntry(MLIST_DISPLAY, 2, 2, "a@b"), MachineEntry(MLIST_DISPLAY, 2, 8, "c"),
         MachineEntry(str(mlist), 2, 1, "h3"), MachineEntry(str(mlist), 2, 5, "h4"),
