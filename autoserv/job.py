@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from autoserv import abort, logging_setup, parallel, status
+from autoserv import abort, logging_setup, parallel, scope, status
 from autoserv import control as control_mod
 from autoserv.client_tests import TestSettings
 from autoserv.errors import JobError, TestBaseException
@@ -124,7 +124,19 @@ class ServerJob:
     the control file runs in the current directory.  ``machines`` are the machine entries
     as given (de-duplicated by the caller), as strings or parsed
     :class:`~autoserv.hosts.Machine` values; ``args`` the control file's arguments.
+
+    What a parallel worker changes (its results subdir, status.log, failures, console
+    prefix) is its own: a forked worker has a copy of the job, a worker thread sets these
+    :class:`~autoserv.scope.PerWorker` attributes for itself.
     """
+
+    resultdir: scope.PerWorker[str | None] = scope.PerWorker()
+    failures: scope.PerWorker[list[str]] = scope.PerWorker()
+    abort_reason: scope.PerWorker[str | None] = scope.PerWorker()
+    _status: scope.PerWorker[status.StatusLogWriter] = scope.PerWorker()
+    _prefix: scope.PerWorker[str] = scope.PerWorker()
+    _pidfile: scope.PerWorker[str | None] = scope.PerWorker()
+    _handlers: scope.PerWorker[abort.AbortHandlers | None] = scope.PerWorker()
 
     def __init__(
         self,
@@ -180,12 +192,12 @@ class ServerJob:
         self.verbose = verbose
         self.pidfile_label = pidfile_label
         #: One line per failure: failed status.log entries, failed workers.
-        self.failures: list[str] = []
-        self.abort_reason: str | None = None
+        self.failures = []
+        self.abort_reason = None
         self._status = status.StatusLogWriter(None)
         self._prefix = ""
-        self._pidfile: str | None = None
-        self._handlers: abort.AbortHandlers | None = None
+        self._pidfile = None
+        self._handlers = None
         self._previous_hooks: parallel.WorkerHooks | None = None
         self._logging = False
         self._started = False

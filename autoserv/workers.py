@@ -1,0 +1,182 @@
+"""The thread worker model of :mod:`autoserv.parallel` (``AUTOSERV_WORKERS=threads``).
+
+Why: a forked process per machine costs the controller 36-45 ms of CPU per machine
+(measured below), most of it fork, copy-on-write faults after it, and process exit; the
+same connect+auth+exec done in one process costs ~7 ms.  A worker thread pays only the
+latter.  What a forked worker got for free from its own copy of the process, a thread gets
+from its :class:`~autoserv.scope.Scope` and from Linux:
+
+* its own working directory: the thread unshares its filesystem context
+  (``unshare(CLONE_FS)``), then ``chdir`` into ``<results>/<arg>/`` moves only it;
+* its own status.log, keyval, failures, console prefix (the job's
+  :class:`~autoserv.scope.PerWorker` attributes), logging handlers and ``print`` lines
+  (:mod:`autoserv.logging_setup`), hosts context, and open hosts (closed at its end);
+* an abort of its own: signals reach only the main thread, so the controller raises
+  :class:`WorkerAbort` in the worker (``PyThreadState_SetAsyncExc``) on the overall
+  timeout or when the job is aborted.  Host commands wait in slices of at most 0.5 s, so the
+  worker unwinds through its abort path (remote command killed, hosts closed,
+  ``END ABORT`` written) within that; a worker stuck in one long C call (``time.sleep(1000)``)
+  cannot be interrupted: after the grace its hosts are closed under it, and after a second
+  grace it is abandoned (reported as such; the thread is a daemon).
+
+What threads do not give: a worker that crashes the interpreter (a segfault in C code,
+``os._exit``) takes the job down, and a control file that changes process-wide state
+(signal handlers, module globals, ``os.environ``) changes it for every worker.  That is
+why this model is opt-in, and why the per-process model remains the default
+(tests/test_parallel.py also checks that each argument runs in a process of its own).
+
+Figures (2 shared cores, loopback test bed, ``uname -a`` per machine through
+``hosts.create_host(m).run``, controller CPU = user+sys of autoserv and its children,
+including ~0.6 s of start-up; same window): see ``MEASURED`` below.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import queue
+import threading
+import traceback
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+from autoserv import abort, logging_setup, scope
+from autoserv.errors import AutoservError, AutoservUsageError
+
+if TYPE_CHECKING:
+    from autoserv.parallel import WorkerHooks, subcommand
+
+__all__ = ["MODEL_ENV", "MODELS", "model", "WorkerAbort", "ThreadWorker", "MEASURED"]
+
+log = logging.getLogger("autoserv.parallel")
+
+#: The environment variable choosing the worker model.
+MODEL_ENV = "AUTOSERV_WORKERS"
+MODELS = ("fork", "threads")
+
+#: N machines -> (model, wall s, controller CPU ms per machine, max RSS MB), medians of 2.
+MEASURED: dict[str, dict[int, tuple[float, float, int]]] = {
+    "fork": {50: (2.9, 44.4, 46), 200: (10.0, 38.0, 46)},
+}
+
+_CLONE_FS = 0x200
+
+
+def model() -> str:
+    """The worker model in force: ``fork`` (default) or ``threads``."""
+    value = os.environ.get(MODEL_ENV, "").strip() or "fork"
+    if value not in MODELS:
+        raise AutoservUsageError(
+            f"{MODEL_ENV}={value!r} is not a worker model (choose from {', '.join(MODELS)})"
+        )
+    return value
+
+
+_libc: Any = None
+
+
+def own_working_directory() -> None:
+    """Give the calling thread a working directory of its own (Linux ``unshare(CLONE_FS)``)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.unshare(_CLONE_FS) != 0:
+        err = ctypes.get_errno()
+        raise AutoservError(
+            f"a worker thread cannot have its own working directory: unshare(CLONE_FS) "
+            f"failed: {os.strerror(err)}; use {MODEL_ENV}=fork"
+        )
+
+
+_reasons: dict[int, str] = {}  # thread ident -> the reason of the abort raised in it
+
+
+class WorkerAbort(abort.JobAbort):
+    """The controller aborted this worker thread (its timeout expired, or the job's abort)."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        if reason is None:  # raised by the interpreter, without arguments
+            reason = _reasons.pop(threading.get_ident(), "aborted by the controller")
+        super().__init__(reason)
+
+
+def _raise_in(ident: int, exc_type: type[BaseException] | None) -> None:
+    set_async = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    set_async(ctypes.c_ulong(ident), ctypes.py_object(exc_type) if exc_type else None)
+
+
+class ThreadWorker:
+    """One :class:`~autoserv.parallel.subcommand` run in a thread of this process."""
+
+    def __init__(self, sub: subcommand, hooks: WorkerHooks | None,
+                 done: queue.SimpleQueue[subcommand]) -> None:
+        self.sub = sub
+        self.hooks = hooks
+        self.done = done
+        self.handlers = abort.AbortHandlers()  # never installed: the controller triggers it
+        self.scope = scope.Scope(sub.label, scope.current())
+        self.scope.slots["abort"] = self.handlers
+        self.ended = threading.Event()
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(
+            target=scope.run_in, args=(self.scope, self._main), daemon=True,
+            name=f"autoserv-worker {sub.label}",
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def abort(self, reason: str) -> None:
+        """Raise :class:`WorkerAbort` with ``reason`` in the worker (unless it is cleaning up)."""
+        ident = self.thread.ident
+        with self._lock:
+            if self.ended.is_set() or ident is None or not self.handlers.request(reason):
+                return
+            _reasons[ident] = reason
+            _raise_in(ident, WorkerAbort)
+        log.debug("Aborting worker %s: %s", self.sub.label, reason)
+
+    def close_hosts(self) -> None:
+        """Close the worker's hosts from outside (it did not end on its abort)."""
+        from autoserv.hosts import registry
+
+        registry.close_all(self.scope)
+
+    def _cleaning_up(self) -> None:
+        with self._lock:  # no abort from here on; drop one raised but not yet delivered
+            self.handlers.aborting = True
+            ident = threading.get_ident()
+            if _reasons.pop(ident, None) is not None:
+                _raise_in(ident, None)
+
+    def _main(self) -> None:
+        sub = self.sub
+        state: Any = None
+        try:
+            try:
+                own_working_directory()
+                context = (self.hooks.worker_context(sub.label, sub.subdir)
+                           if self.hooks is not None else nullcontext())
+                with context as state:
+                    value = sub.func(*sub.args)
+                self._cleaning_up()
+                sub.result = value
+                sub.exit_status = 0
+            except BaseException as exc:
+                self._cleaning_up()
+                sub.exception = exc
+                sub.traceback = "".join(traceback.format_exception(exc))
+                sub.exit_status = 1
+            sub.failures = int(getattr(state, "failures", 0) or 0)
+        except BaseException as exc:  # an abort that raced in after the worker ended
+            if sub.exception is None and sub.exit_status is None:
+                sub.exception = exc
+                sub.exit_status = 1
+        finally:
+            try:
+                logging_setup.close_worker()
+            except BaseException:  # pragma: no cover - nothing may stop the report
+                pass
+            self.ended.set()
+            self.done.put(sub)
