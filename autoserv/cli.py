@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from autoserv import __version__, abort, client_tests, control
+from autoserv import __version__, abort, client_tests, control, workers
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
 from autoserv.report import command as report_command
@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-m", "--machines", action="append", default=[], metavar="LIST",
                    help="machines, separated by commas and/or spaces (repeatable)")
     g.add_argument("-M", "--mlist", metavar="FILE", help="file listing machines, one per line")
+    g.add_argument("--max-parallel", metavar="N", type=_positive_int, default=None,
+                   help="run at most N machines' parallel_simple workers at once "
+                        "(default: all; the worker model is chosen by $AUTOSERV_WORKERS, "
+                        "fork or threads)")
     g.add_argument("-a", "--args", dest="extra_args", action="append", default=[], metavar="STR",
                    help="arguments for the control file, split on whitespace and appended")
     g.add_argument("-c", "--client", action="store_true",
@@ -192,6 +196,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -207,6 +221,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     options = build_parser().parse_intermixed_args(argv)
     if options.client and options.server:
         raise AutoservUsageError("-c (client-side) and -s (server-side) are mutually exclusive")
+    workers.model()  # a bad $AUTOSERV_WORKERS is a usage error, before anything runs
     if options.control_filename is None:
         options.control_filename = "control" if options.client else "control.srv"
     if options.no_results and options.results:
@@ -310,6 +325,7 @@ def make_job(options: argparse.Namespace) -> ServerJob:
         known_hosts=options.known_hosts,
         ssh_config=options.ssh_config,
         connect_timeout=options.connect_timeout,
+        max_parallel=options.max_parallel,
         use_existing_results=options.use_existing_results,
         control_filename=options.control_filename,
         console=not options.no_tee,

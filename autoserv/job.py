@@ -156,6 +156,7 @@ class ServerJob:
         known_hosts: str | None = None,
         ssh_config: str | None = None,
         connect_timeout: float | None = None,
+        max_parallel: int | None = None,
         use_existing_results: bool = False,
         control_filename: str = "control.srv",
         console: bool = True,
@@ -186,6 +187,8 @@ class ServerJob:
             "host_key_policy": host_key_policy, "known_hosts": known_hosts,
             "ssh_config": ssh_config, "connect_timeout": connect_timeout,
         }
+        #: at most this many parallel workers at once (None: all); read by autoserv.parallel
+        self.max_parallel = max_parallel
         self.use_existing_results = use_existing_results
         self.control_filename = control_filename
         self.console = console
@@ -211,7 +214,7 @@ class ServerJob:
         """The hosts open in this process (closed when the job ends)."""
         from autoserv.hosts import Host, registry
 
-        return [h for h in registry.open_hosts() if isinstance(h, Host)]
+        return [h for h in registry.open_hosts(scope.current()) if isinstance(h, Host)]
 
     @property
     def failed(self) -> bool:
