@@ -585,6 +585,11 @@ def _terminate_threads(
 def _finish_thread(sub: subcommand) -> None:
     """A worker thread has ended (or was abandoned): turn its outcome into the report."""
     sub.done = True
+    # the same values as a forked worker sends back: what cannot be pickled is described
+    if sub.exception is None:
+        sub.result = _portable_value(sub.result, sub.label)
+    elif not isinstance(sub.exception, abort.JobAbort):
+        sub.exception = _portable_exception(sub.exception, sub.label)
     if sub.timed_out:
         sub.exception = AutoservSubcommandError(
             sub.label, sub.exit_status if sub.exit_status is not None else -1,
