@@ -508,6 +508,7 @@ def _run_threads(
     done: queue.SimpleQueue[subcommand] = queue.SimpleQueue()
     waiting = list(tasklist)
     running: dict[int, workers.ThreadWorker] = {}
+    workers.raise_nofile(min(len(tasklist), limit or len(tasklist)))
 
     def collect(wait: float | None) -> bool:
         try:

@@ -36,6 +36,7 @@ import ctypes
 import logging
 import os
 import queue
+import resource
 import threading
 import traceback
 from contextlib import nullcontext
@@ -47,7 +48,8 @@ from autoserv.errors import AutoservError, AutoservUsageError
 if TYPE_CHECKING:
     from autoserv.parallel import WorkerHooks, subcommand
 
-__all__ = ["MODEL_ENV", "MODELS", "model", "WorkerAbort", "ThreadWorker", "MEASURED"]
+__all__ = ["MODEL_ENV", "MODELS", "model", "WorkerAbort", "ThreadWorker", "MEASURED",
+           "raise_nofile"]
 
 log = logging.getLogger("autoserv.parallel")
 
@@ -87,6 +89,28 @@ def own_working_directory() -> None:
             f"a worker thread cannot have its own working directory: unshare(CLONE_FS) "
             f"failed: {os.strerror(err)}; use {MODEL_ENV}=fork"
         )
+
+
+#: File descriptors a worker thread may hold at once: its 4 debug/ files, a connection or two,
+#: a channel's pipes, status.log while it is written.
+FDS_PER_WORKER = 12
+
+
+def raise_nofile(workers: int) -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` for ``workers`` threads sharing this fd table.
+
+    A forked worker has its own table; threads share one.  When the hard limit is too low,
+    say so in one line (the job still runs; connections may then fail with EMFILE).
+    """
+    need = 256 + FDS_PER_WORKER * workers
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        log.debug("RLIMIT_NOFILE raised from %d to %d for %d worker threads", soft, new, workers)
+        if new < need:
+            log.warning("%d worker threads may need %d open files, but the hard limit is %d "
+                        "(raise it with ulimit -Hn, or use --max-parallel)", workers, need, hard)
 
 
 _reasons: dict[int, str] = {}  # thread ident -> the reason of the abort raised in it

@@ -167,3 +167,21 @@ def test_per_worker_attribute_is_set_per_scope() -> None:
     scope.run_in(scope.Scope("outer"), outer)
     assert seen == {"inner-before": 2, "inner": 3, "outer": 2}
     assert obj.value == 1
+
+
+def test_raise_nofile_for_worker_threads() -> None:
+    """Threads share one fd table: the soft limit is raised for them (in a child process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "from autoserv import workers\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "workers.raise_nofile(100)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert int(out.stdout) == 256 + workers.FDS_PER_WORKER * 100
