@@ -25,9 +25,26 @@ What threads do not give: a worker that crashes the interpreter (a segfault in C
 why this model is opt-in, and why the per-process model remains the default
 (tests/test_parallel.py also checks that each argument runs in a process of its own).
 
-Figures (2 shared cores, loopback test bed, ``uname -a`` per machine through
-``hosts.create_host(m).run``, controller CPU = user+sys of autoserv and its children,
-including ~0.6 s of start-up; same window): see ``MEASURED`` below.
+Figures (2 cores shared with other work, so noisy: both models measured in the same
+window, ratios are what counts).  Loopback test bed, ``parallel_simple(lambda m:
+hosts.create_host(m).run('uname -a'), machines)``, ``/usr/bin/time -v``; CPU = user+sys of
+autoserv and its reaped children, per machine, including ~0.5 s of start-up (N=2 costs
+0.5 s in both models); the mean of 2 runs (500: fork 1 run, threads 2)::
+
+    N     fork: wall  CPU/machine  RSS     threads: wall  CPU/machine  RSS    ratio wall  CPU
+    50          3.4 s   37.7 ms    46 MB            1.6 s   19.2 ms    52 MB     0.46    0.51
+    200        12.9 s   31.2 ms    47 MB            6.5 s   15.4 ms    54 MB     0.50    0.49
+    500        41.2 s   35.5 ms    49 MB           14.9 s   15.4 ms    67 MB     0.36    0.43
+    260 netns  13.8 s   30.4 ms    49 MB            7.8 s   14.6 ms    58 MB     0.57    0.48
+
+Without the start-up, a thread costs the controller ~10-15 ms per machine against ~26-35 ms
+for a process.  The wall time of the thread model is close to what the hosts' own sshd
+CPU allows on two cores.  Why threads in the controller rather than a pool of forked
+processes running threads: the pool still needs everything above for the threads inside
+it, and isolates a crash only per process, not per machine; what it would add is a fork
+per process and the pipe protocol.  Not reached yet: the issue's <= 10 ms per machine at
+1000 machines (threads pay GIL hand-offs between ~2 threads per machine: the worker and
+paramiko's transport thread).
 """
 
 from __future__ import annotations
@@ -57,9 +74,10 @@ log = logging.getLogger("autoserv.parallel")
 MODEL_ENV = "AUTOSERV_WORKERS"
 MODELS = ("fork", "threads")
 
-#: N machines -> (model, wall s, controller CPU ms per machine, max RSS MB), medians of 2.
+#: The table above: model -> N -> (wall s, controller CPU ms per machine, max RSS MB).
 MEASURED: dict[str, dict[int, tuple[float, float, int]]] = {
-    "fork": {50: (2.9, 44.4, 46), 200: (10.0, 38.0, 46)},
+    "fork": {50: (3.4, 37.7, 46), 200: (12.9, 31.2, 47), 500: (41.2, 35.5, 49)},
+    "threads": {50: (1.6, 19.2, 52), 200: (6.5, 15.4, 54), 500: (14.9, 15.4, 67)},
 }
 
 _CLONE_FS = 0x200
