@@ -515,7 +515,9 @@ def _run_threads(
             sub = done.get(timeout=wait)
         except queue.Empty:
             return False
-        worker = running.pop(id(sub))
+        worker = running.pop(id(sub), None)
+        if worker is None:  # abandoned earlier, ended since: already reported
+            return True
         worker.thread.join()
         _finish_thread(sub)
         return True
