@@ -43,7 +43,7 @@ setup(
             "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko",
             "xmlschema>=3", "jsonschema>=4.18",
         ],
-        "bench": ["fabric>=3.2", "parallel-ssh>=2.12", "matplotlib>=3.8"],
+        "bench": ["fabric>=3.2", "parallel-ssh>=2.12", "asyncssh>=2.14", "matplotlib>=3.8"],
     },
     cmdclass={"build_py": BuildWithLabData},
     entry_points={

@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+from autoserv import scope
+
 __all__ = ["JobAbort", "AbortHandlers", "ABORT_SIGNALS", "current", "deferred", "request"]
 
 log = logging.getLogger("autoserv.abort")
@@ -107,6 +109,20 @@ class AbortHandlers:
         log.error("Aborting: %s", reason)
         raise JobAbort(reason)
 
+    def request(self, reason: str) -> bool:
+        """An abort from outside a signal (a worker thread's controller).
+
+        True if it is to be raised now (the caller raises it in the worker); False if the
+        worker is already aborting, or is cleaning up (then it is remembered in
+        :attr:`pending`, as a signal would be).
+        """
+        if self.aborting or self._deferring:
+            if self.pending is None and not self.aborting:
+                self.pending = reason
+            return False
+        self.aborting = True
+        return True
+
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
         """Within the block, signals are remembered in :attr:`pending` instead of raising."""
@@ -122,17 +138,23 @@ _current: AbortHandlers | None = None
 
 
 def current() -> AbortHandlers | None:
-    """The handlers installed last in this process (None if none)."""
-    return _current
+    """The handlers installed last in this process (None if none).
+
+    In a parallel worker thread: that worker's own (see :mod:`autoserv.workers`), which the
+    controller, not a signal, triggers.
+    """
+    worker: AbortHandlers | None = scope.lookup("abort")
+    return _current if worker is None else worker
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Defer aborts with the current handlers, if any (see :meth:`AbortHandlers.deferred`)."""
-    if _current is None:
+    handlers = current()
+    if handlers is None:
         yield
         return
-    with _current.deferred():
+    with handlers.deferred():
         yield
 
 

@@ -24,8 +24,8 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from autoserv import __version__, abort, client_tests, control, inputs, lifecycle_cli, results_disk
-from autoserv.cmdline import MLIST_DISPLAY, UsageParser, machine_entries, port, positive_float
+from autoserv import __version__, abort, client_tests, control, inputs, lifecycle_cli, results_disk, workers
+from autoserv.cmdline import MLIST_DISPLAY, UsageParser, machine_entries, port, positive_float, positive_int
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
 from autoserv.job import ServerJob
 from autoserv.report import command as report_command
@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-m", "--machines", action="append", default=[], metavar="LIST",
                    help="machines, separated by commas and/or spaces (repeatable)")
     g.add_argument("-M", "--mlist", metavar="FILE", help="file listing machines, one per line")
+    g.add_argument("--max-parallel", metavar="N", type=positive_int, default=None,
+                   help="run at most N machines' parallel_simple workers at once "
+                        "(default: all; the worker model is chosen by $AUTOSERV_WORKERS, "
+                        "fork or threads)")
     g.add_argument("-a", "--args", dest="extra_args", action="append", default=[], metavar="STR",
                    help="arguments for the control file, split on whitespace and appended")
     g.add_argument("-c", "--client", action="store_true",
@@ -183,6 +187,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     options = build_parser().parse_intermixed_args(argv)
     if options.client and options.server:
         raise AutoservUsageError("-c (client-side) and -s (server-side) are mutually exclusive")
+    workers.model()  # a bad $AUTOSERV_WORKERS is a usage error, before anything runs
     if options.control_filename is None:
         options.control_filename = "control" if options.client else "control.srv"
     if options.no_results and options.results:
@@ -281,7 +286,8 @@ def _default_resultdir() -> str:
 #: ServerJob's keyword arguments that are the flags of the same name, as parsed.
 _JOB_FLAGS = (
     "label", "user", "tag", "ssh_user", "ssh_port", "ssh_pass", "ssh_key", "host_key_policy",
-    "known_hosts", "ssh_config", "connect_timeout", "use_existing_results", "control_filename",
+    "known_hosts", "ssh_config", "connect_timeout", "max_parallel", "use_existing_results",
+    "control_filename",
     "verbose",
 )
 

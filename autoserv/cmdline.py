@@ -18,7 +18,8 @@ from typing import NamedTuple, NoReturn, TypeVar
 from autoserv import inputs
 from autoserv.errors import AutoservUsageError
 
-__all__ = ["UsageParser", "port", "positive_float", "MachineEntry", "machine_entries", "MLIST_DISPLAY"]
+__all__ = ["UsageParser", "port", "positive_int", "positive_float", "MachineEntry", "machine_entries",
+           "MLIST_DISPLAY"]
 
 #: How entries from ``-m`` values name their "file" (line: the n-th ``-m``).
 MLIST_DISPLAY = "-m"
@@ -45,6 +46,14 @@ def port(text: str) -> int:
     value = _number(text, int, "a port number")
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"port out of range: {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (``--max-parallel``), for ``type=``."""
+    value = _number(text, int, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
     return value
 
 

@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from autoserv import abort, journal, logging_setup, parallel, results_disk, status
+from autoserv import abort, journal, logging_setup, parallel, results_disk, scope, status
 from autoserv import control as control_mod
 from autoserv.client_tests import TestSettings
 from autoserv.errors import JobError, TestBaseException
@@ -128,7 +128,21 @@ class ServerJob:
     the control file runs in the current directory.  ``machines`` are the machine entries
     as given (de-duplicated by the caller), as strings or parsed
     :class:`~autoserv.hosts.Machine` values; ``args`` the control file's arguments.
+
+    What a parallel worker changes (its results subdir, status.log, failures, console
+    prefix) is its own: a forked worker has a copy of the job, a worker thread sets these
+    :class:`~autoserv.scope.PerWorker` attributes for itself.
     """
+
+    resultdir: scope.PerWorker[str | None] = scope.PerWorker()
+    failures: scope.PerWorker[list[str]] = scope.PerWorker()
+    failed_tests: scope.PerWorker[int] = scope.PerWorker()
+    _failed_inside: scope.PerWorker[list[bool]] = scope.PerWorker()
+    abort_reason: scope.PerWorker[str | None] = scope.PerWorker()
+    _status: scope.PerWorker[status.StatusLogWriter] = scope.PerWorker()
+    _prefix: scope.PerWorker[str] = scope.PerWorker()
+    _pidfile: scope.PerWorker[str | None] = scope.PerWorker()
+    _handlers: scope.PerWorker[abort.AbortHandlers | None] = scope.PerWorker()
 
     def __init__(
         self,
@@ -148,6 +162,7 @@ class ServerJob:
         known_hosts: str | None = None,
         ssh_config: str | None = None,
         connect_timeout: float | None = None,
+        max_parallel: int | None = None,
         use_existing_results: bool = False,
         control_filename: str = "control.srv",
         console: bool = True,
@@ -182,6 +197,8 @@ class ServerJob:
             "host_key_policy": host_key_policy, "known_hosts": known_hosts,
             "ssh_config": ssh_config, "connect_timeout": connect_timeout,
         }
+        #: at most this many parallel workers at once (None: all); read by autoserv.parallel
+        self.max_parallel = max_parallel
         self.use_existing_results = use_existing_results
         self.control_filename = control_filename
         self.console = console
@@ -196,8 +213,8 @@ class ServerJob:
         self.abort_reason: str | None = None
         self._status = status.StatusLogWriter(None)
         self._prefix = ""
-        self._pidfile: str | None = None
-        self._handlers: abort.AbortHandlers | None = None
+        self._pidfile = None
+        self._handlers = None
         self._previous_hooks: parallel.WorkerHooks | None = None
         self._logging = False
         self._started = False
@@ -211,7 +228,7 @@ class ServerJob:
         """The hosts open in this process (closed when the job ends)."""
         from autoserv.hosts import Host, registry
 
-        return [h for h in registry.open_hosts() if isinstance(h, Host)]
+        return [h for h in registry.open_hosts(scope.current()) if isinstance(h, Host)]
 
     @property
     def failed(self) -> bool:

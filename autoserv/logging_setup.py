@@ -16,6 +16,10 @@ Only the runner configures logging; library code (hosts, kvm) just logs to its l
 
 The state is per process: :func:`setup` replaces what a previous call installed (a forked
 worker calls it again for its own results subdirectory), :func:`shutdown` removes it all.
+A parallel worker *thread* (:mod:`autoserv.scope`) that calls :func:`setup` gets handlers of
+its own instead: one router on the root logger hands each record logged in that thread to
+them (and keeps it out of the job's), and ``print`` lines are assembled per thread;
+:func:`close_worker` removes them when the worker ends.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import sys
 import threading
 from typing import IO, Any
 
-from autoserv import results_disk
+from autoserv import results_disk, scope
 
-__all__ = ["setup", "shutdown", "add_secret", "redact", "console_stream", "flush", "LEVELS"]
+__all__ = ["setup", "shutdown", "add_secret", "redact", "console_stream", "flush", "LEVELS",
+           "close_worker"]
 
 #: The debug files written under ``<results>/debug/``.
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -44,6 +49,7 @@ _handlers: list[logging.Handler] = []
 _saved_streams: tuple[Any, Any] | None = None
 _console: IO[str] | None = None
 _root_level: int | None = None
+_SCOPE_KEY = "logging"  # a worker thread's handlers
 
 
 def add_secret(secret: str | None) -> None:
@@ -128,7 +134,7 @@ class _LogStream(io.TextIOBase):
         self._logger = logger
         self._level = level
         self._real = real
-        self._pending = ""
+        self._local = threading.local()  # the line being assembled, per thread
         self._busy = threading.local()
 
     def writable(self) -> bool:
@@ -147,8 +153,8 @@ class _LogStream(io.TextIOBase):
             return len(text)
         self._busy.on = True
         try:
-            data = self._pending + text
-            *lines, self._pending = data.split("\n")
+            data = getattr(self._local, "pending", "") + text
+            *lines, self._local.pending = data.split("\n")
             for line in lines:
                 self._logger.log(self._level, "%s", line)
         finally:
@@ -156,9 +162,10 @@ class _LogStream(io.TextIOBase):
         return len(text)
 
     def finish(self) -> None:
-        """Log a last line that has no newline yet."""
-        if self._pending:
-            pending, self._pending = self._pending, ""
+        """Log a last line (written by this thread) that has no newline yet."""
+        pending = getattr(self._local, "pending", "")
+        if pending:
+            self._local.pending = ""
             self._logger.log(self._level, "%s", pending)
 
     def isatty(self) -> bool:
@@ -172,6 +179,70 @@ def console_stream() -> IO[str]:
     return sys.stderr
 
 
+def _in_no_worker(record: logging.LogRecord) -> bool:
+    """Filter of the job's handlers: a record of a worker thread with handlers is not theirs."""
+    return scope.lookup(_SCOPE_KEY) is None
+
+
+class _WorkerRouter(logging.Handler):
+    """On the root logger: hands a record to the handlers of the worker thread logging it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        handlers: list[logging.Handler] | None = scope.lookup(_SCOPE_KEY)
+        for handler in handlers or ():
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+_router = _WorkerRouter()
+
+
+def _make_handlers(debug_dir: str | None, console: bool, verbose: bool,
+                   prefix: str, stream: IO[str] | None) -> list[logging.Handler]:
+    made: list[logging.Handler] = []
+    if debug_dir is not None:
+        os.makedirs(debug_dir, exist_ok=True)
+        for name in LEVELS:
+            handler: logging.Handler = _ResultsFileHandler(
+                os.path.join(debug_dir, f"autoserv.{name}"), encoding="utf-8"
+            )
+            handler.setLevel(getattr(logging, name))
+            handler.setFormatter(_Formatter(FILE_FORMAT, FILE_DATEFMT))
+            made.append(handler)
+    if console:
+        handler = _ConsoleHandler(stream)
+        handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+        handler.setFormatter(_Formatter(CONSOLE_FORMAT, CONSOLE_DATEFMT, prefix))
+        handler.addFilter(_not_files_only)
+        made.append(handler)
+    return made
+
+
+def _setup_worker(worker: scope.Scope, debug_dir: str | None, console: bool, verbose: bool,
+                  prefix: str) -> None:
+    close_worker()
+    stream = _console if _console is not None else sys.stdout
+    worker.slots[_SCOPE_KEY] = _make_handlers(debug_dir, console, verbose, prefix, stream)
+    root = logging.getLogger()
+    if _router not in root.handlers:
+        root.addHandler(_router)
+
+
+def close_worker() -> None:
+    """In a worker thread: log its partial ``print`` line, close the handlers it set up."""
+    worker = scope.current()
+    if worker is None or _SCOPE_KEY not in worker.slots:
+        return
+    _flush_streams()
+    handlers: list[logging.Handler] = worker.slots.pop(_SCOPE_KEY)
+    for handler in handlers:
+        try:
+            handler.flush()
+            handler.close()
+        except (OSError, ValueError):
+            pass
+
+
 def setup(
     debug_dir: str | None,
     console: bool = True,
@@ -181,8 +252,13 @@ def setup(
     """Install the job's logging (replacing what an earlier call installed).
 
     ``debug_dir`` None writes no files (``-N``).  ``prefix`` is put before every console line.
+    In a parallel worker thread this sets up that worker's logging only.
     """
     global _saved_streams, _console, _root_level
+    worker = scope.current()
+    if worker is not None:
+        _setup_worker(worker, debug_dir, console, verbose, prefix)
+        return
     _remove_handlers()
     if _saved_streams is None:
         _saved_streams = (sys.stdout, sys.stderr)
@@ -193,23 +269,10 @@ def setup(
     root.setLevel(logging.DEBUG)
     # paramiko's DEBUG is a packet trace: keep it out of the job's files
     logging.getLogger("paramiko").setLevel(logging.WARNING)
-    if debug_dir is not None:
-        os.makedirs(debug_dir, exist_ok=True)
-        for name in LEVELS:
-            handler: logging.Handler = _ResultsFileHandler(
-                os.path.join(debug_dir, f"autoserv.{name}"), encoding="utf-8"
-            )
-            handler.setLevel(getattr(logging, name))
-            handler.setFormatter(_Formatter(FILE_FORMAT, FILE_DATEFMT))
-            _handlers.append(handler)
-    if console:
-        assert _console is not None
-        handler = _ConsoleHandler(_console)
-        handler.setLevel(logging.DEBUG if verbose else logging.INFO)
-        handler.setFormatter(_Formatter(CONSOLE_FORMAT, CONSOLE_DATEFMT, prefix))
-        handler.addFilter(_not_files_only)
-        _handlers.append(handler)
+    assert _console is not None
+    _handlers.extend(_make_handlers(debug_dir, console, verbose, prefix, _console))
     for handler in _handlers:
+        handler.addFilter(_in_no_worker)
         root.addHandler(handler)
     _flush_streams()
     real_out, real_err = _saved_streams
@@ -226,7 +289,8 @@ def _flush_streams() -> None:
 def flush() -> None:
     """Write out partial ``print`` lines and flush every handler (before a fork or exit)."""
     _flush_streams()
-    for handler in _handlers:
+    worker_handlers: list[logging.Handler] = scope.lookup(_SCOPE_KEY) or []
+    for handler in [*_handlers, *worker_handlers]:
         handler.flush()
     if _saved_streams is not None:
         for stream in _saved_streams:
@@ -238,6 +302,7 @@ def flush() -> None:
 
 def _remove_handlers() -> None:
     root = logging.getLogger()
+    root.removeHandler(_router)
     for handler in _handlers:
         root.removeHandler(handler)
         try:

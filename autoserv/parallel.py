@@ -1,6 +1,12 @@
 """Run a function for many arguments at once: ``parallel_simple``, ``parallel``, ``subcommand``.
 
-Worker model: one forked process per argument, like the original Autoserv.
+Two worker models (``AUTOSERV_WORKERS``): ``fork`` (the default, described here) and
+``threads`` (:mod:`autoserv.workers`: a thread per argument in this process, ~5x less
+controller CPU per machine; its docstring has the figures and what it does not isolate).
+The job may cap how many run at once (``--max-parallel``: the hooks' ``max_parallel``);
+the rest start as others end, within the same overall ``timeout``.
+
+The ``fork`` model: one forked process per argument, like the original Autoserv.
 
 * Isolation.  A control file's function changes process-wide state: the working directory
   (each worker runs in its own ``<results>/<arg>/``), logging (its own ``debug/`` files and
@@ -27,6 +33,7 @@ import gc
 import logging
 import os
 import pickle
+import queue
 import re
 import selectors
 import signal
@@ -36,7 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from autoserv import abort, inputs, logging_setup, orphans
+from autoserv import abort, inputs, logging_setup, orphans, workers
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservSubcommandError
 
@@ -91,6 +98,13 @@ class WorkerHooks(Protocol):
     def worker_finished(self, label: str, failures: int, error: BaseException | None) -> None:
         """Called in the parent for each worker once it has ended."""
         ...
+
+    # Optional: ``max_parallel`` (int or None), the most workers running at once.
+
+
+def _max_parallel() -> int | None:
+    limit = getattr(_hooks, "max_parallel", None)
+    return int(limit) if limit else None
 
 
 _hooks: WorkerHooks | None = None
@@ -362,13 +376,19 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _collect(subs: Sequence[subcommand], deadline: Deadline | None) -> list[subcommand]:
-    """Read the workers' reports until all have ended or ``deadline``; return the others."""
+def _collect(
+    subs: Sequence[subcommand], deadline: Deadline | None, first: bool = False
+) -> list[subcommand]:
+    """Read the workers' reports until all have ended (``first``: one) or ``deadline``.
+
+    Returns those still running.
+    """
     selector = selectors.DefaultSelector()
     try:
         for sub in subs:
             if not sub.done and sub._fd is not None:
                 selector.register(sub._fd, selectors.EVENT_READ, sub)
+        ended = False
         while selector.get_map():
             wait = None
             if deadline is not None and deadline.end is not None:
@@ -380,6 +400,9 @@ def _collect(subs: Sequence[subcommand], deadline: Deadline | None) -> list[subc
                 if not sub._read():
                     selector.unregister(key.fd)
                     sub._finish()
+                    ended = True
+            if first and ended:
+                break
     finally:
         selector.close()
     return [sub for sub in subs if not sub.done]
@@ -413,15 +436,56 @@ def parallel(
     order, each worker's return value or exception.
     """
     deadline = Deadline(timeout)
+    for task in tasklist:
+        task.timeout = timeout
+        task._deadline = deadline
+    if workers.model() == "threads":
+        _run_threads(tasklist, timeout, deadline, _max_parallel())
+    else:
+        _run_forks(tasklist, timeout, deadline, _max_parallel())
+    for task in tasklist:
+        if task.exception is not None and task.traceback:
+            log.debug("Worker %s failed:\n%s", task.label, task.traceback.rstrip())
+        if _hooks is not None:
+            _hooks.worker_finished(task.label, task.failures, task.exception)
+    if return_results:
+        return [t.exception if t.exception is not None else t.result for t in tasklist]
+    failed = [(t.label, t.exception) for t in tasklist if t.exception is not None]
+    if failed:
+        raise SubcommandsFailed(failed)
+    return None
+
+
+def _not_started(tasks: Sequence[subcommand], timeout: float | None) -> None:
+    """The tasks still waiting for a free slot when the overall timeout expired."""
+    for task in tasks:
+        task.done = task.timed_out = True
+        task.exception = AutoservSubcommandError(
+            task.label, -1, f"timed out after {timeout} s before it could start (--max-parallel)"
+        )
+        log.error("%s did not start before the timeout of %s s", task.label, timeout)
+
+
+def _run_forks(
+    tasklist: Sequence[subcommand], timeout: float | None, deadline: Deadline, limit: int | None
+) -> None:
+    """The fork model: a process per task, at most ``limit`` at once."""
     started: list[subcommand] = []
+    waiting = list(tasklist)
     # Move everything allocated so far out of the collector's reach: a worker's
     # garbage collection would otherwise walk (and so copy-on-write) the whole
     # inherited heap, the largest per-worker cost at scale.
     gc.freeze()
     try:
-        for task in tasklist:
-            task.timeout = timeout
-            task._deadline = deadline
+        while waiting:
+            running = [t for t in started if not t.done]
+            if limit is not None and len(running) >= limit:
+                _collect(running, deadline, first=True)
+                if deadline.expired():
+                    _not_started(waiting, timeout)
+                    waiting = []
+                continue
+            task = waiting.pop(0)
             task.fork_start()
             started.append(task)
         stragglers = _collect(started, deadline)
@@ -437,17 +501,111 @@ def parallel(
     except BaseException:
         _terminate(started)
         raise
-    for task in tasklist:
-        if task.exception is not None and task.traceback:
-            log.debug("Worker %s failed:\n%s", task.label, task.traceback.rstrip())
-        if _hooks is not None:
-            _hooks.worker_finished(task.label, task.failures, task.exception)
-    if return_results:
-        return [t.exception if t.exception is not None else t.result for t in tasklist]
-    failed = [(t.label, t.exception) for t in tasklist if t.exception is not None]
-    if failed:
-        raise SubcommandsFailed(failed)
-    return None
+
+
+def _run_threads(
+    tasklist: Sequence[subcommand], timeout: float | None, deadline: Deadline, limit: int | None
+) -> None:
+    """The thread model (:mod:`autoserv.workers`): a thread per task, at most ``limit`` at once."""
+    done: queue.SimpleQueue[subcommand] = queue.SimpleQueue()
+    waiting = list(tasklist)
+    running: dict[int, workers.ThreadWorker] = {}
+    workers.raise_nofile(min(len(tasklist), limit or len(tasklist)))
+
+    def collect(wait: float | None) -> bool:
+        try:
+            sub = done.get(timeout=wait)
+        except queue.Empty:
+            return False
+        worker = running.pop(id(sub), None)
+        if worker is None:  # abandoned earlier, ended since: already reported
+            return True
+        worker.thread.join()
+        _finish_thread(sub)
+        return True
+
+    try:
+        while waiting or running:
+            while waiting and (limit is None or len(running) < limit) and not deadline.expired():
+                task = waiting.pop(0)
+                worker = workers.ThreadWorker(task, _hooks, done)
+                running[id(task)] = worker
+                worker.start()
+                log.debug("Started worker thread %s", task.label)
+                _notify("start", task)
+            if deadline.expired():
+                break
+            # short waits: the main thread must stay responsive to SIGINT/SIGTERM
+            collect(min(deadline.remaining(0.5), 0.5))
+        if running or waiting:
+            log.error(
+                "Timeout of %s s expired; still running: %s",
+                timeout,
+                ", ".join(w.sub.label for w in running.values()),
+            )
+            _not_started(waiting, timeout)
+            for worker in running.values():
+                worker.sub.timed_out = True
+            _terminate_threads(running, collect, f"parallel timeout of {timeout} s expired")
+    except abort.JobAbort as exc:
+        _terminate_threads(running, collect, exc.reason)
+        raise
+    except BaseException:
+        _terminate_threads(running, collect, "the controller failed")
+        raise
+
+
+def _terminate_threads(
+    running: dict[int, workers.ThreadWorker], collect: Callable[[float | None], bool], reason: str
+) -> None:
+    """Abort the running worker threads; close their hosts if they do not end; abandon them."""
+    if not running:
+        return
+    with abort.deferred():
+        log.warning("Aborting %d worker(s): %s", len(running),
+                    ", ".join(w.sub.label for w in running.values()))
+        for worker in list(running.values()):
+            worker.abort(reason)
+        for step in ("close", "abandon"):
+            grace = Deadline(TERMINATE_GRACE)
+            while running and not grace.expired():
+                collect(min(grace.remaining(0.5), 0.5))
+            for worker in list(running.values()):
+                if step == "close":
+                    log.error("Worker %s did not end within %s s of its abort: closing its hosts",
+                              worker.sub.label, TERMINATE_GRACE)
+                    worker.close_hosts()
+                else:
+                    log.error("Worker %s is stuck; abandoning it", worker.sub.label)
+                    del running[id(worker.sub)]
+                    sub = worker.sub
+                    sub.exception = AutoservSubcommandError(
+                        sub.label, -1, f"did not end within {2 * TERMINATE_GRACE} s of its abort "
+                        f"({reason}); abandoned"
+                    )
+                    sub.exit_status = -1
+                    _finish_thread(sub)
+
+
+def _finish_thread(sub: subcommand) -> None:
+    """A worker thread has ended (or was abandoned): turn its outcome into the report."""
+    sub.done = True
+    # the same values as a forked worker sends back: what cannot be pickled is described
+    if sub.exception is None:
+        sub.result = _portable_value(sub.result, sub.label)
+    elif not isinstance(sub.exception, abort.JobAbort):
+        sub.exception = _portable_exception(sub.exception, sub.label)
+    if sub.timed_out:
+        sub.exception = AutoservSubcommandError(
+            sub.label, sub.exit_status if sub.exit_status is not None else -1,
+            f"timed out after {sub.timeout} s and was terminated",
+        )
+    elif isinstance(sub.exception, abort.JobAbort):
+        sub.exception = AutoservSubcommandError(
+            sub.label, sub.exit_status or 1, f"aborted: {sub.exception.reason}"
+        )
+    log.debug("Worker thread %s ended: %s", sub.label, sub.exit_status)
+    _notify("done", sub)
 
 
 @contextlib.contextmanager

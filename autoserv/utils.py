@@ -80,11 +80,16 @@ class _LocalExecution(Execution):
             coll.feed(chunk)
 
     def wait(self, deadline: Deadline) -> bool:
-        try:
-            self.proc.wait(timeout=None if deadline.end is None else deadline.remaining())
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+        # in slices of at most 0.5 s (as the SSH transport waits): an abort that the
+        # controller raises in a parallel worker thread (autoserv.workers) gets through
+        # between two slices, never inside one blocking waitpid()
+        while True:
+            try:
+                self.proc.wait(timeout=deadline.remaining(0.5))
+                return True
+            except subprocess.TimeoutExpired:
+                if deadline.expired():
+                    return False
 
     def kill(self, budget: Deadline) -> None:
         with contextlib.suppress(ProcessLookupError):

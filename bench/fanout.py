@@ -25,6 +25,8 @@ CONTROL = HERE / "uname.control"
 PSSH = "parallel-ssh"
 FABRIC = "fabric ThreadingGroup"
 XARGS = "xargs -P ssh"
+ASYNCSSH = "asyncssh gather"
+OURS_THREADS = "autoserv (AUTOSERV_WORKERS=threads)"
 FANOUT_TIMEOUT = 120.0
 
 
@@ -46,7 +48,7 @@ def _argv_for(tool: str, tb: Testbed, n: int, work: Path) -> tuple[list[str], Ca
         if got < n:
             raise RuntimeError(f"{tool}: {got} of {n} hosts answered")
 
-    if tool == OURS:
+    if tool in (OURS, OURS_THREADS):
         results = tempfile.mkdtemp(prefix="results-", dir=work)
         argv = [*_autoserv(), "--ssh-config", config, "-r", results, "-m", ",".join(names), str(CONTROL)]
 
@@ -57,8 +59,8 @@ def _argv_for(tool: str, tb: Testbed, n: int, work: Path) -> tuple[list[str], Ca
                                    f"{run.stderr.strip()[-300:]}")
 
         return argv, check
-    if tool in (PSSH, FABRIC):
-        peer = "pssh" if tool == PSSH else "fabric"
+    if tool in (PSSH, FABRIC, ASYNCSSH):
+        peer = {PSSH: "pssh", FABRIC: "fabric", ASYNCSSH: "asyncssh"}[tool]
         return [sys.executable, "-m", "bench.peers", peer, config, str(hosts_file), str(tb.client_key)], \
             expect_lines
     if tool == XARGS:
@@ -71,7 +73,7 @@ def _argv_for(tool: str, tb: Testbed, n: int, work: Path) -> tuple[list[str], Ca
 
 def measure_fanout(tb: Testbed, sizes: list[int], trials: dict[int, int]) -> list[Comparison]:
     """One comparison per N; each trial runs every tool once, in rotating order."""
-    tools = [OURS, PSSH, FABRIC, XARGS]
+    tools = [OURS, OURS_THREADS, ASYNCSSH, PSSH, FABRIC, XARGS]
     comps: list[Comparison] = []
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
@@ -88,7 +90,8 @@ def measure_fanout(tb: Testbed, sizes: list[int], trials: dict[int, int]) -> lis
                         continue
                     try:
                         argv, check = _argv_for(tool, tb, n, work)
-                        run = run_child(argv, FANOUT_TIMEOUT, sample_memory=True, env=env, cwd=work)
+                        tool_env = {**env, "AUTOSERV_WORKERS": "threads"} if tool == OURS_THREADS else env
+                        run = run_child(argv, FANOUT_TIMEOUT, sample_memory=True, env=tool_env, cwd=work)
                         check(run)
                     except Exception as exc:
                         log.exception("%s on %d hosts failed", tool, n)

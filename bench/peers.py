@@ -60,7 +60,34 @@ def fabric(config: str, hosts: list[tuple[str, str, int]], key: str) -> int:
     return 1 if failed else 0
 
 
-TOOLS = {"pssh": pssh, "fabric": fabric}
+def asyncssh_peer(config: str, hosts: list[tuple[str, str, int]], key: str) -> int:
+    """asyncssh: one ``asyncio.gather`` of a connect+run per host, one event loop."""
+    import asyncio
+
+    import asyncssh
+
+    async def one(name: str, address: str, port: int) -> tuple[str, object]:
+        try:
+            async with asyncssh.connect(address, port=port, username="root", client_keys=[key],
+                                        known_hosts=None, config=[]) as conn:
+                res = await conn.run(COMMAND, check=True)
+                return name, str(res.stdout).strip()
+        except Exception as exc:  # a failed host is counted, not fatal
+            return name, exc
+
+    async def everyone() -> list[tuple[str, object]]:
+        return await asyncio.gather(*(one(*h) for h in hosts))
+
+    failed = 0
+    for name, out in asyncio.run(everyone()):
+        if isinstance(out, Exception):
+            failed += 1
+            continue
+        print(f"{name}: {out}")
+    return 1 if failed else 0
+
+
+TOOLS = {"pssh": pssh, "fabric": fabric, "asyncssh": asyncssh_peer}
 
 
 def main(argv: list[str]) -> int:

@@ -7,8 +7,9 @@ block) and restores the previous one at the end, so nothing of a job
 outlives it.  Hosts read :func:`current`: SSH hosts their defaults, ``reboot``
 the hook that writes status.log lines, guests the results directory for
 their console logs.  A forked ``parallel_simple`` worker inherits its
-parent's context.  Outside a job the context is empty (built-in defaults,
-no results, no status hook).
+parent's context; a worker *thread* keeps the context it changes in its own
+:mod:`autoserv.scope` (so the guest console logs of each machine go to its subdir).
+Outside a job the context is empty (built-in defaults, no results, no status hook).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoserv import scope
 from autoserv.hosts.defaults import SSHDefaults
 
 __all__ = ["JobContext", "StatusHook", "current", "activate", "restore", "update", "job_context"]
@@ -38,17 +40,24 @@ class JobContext:
 
 
 _current = JobContext()  # the one piece of job state in the hosts package
+_SCOPE_KEY = "hosts.context"
 
 
 def current() -> JobContext:
-    """The context in force now."""
-    return _current
+    """The context in force now (a worker thread's own, if it set one)."""
+    ctx: JobContext | None = scope.lookup(_SCOPE_KEY)
+    return _current if ctx is None else ctx
 
 
 def activate(ctx: JobContext) -> JobContext:
     """Make ``ctx`` the current context; returns the previous one (for :func:`restore`)."""
     global _current
-    previous, _current = _current, ctx
+    previous = current()
+    worker = scope.current()
+    if worker is not None:
+        worker.slots[_SCOPE_KEY] = ctx
+    else:
+        _current = ctx
     return previous
 
 
@@ -59,7 +68,7 @@ def restore(previous: JobContext) -> None:
 
 def update(**changes: Any) -> JobContext:
     """Replace fields of the current context (``ssh=``, ``resultdir=``, ``record=``)."""
-    ctx = dataclasses.replace(_current, **changes)
+    ctx = dataclasses.replace(current(), **changes)
     activate(ctx)
     return ctx
 

@@ -6,7 +6,8 @@ A :class:`Testbed` starts N hosts of one of two kinds:
     ``sshd`` on ``127.0.0.1`` with its own port.
 ``netns``
     each host in its own network namespace with its own IP on a private
-    ``/24``; the hosts' ``eth0`` ports sit on a bridge in a *lab* namespace,
+    subnet of ``10.231.0.0/16`` (a ``/24`` up to 213 hosts, larger beyond:
+    :func:`lab_prefixlen`); the hosts' ``eth0`` ports sit on a bridge in a *lab* namespace,
     and a veth from the controller's namespace into that bridge makes them
     reachable from here.  Inside each host, ``eth0`` is enslaved to a bridge
     ``br0`` holding the host's IP, as on a real KVM host, so a qemu guest's
@@ -31,6 +32,13 @@ whose owner died without ``down()`` (a killed test run; a test bed started by
 ``autoserv-testbed up`` has no owner and counts as a leftover only when all its
 hosts are gone).  Processes are matched by pid *and* start time, so a reused
 pid is never killed.
+
+At scale: a loopback host's port comes from binding port 0 and releasing it, so
+two hosts may race for one port; ``up()`` checks that each port is served by
+that host's *own* sshd (not just by some sshd) and restarts a host that lost on a
+new port.  A netns bed of more than :data:`NEIGH_DEFAULT_OK` hosts raises the
+kernel's neighbour table thresholds (``gc_thresh1/2/3``, whose defaults overflow
+at ~1000 neighbours) and ``down()`` puts the old values back.
 """
 
 from __future__ import annotations
@@ -62,8 +70,43 @@ SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 #: Where a remote host keeps autoserv's state (KVM trees, leases); private per test bed host.
 REMOTE_STATE_DIR = "/var/lib/autoserv"
-SUBNET_BASE = "10.231"  # test bed subnets: 10.231.<k>.0/24, inside namespaces we create
+SUBNET_BASE = "10.231"  # test bed subnets: inside 10.231.0.0/16, in namespaces we create
 KINDS = ("loopback", "netns")
+#: Host N of a netns bed is at the subnet's address + HOST_OFFSET + N; guests come after.
+HOST_OFFSET = 9
+#: Addresses kept free for guests on the lab network after the hosts.
+GUEST_ROOM = 32
+#: Up to this many netns hosts the kernel's default neighbour table thresholds suffice.
+NEIGH_DEFAULT_OK = 500
+NEIGH_SYSCTL = "/proc/sys/net/ipv4/neigh/default/gc_thresh{}"
+
+
+def lab_prefixlen(count: int) -> int:
+    """The prefix length of a lab subnet for ``count`` hosts: /24 while they and the
+    guest room fit (213 hosts), else the smallest that holds them (/20: 4000 hosts)."""
+    need = HOST_OFFSET + count + GUEST_ROOM + 2  # + network and broadcast
+    prefixlen = 24
+    while (1 << (32 - prefixlen)) < need:
+        prefixlen -= 1
+    if prefixlen < 17:
+        raise TestbedError(f"a netns test bed of {count} hosts does not fit in {SUBNET_BASE}.0.0/16")
+    return prefixlen
+
+
+def guest_offset(count: int) -> int:
+    """Where the guest addresses start in a lab subnet with ``count`` hosts (100 for small beds)."""
+    return max(100, HOST_OFFSET + count + 1)
+
+
+def neigh_thresholds(count: int, current: tuple[int, int, int]) -> tuple[int, int, int] | None:
+    """``gc_thresh1/2/3`` for a netns bed of ``count`` hosts (never lower than ``current``);
+    None when ``current`` already holds them."""
+    if count <= NEIGH_DEFAULT_OK:
+        return None
+    need = count + 128
+    wanted = (need, 2 * need, 4 * need)
+    new = tuple(max(c, w) for c, w in zip(current, wanted, strict=True))
+    return None if new == current else new  # type: ignore[return-value]
 
 
 # Each host runs sshd under a supervisor loop: a simulated reboot makes sshd
@@ -187,6 +230,9 @@ class TestbedState:
     netns_prefix: str = ""
     password: str | None = None
     namespaces: list[str] = field(default_factory=list)  # every namespace made, in order
+    #: gc_thresh1/2/3 before up() raised them, and what it set (restored by down())
+    neigh_saved: list[int] = field(default_factory=list)
+    neigh_set: list[int] = field(default_factory=list)
     owner_pid: int = 0  # the process that must call down(); 0 once detached (autoserv-testbed up)
     owner_start: int = 0
 
@@ -273,20 +319,60 @@ def reap_leftovers() -> list[str]:
     return reaped
 
 
+def _sshd_pid(host: TestbedHost) -> int:
+    try:
+        return int(Path(host.workdir, "sshd.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _listening_inodes(port: int, table: str = "/proc/net/tcp") -> set[str]:
+    """The socket inodes listening on TCP ``port`` (any IPv4 address) in this namespace."""
+    found = set()
+    with open(table) as f:
+        next(f, None)
+        for line in f:
+            parts = line.split()
+            if len(parts) > 9 and parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                found.add(parts[9])
+    return found
+
+
+def port_served_by(port: int, pid: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on TCP ``port`` (Linux /proc)."""
+    if pid <= 0:
+        return False
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in wanted:
+                return True
+    return False
+
+
 def _netns_list() -> set[str]:
     res = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
     return {line.split()[0] for line in res.stdout.splitlines() if line.strip()}
 
 
-def _pick_subnet() -> int:
-    """A free k for 10.231.<k>.0/24: not routed here yet."""
+def _pick_subnet(prefixlen: int = 24) -> ipaddress.IPv4Network:
+    """A free subnet of ``prefixlen`` inside 10.231.0.0/16 (not 10.231.0.x): not routed here yet."""
     routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
-    used = {line.split()[0] for line in routes.splitlines() if line}
+    used = []
+    for line in routes.splitlines():
+        with contextlib.suppress(ValueError, IndexError):
+            used.append(ipaddress.ip_network(line.split()[0], strict=False))
+    base = ipaddress.IPv4Network(f"{SUBNET_BASE}.0.0/16")
+    choices = [n for n in base.subnets(new_prefix=prefixlen) if int(n.network_address) & 0xFF00]
     for _ in range(200):
-        k = secrets.randbelow(250) + 1
-        if f"{SUBNET_BASE}.{k}.0/24" not in used:
-            return k
-    raise TestbedError("no free 10.231.x.0/24 subnet for the test bed")
+        net = choices[secrets.randbelow(len(choices))]
+        if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
+            return net
+    raise TestbedError(f"no free /{prefixlen} subnet in {base} for the test bed")
 
 
 class Testbed:
@@ -361,8 +447,12 @@ class Testbed:
             raise TestbedError("guest addresses on the lab network need a netns test bed")
         net = ipaddress.ip_network(self.state.subnet)
         k = int(str(net.network_address).split(".")[2])
+        first = guest_offset(len(self.hosts))
+        if first + count >= net.num_addresses - 1:
+            raise TestbedError(f"no room for {count} guest addresses in {net}")
         return [
-            {"mac": f"02:00:e7:{k:02x}:00:{100 + i:02x}", "ip": str(net.network_address + 100 + i)}
+            {"mac": f"02:00:e7:{k:02x}:{(first + i) >> 8:02x}:{(first + i) & 0xFF:02x}",
+             "ip": str(net.network_address + first + i)}
             for i in range(count)
         ]
 
@@ -390,17 +480,16 @@ class Testbed:
         try:
             if self.kind == "netns":
                 self._make_lab()
-            known: list[str] = []
             for i in range(1, self.count + 1):
                 host = self._start_host(i, shadow)
                 self.state.hosts.append(host)
-                pub = Path(host.workdir, "ssh_host_ed25519_key.pub").read_text().split()
-                known.append(f"{self._known_name(host)} {pub[0]} {pub[1]}")
                 self._save()
-            self.known_hosts.write_text("\n".join(known) + "\n")
+            self._write_known_hosts()
             self._write_ssh_config()
             self._save()
             self._wait_listening()
+            if self.kind == "loopback":
+                self._claim_ports(shadow)
         except BaseException:
             self.down()
             raise
@@ -427,6 +516,7 @@ class Testbed:
             subprocess.run(["ip", "netns", "del", self.state.lab_netns], capture_output=True)
         if self.state.controller_link:
             subprocess.run(["ip", "link", "del", self.state.controller_link], capture_output=True)
+        self._restore_neigh()
         self.state.hosts = []
         self.state.namespaces = []
         self.state.lab_netns = self.state.controller_link = ""
@@ -458,11 +548,13 @@ class Testbed:
         return path
 
     def _make_lab(self) -> None:
-        k = _pick_subnet()
+        net = _pick_subnet(lab_prefixlen(self.count))
+        k = int(str(net.network_address).split(".")[2])
         prefix = f"asv{os.getpid() % 100000}{k}"
         self.state.netns_prefix = prefix
-        self.state.subnet = f"{SUBNET_BASE}.{k}.0/24"
-        self.state.gateway = f"{SUBNET_BASE}.{k}.1"
+        self.state.subnet = str(net)
+        self.state.gateway = str(net.network_address + 1)
+        self._size_neigh()
         lab = f"{prefix}lab"
         self.state.namespaces.append(lab)
         self.state.lab_netns = lab
@@ -475,7 +567,7 @@ class Testbed:
         _run(["ip", "link", "add", ctl, "type", "veth", "peer", "name", "ctl", "netns", lab])
         self.state.controller_link = ctl
         self._save()
-        _run(["ip", "addr", "add", f"{self.state.gateway}/24", "dev", ctl])
+        _run(["ip", "addr", "add", f"{self.state.gateway}/{net.prefixlen}", "dev", ctl])
         _run(["ip", "link", "set", ctl, "up"])
         _run(["ip", "-n", lab, "link", "set", "ctl", "master", "br0"])
         _run(["ip", "-n", lab, "link", "set", "ctl", "up"])
@@ -490,7 +582,7 @@ class Testbed:
             address, port, listen = "127.0.0.1", free_port(), "127.0.0.1"
         else:
             net = ipaddress.ip_network(self.state.subnet)
-            address, port, listen = str(net.network_address + 9 + index), 22, "0.0.0.0"
+            address, port, listen = str(net.network_address + HOST_OFFSET + index), 22, "0.0.0.0"
             netns = f"{self.state.netns_prefix}h{index}"
             self._make_host_netns(netns, index, address)
         config = workdir / "sshd_config"
@@ -542,7 +634,8 @@ class Testbed:
         _run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
         _run(["ip", "-n", ns, "link", "set", "eth0", "master", "br0"])
         _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-        _run(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "br0"])
+        prefixlen = ipaddress.ip_network(self.state.subnet).prefixlen
+        _run(["ip", "-n", ns, "addr", "add", f"{address}/{prefixlen}", "dev", "br0"])
         _run(["ip", "-n", ns, "link", "set", "br0", "up"])
 
     def _sshd_config(self, workdir: Path, port: int, listen: str) -> str:
@@ -570,6 +663,54 @@ class Testbed:
     def _known_name(self, host: TestbedHost) -> str:
         names = [host.address if host.port == 22 else f"[{host.address}]:{host.port}"]
         return ",".join(names)
+
+    def _write_known_hosts(self) -> None:
+        known = []
+        for host in self.hosts:
+            pub = Path(host.workdir, "ssh_host_ed25519_key.pub").read_text().split()
+            known.append(f"{self._known_name(host)} {pub[0]} {pub[1]}")
+        self.known_hosts.write_text("\n".join(known) + "\n")
+
+    def _claim_ports(self, shadow: Path | None, attempts: int = 5) -> None:
+        """Restart, on a new port, each loopback host whose port another host's sshd won."""
+        for _ in range(attempts):
+            lost = [h for h in self.hosts if not port_served_by(h.port, _sshd_pid(h))]
+            if not lost:
+                return
+            log.info("test bed: %d host(s) lost their port to another sshd; restarting: %s",
+                     len(lost), ", ".join(h.name for h in lost))
+            for host in lost:
+                if pid_alive(host.pid, host.pid_start):
+                    _kill_tree(host.pid)
+                index = self.hosts.index(host)
+                self.state.hosts[index] = self._start_host(index + 1, shadow)
+                self._save()
+            self._write_known_hosts()
+            self._write_ssh_config()
+            self._wait_listening()
+        raise TestbedError(f"test bed hosts could not get a port of their own after {attempts} tries")
+
+    def _size_neigh(self) -> None:
+        current = tuple(int(Path(NEIGH_SYSCTL.format(i)).read_text()) for i in (1, 2, 3))
+        new = neigh_thresholds(self.count, current)  # type: ignore[arg-type]
+        if new is None:
+            return
+        self.state.neigh_saved, self.state.neigh_set = list(current), list(new)
+        self._save()  # recorded first: a killed up() still gets them restored
+        log.info("test bed: neighbour table thresholds %s -> %s for %d hosts", current, new,
+                 self.count)
+        for i, value in zip((3, 2, 1), reversed(new), strict=True):  # largest first
+            Path(NEIGH_SYSCTL.format(i)).write_text(f"{value}\n")
+
+    def _restore_neigh(self) -> None:
+        """Put back the thresholds ``up()`` raised, unless someone changed them since."""
+        if not self.state.neigh_saved:
+            return
+        current = [int(Path(NEIGH_SYSCTL.format(i)).read_text()) for i in (1, 2, 3)]
+        if current == self.state.neigh_set:
+            for i, value in zip((1, 2, 3), self.state.neigh_saved, strict=True):
+                Path(NEIGH_SYSCTL.format(i)).write_text(f"{value}\n")
+        self.state.neigh_saved, self.state.neigh_set = [], []
 
     def _write_ssh_config(self) -> None:
         blocks = []
