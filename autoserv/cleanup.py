@@ -20,6 +20,7 @@ from typing import Any
 
 from autoserv import jobmark
 from autoserv.errors import AutoservError
+from autoserv.localsys import ENV_PIDS_SH
 
 __all__ = ["MODES", "kill_script", "tmp_script", "cleanup"]
 
@@ -41,11 +42,9 @@ def kill_script(mark: str, grace: float = GRACE) -> str:
     env = shlex.quote(f"{jobmark.ENV}={mark}")
     steps = max(1, int(grace / 0.1))
     return (
+        f"{ENV_PIDS_SH}\n"
         f"m={env}; me=$$; "
-        "pids() { for f in $(grep -lzxF -e \"$m\" /proc/[0-9]*/environ 2>/dev/null); do "
-        "p=${f#/proc/}; p=${p%/environ}; [ \"$p\" = \"$me\" ] && continue; "
-        "{ read -r l < /proc/$p/stat; } 2>/dev/null || continue; l=${l##*) }; set -- $l; "
-        "[ \"$1\" = Z ] && continue; [ \"$4\" = \"$me\" ] && continue; echo $p; done; }; "
+        'pids() { env_pids "$m" | while read -r p g s; do [ "$s" = "$me" ] || echo "$p"; done; }; '
         "first=$(pids); n=0; for p in $first; do n=$((n+1)); done; "
         "[ -n \"$first\" ] && kill -TERM $first 2>/dev/null; i=0; "
         f"while [ -n \"$(pids)\" ] && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; "

@@ -31,6 +31,7 @@ from autoserv.errors import AutoservError
 __all__ = [
     "ALIVE_SH",
     "GROUP_ALIVE_SH",
+    "ENV_PIDS_SH",
     "descendants",
     "find_tool",
     "free_port",
@@ -161,6 +162,30 @@ GROUP_ALIVE_SH = r"""group_alive() {
 }"""
 """POSIX shell function ``group_alive PGID``: true while a process of group PGID runs (zombies
 do not count), e.g. to wait for a killed remote command and its children to be gone."""
+
+
+ENV_PIDS_SH = r"""env_pids() {
+    _want=$1
+    if printf 'a\0' | grep -qz a 2>/dev/null; then
+        _files=$(grep -lszxF -- "$_want" /proc/[0-9]*/environ)
+    else
+        _files=
+        for _e in /proc/[0-9]*/environ; do
+            tr '\0' '\n' < "$_e" 2>/dev/null | grep -qxF -- "$_want" && _files="$_files $_e"
+        done
+    fi
+    for _e in $_files; do
+        _p=${_e#/proc/}; _p=${_p%/environ}
+        [ "$_p" = "$$" ] && continue
+        { read -r l < "/proc/$_p/stat"; } 2>/dev/null || continue
+        l=${l##*) }; set -- $l
+        [ "$1" = Z ] && continue
+        echo "$_p $3 $4"
+    done
+}"""
+"""POSIX shell function ``env_pids VAR=value``: ``pid pgid sid`` of every live process (not a
+zombie, not the calling shell) whose environment holds exactly that line, one per line; how
+cleanup finds what a job left on a host (its mark, or the SSH connection it ran under)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoserv import jobmark, journal
+from autoserv.localsys import ENV_PIDS_SH
 
 __all__ = ["die_with_parent", "kill_connection_command", "remove_dir_command", "main",
            "TMPDIR_RE"]
@@ -64,17 +65,10 @@ def kill_connection_command(connection: str, grace: float = 2.0) -> str:
     want = shlex.quote(f"SSH_CONNECTION={connection}")
     steps = max(1, int(grace / 0.1))
     return (
+        f"{ENV_PIDS_SH}\n"
         f"want={want}; groups=; "
-        # one grep over every environ when grep knows -z (GNU, recent busybox); else one each
-        "if printf 'a\\0' | grep -qz a 2>/dev/null; then "
-        'files=$(grep -lszxF -- "$want" /proc/[0-9]*/environ); else files=; '
-        "for e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < \"$e\" 2>/dev/null | "
-        'grep -qxF -- "$want" && files="$files $e"; done; fi; '
-        "for e in $files; do p=${e#/proc/}; p=${p%/environ}; "
-        '[ "$p" = "$$" ] && continue; '
-        '{ read -r l < "/proc/$p/stat"; } 2>/dev/null || continue; l=${l##*) }; set -- $l; '
-        '[ "$1" = Z ] && continue; '
-        'case " $groups " in *" $3 "*) ;; *) groups="$groups $3";; esac; done; '
+        'for g in $(env_pids "$want" | while read -r p g s; do echo "$g"; done); do '
+        'case " $groups " in *" $g "*) ;; *) groups="$groups $g";; esac; done; '
         "n=0; for g in $groups; do kill -TERM -\"$g\" 2>/dev/null && n=$((n+1)); done; "
         'alive() { for g in $groups; do kill -0 -"$g" 2>/dev/null && return 0; done; return 1; }; '
         f"i=0; while alive && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; "
