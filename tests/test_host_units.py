@@ -27,7 +27,7 @@ from autoserv.hosts.defaults import SSHDefaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name, read_known_keys
 from autoserv.hosts.machine import Machine, machine_label, mask_machine
 from autoserv.hosts.ssh_connection import resolve
-from autoserv.hosts.ssh_exec import StderrFilter, kill_command, wrap_command
+from autoserv.hosts.ssh_exec import MarkerFilter, kill_command, new_marker, wrap_command
 from autoserv.hosts.transfer import plan_send
 from autoserv.result import CmdResult
 from autoserv.secret import Secret
@@ -260,12 +260,13 @@ def test_plan_deletes_and_refuses_root() -> None:
 @pytest.mark.parametrize("shell", ["sh", "bash", "dash"])
 def test_wrap_command_reports_pid_and_keeps_output(shell: str) -> None:
     cmd = "echo \"$1-ok\" 'quoted $x'; echo err >&2; exit 4"
-    proc = subprocess.run([shell, "-c", wrap_command(cmd)], capture_output=True, text=True)
+    marker = new_marker()
+    proc = subprocess.run([shell, "-c", wrap_command(cmd, marker)], capture_output=True)
     assert proc.returncode == 4
-    first, rest = proc.stderr.split("\n", 1)
-    assert first.startswith("AUTOSERV_PID=") and first.split("=")[1].isdigit()
-    assert rest == "err\n"
-    assert proc.stdout == "-ok quoted $x\n"
+    for stream, rest in ((proc.stdout, b"-ok quoted $x\n"), (proc.stderr, b"err\n")):
+        first, tail = stream.split(b"\n", 1)
+        assert first.startswith(marker) and first[len(marker):].isdigit()
+        assert tail == rest
 
 
 def test_kill_command_ends_a_process_group() -> None:
@@ -277,16 +278,33 @@ def test_kill_command_ends_a_process_group() -> None:
     assert out == ""
 
 
-def test_stderr_filter_strips_pid_line_split_across_chunks() -> None:
+@pytest.mark.parametrize("chunks", [
+    [b"AUTOSE", b"RV_x_PID=12", b"3\nreal ", b"error\n"],
+    [b"banner\nstty: noise ", b"AUTOSERV_x_PID=123\nreal error\n"],
+    [b"no newline noise AUTOSERV_x_PID=1", b"23", b"\n", b"real error\n"],
+    [b"AUTOSERV_y_PID=9\nnoise AUTOSERV_x_PID=123\nreal error\n"],  # another marker is noise
+])
+def test_marker_filter_finds_the_marker_anywhere_and_drops_what_came_before(
+        chunks: list[bytes]) -> None:
     sink = StreamCollector(None)
-    f = StderrFilter(sink)
-    for chunk in (b"AUTOSE", b"RV_PID=12", b"3\nreal ", b"error\n"):
+    f = MarkerFilter(sink, b"AUTOSERV_x_PID=")
+    for chunk in chunks:
         f.feed(chunk)
+    f.flush()
     assert f.pid == 123 and sink.finish() == "real error\n"
-    sink2 = StreamCollector(None)
-    f2 = StderrFilter(sink2)
-    f2.feed(b"no marker here\n")
-    assert f2.pid is None and sink2.finish() == "no marker here\n"
+
+
+def test_marker_filter_without_marker_passes_everything() -> None:
+    sink = StreamCollector(None)
+    f = MarkerFilter(sink, b"AUTOSERV_x_PID=")
+    f.feed(b"no marker here\n")
+    assert sink.finish() == ""  # held until the marker or the end
+    f.flush()
+    assert f.pid is None and sink.finish() == "no marker here\n"
+
+
+def test_new_markers_differ() -> None:
+    assert len({new_marker() for _ in range(100)}) == 100
 
 
 # -- output collection, quoting, errors, deadlines, local run ------------------------------

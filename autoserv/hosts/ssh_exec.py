@@ -1,7 +1,9 @@
 """The SSH transport of the run core: one command in an exec channel.
 
-:func:`wrap_command` makes the remote shell report its pid on stderr first
-(:class:`StderrFilter` removes the line from the output); :func:`send_command`
+:func:`wrap_command` makes the remote shell print a per-command marker and
+its pid on both streams before the command runs (:class:`MarkerFilter`
+drops it and whatever the host's rc files printed before it, wherever it
+falls in the chunks); :func:`send_command`
 sends the exec request within the connect deadline; :class:`SSHExecution`
 reads both streams, feeds stdin, and on a timeout, a Ctrl-C or any exception
 kills the remote process group — the command and all its children — from a
@@ -13,6 +15,7 @@ side.  :class:`~autoserv.hosts.ssh_host.SSHHost` wires it into
 from __future__ import annotations
 
 import contextlib
+import secrets
 import select
 import shlex
 import threading
@@ -21,7 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 import paramiko
 
 from autoserv.deadline import Deadline
-from autoserv.errors import AutoservSSHTimeout
+from autoserv.errors import AutoservRunError, AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext
 from autoserv.hosts.paramiko_ext import send_eof
 from autoserv.run_core import Execution
@@ -30,20 +33,40 @@ from autoserv.streams import StreamCollector
 if TYPE_CHECKING:
     from autoserv.hosts.ssh_host import SSHHost
 
-__all__ = ["wrap_command", "kill_command", "send_command", "StderrFilter", "SSHExecution"]
+__all__ = ["new_marker", "wrap_command", "wrap_exec", "skip_to_marker", "kill_command", "send_command",
+           "MarkerFilter", "SSHExecution"]
 
-_PID_MARK = b"AUTOSERV_PID="
+_MARK_PREFIX = "AUTOSERV_"
 _KILL_GRACE = 2.0
+#: What a login shell may print before the marker is kept in memory up to this size; past
+#: it the marker is given up on (the output goes through whole, the pid stays unknown).
+_HEAD_MAX = 1 << 20
 
 
-def wrap_command(command: str) -> str:
-    """The remote command line: report the shell's pid on stderr, then run ``command``.
+def new_marker() -> bytes:
+    """A marker no rc file can print by chance: unique per command."""
+    return f"{_MARK_PREFIX}{secrets.token_hex(8)}_PID=".encode()
 
-    ``eval`` keeps the command in the login shell (as plain ``ssh host cmd``
-    does) at no extra process; sshd makes that shell a session leader, so
-    its pid names the process group of everything the command starts.
+
+def wrap_command(command: str, marker: bytes) -> str:
+    """The remote command line: print ``marker`` and the shell's pid on stdout and on stderr,
+    then run ``command``.
+
+    Whatever the host's rc files printed comes before the marker on each
+    stream, and is dropped by a :class:`MarkerFilter`, which also learns the
+    pid there.  ``eval`` keeps the command in the login shell (as plain
+    ``ssh host cmd`` does) at no extra process; sshd makes that shell a
+    session leader, so its pid names the process group of everything the
+    command starts.
     """
-    return f"printf 'AUTOSERV_PID=%s\\n' $$ >&2; eval {shlex.quote(command)}"
+    m = marker.decode()
+    return (f"printf '{m}%s\\n' $$; printf '{m}%s\\n' $$ >&2; "
+            f"eval {shlex.quote(command)}")
+
+
+def wrap_exec(command: str, marker: bytes) -> str:
+    """``command`` exec'd after ``marker`` on stdout (for transfers whose stdout is a protocol)."""
+    return f"printf '%s\\n' {shlex.quote(marker.decode())}; exec {command}"
 
 
 def _exit_status(chan: paramiko.Channel) -> int | None:
@@ -88,64 +111,98 @@ def send_command(chan: paramiko.Channel, command: str, connect: Deadline, where:
         )
 
 
-class StderrFilter:
-    """Removes the pid line the wrapper prints first on stderr."""
+class MarkerFilter:
+    """One stream of a wrapped command: drops what came before ``marker`` (login shell
+    noise), learns the pid that follows it, feeds the rest to ``sink``.
 
-    def __init__(self, sink: StreamCollector) -> None:
+    The marker is found anywhere in the stream's head, in any chunking; a
+    stream without one (the shell failed before printing it, or printed more
+    than ``_HEAD_MAX``) is passed through whole by :meth:`flush`.
+    """
+
+    def __init__(self, sink: StreamCollector, marker: bytes) -> None:
         self.sink = sink
+        self.marker = marker
         self.pid: int | None = None
+        self.noise = b""
         self._head = b""
         self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
 
     def feed(self, data: bytes) -> None:
         if self._done:
             self.sink.feed(data)
             return
+        scan = max(0, len(self._head) - len(self.marker))
         self._head += data
-        if b"\n" not in self._head:
-            if len(self._head) > 64 or not _PID_MARK.startswith(self._head[: len(_PID_MARK)]):
-                self._flush()
+        i = self._head.find(self.marker, scan)
+        if i < 0:
+            i = self._head.find(self.marker)  # a marker split before ``scan`` (never, but cheap)
+        if i < 0:
+            if len(self._head) > _HEAD_MAX:
+                self.flush()
             return
-        line, rest = self._head.split(b"\n", 1)
-        if line.startswith(_PID_MARK) and line[len(_PID_MARK):].isdigit():
-            self.pid = int(line[len(_PID_MARK):])
-            self._head = rest
-        self._flush()
+        j = self._head.find(b"\n", i)
+        if j < 0:
+            if len(self._head) - i > len(self.marker) + 24:
+                self.flush()
+            return
+        digits = self._head[i + len(self.marker): j]
+        if digits.isdigit():
+            self.pid = int(digits)
+        self.noise = self._head[:i]
+        rest = self._head[j + 1:]
+        self._head = b""
+        self._done = True
+        if rest:
+            self.sink.feed(rest)
 
-    def await_pid(self, chan: paramiko.Channel, timeout: float) -> int | None:
-        """Read stderr (without teeing it) until the pid line arrives or ``timeout`` passes."""
-        deadline = Deadline(timeout)
-        while self.pid is None and not self._done and not deadline.expired():
-            if chan.recv_stderr_ready():
-                self._head += chan.recv_stderr(4096)
-                if b"\n" in self._head:
-                    line = self._head.split(b"\n", 1)[0]
-                    if line.startswith(_PID_MARK) and line[len(_PID_MARK):].isdigit():
-                        self.pid = int(line[len(_PID_MARK):])
-                    self._done = True
-            elif chan.closed:
-                break
-            else:
-                select.select([chan], [], [], deadline.remaining(0.05))
-        return self.pid
-
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Give up on the marker: pass everything held so far through."""
         self._done = True
         if self._head:
             self.sink.feed(self._head)
         self._head = b""
 
 
+def skip_to_marker(chan: paramiko.Channel, marker: bytes, deadline: Deadline, where: str) -> None:
+    """Read ``chan``'s stdout up to and including the line ``marker`` (see :func:`wrap_exec`).
+
+    Byte by byte, so nothing of the protocol that follows is consumed.
+    """
+    seen = b""
+    while not deadline.expired():
+        if chan.recv_ready():
+            b = chan.recv(1)
+            if not b:
+                break
+            seen += b
+            if seen.endswith(marker + b"\n"):
+                return
+            if len(seen) > _HEAD_MAX:
+                break
+        elif chan.closed or chan.eof_received:
+            break
+        else:
+            select.select([chan], [], [], deadline.remaining(0.5))
+    raise AutoservRunError(f"{where}: the remote command did not start "
+                           f"(no start marker on its output)")
+
+
 class SSHExecution(Execution):
     """A command in an exec channel: streams read from the channel, killed from a second one."""
 
     def __init__(
-        self, host: SSHHost, chan: paramiko.Channel, out: StreamCollector, err: StderrFilter
+        self, host: SSHHost, chan: paramiko.Channel, out: StreamCollector, err: StreamCollector,
+        marker: bytes,
     ) -> None:
         self.host = host
         self.chan = chan
-        self.out = out
-        self.err = err
+        self.out = MarkerFilter(out, marker)
+        self.err = MarkerFilter(err, marker)
         self._feeder: threading.Thread | None = None
         self._finished = False
 
@@ -208,10 +265,27 @@ class SSHExecution(Execution):
             self.lost = True
             return True
 
+    @property
+    def pid(self) -> int | None:
+        """The remote shell's pid (its process group), once a marker line came."""
+        return self.out.pid if self.out.pid is not None else self.err.pid
+
+    def await_pid(self, timeout: float) -> int | None:
+        """Read both streams (teeing them as usual) until the pid is known or ``timeout`` passes."""
+        deadline = Deadline(timeout)
+        chan = self.chan
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            while self.pid is None and not (self.out.done and self.err.done):
+                self._drain()
+                if self.pid is not None or deadline.expired() or chan.closed:
+                    break
+                select.select([chan], [], [], deadline.remaining(0.05))
+        return self.pid
+
     def kill(self, budget: Deadline) -> None:
         """End the remote command's process group from a second channel within ``budget``."""
         host, chan = self.host, self.chan
-        pid = self.err.await_pid(chan, budget.remaining(2.0))
+        pid = self.await_pid(budget.remaining(2.0))
         try:
             if pid is not None:
                 t = host.transport(Deadline(budget.remaining()))
@@ -234,6 +308,13 @@ class SSHExecution(Execution):
         if self._finished:
             return
         self._finished = True
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._drain()
+        for stream in (self.out, self.err):
+            if stream.noise:
+                self.host.log.debug("login shell printed before the command: %r",
+                                    stream.noise[:200].decode(errors="replace"))
+            stream.flush()
         if self._feeder is not None:
             self._feeder.join(budget.remaining(1.0))
         self.exit_status = _exit_status(self.chan)

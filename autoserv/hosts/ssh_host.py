@@ -26,8 +26,16 @@ from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutE
 from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import Machine
+from autoserv.hosts.scp_client import SCPClient
 from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
-from autoserv.hosts.ssh_exec import SSHExecution, StderrFilter, send_command, wrap_command
+from autoserv.hosts.ssh_exec import (
+    SSHExecution,
+    new_marker,
+    send_command,
+    skip_to_marker,
+    wrap_command,
+    wrap_exec,
+)
 from autoserv.result import CmdResult
 from autoserv.run_core import KILL_BUDGET, Execution, Failure, Stdin
 from autoserv.secret import Secret
@@ -159,9 +167,10 @@ class SSHHost(RemoteHost):
         """Open a channel and send the wrapped command, all within one connect deadline."""
         connect = self.params.deadline(connect_timeout)
         chan = self._open_session(connect)
-        execution = SSHExecution(self, chan, out, StderrFilter(err))
+        marker = new_marker()
+        execution = SSHExecution(self, chan, out, err, marker)
         try:
-            send_command(chan, wrap_command(command), connect, self.params.where)
+            send_command(chan, wrap_command(command, marker), connect, self.params.where)
             execution.feed_stdin(stdin)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.log.debug("connection error during %r: %s", command, exc)
@@ -251,7 +260,7 @@ class SSHHost(RemoteHost):
             self._send_sftp(plan)
 
     def _send_scp(self, plan: transfer.Plan) -> None:
-        client = scp.SCPClient(self.transport(), buff_size=1 << 20, socket_timeout=120)
+        client = SCPClient(self.transport(), self.params.where)
         try:
             for into_dir, items in plan.by_target_dir().items():
                 client.put(items, remote_path=into_dir, recursive=True, preserve_times=True)
@@ -358,7 +367,7 @@ class SSHHost(RemoteHost):
 
     def _get_scp(self, plan: transfer.Plan, preserve_perm: bool) -> None:
         """One ``scp -f`` per local target directory (not one per file: ~7 ms each)."""
-        client = scp.SCPClient(self.transport(), buff_size=1 << 20, socket_timeout=120)
+        client = SCPClient(self.transport(), self.params.where)
         try:
             for into_dir, items in plan.by_target_dir().items():
                 client.get(items, into_dir, recursive=True, preserve_times=preserve_perm)
@@ -390,7 +399,9 @@ class SSHHost(RemoteHost):
         parent, name = posixpath.split(remote.rstrip("/"))
         local_parent, local_name = os.path.split(local.rstrip("/"))
         chan = self._open_session(30)
-        chan.exec_command(quote_args("tar -cf - -C", [parent or "/", name]))
+        marker = new_marker()
+        chan.exec_command(wrap_exec(quote_args("tar -cf - -C", [parent or "/", name]), marker))
+        skip_to_marker(chan, marker, Deadline(30), self.params.where)
         with chan.makefile("rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 parts = member.name.split("/", 1)
