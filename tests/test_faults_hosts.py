@@ -7,11 +7,15 @@ host and nothing hangs.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 
 from autoserv import hosts
 from autoserv.errors import AutoservRunTimeoutError
 from autoserv.lab.testbed import Testbed
+from autoserv.run_core import KILL_BUDGET, LOG_OUTPUT_CAP
 from tests.host_helpers import alive
 
 
@@ -49,3 +53,22 @@ def test_exception_on_a_noisy_host_kills_the_remote_command(noisy: hosts.SSHHost
     with pytest.raises(Interrupt):
         noisy.run("echo go; sleep 3602", stdout_tee=RaisingTee())
     assert alive(noisy, "'slee[p] 3602'") == []
+
+
+# -- 3: a timeout holds while output keeps coming; the logs keep a capped part of it -------
+
+
+def test_timeout_holds_while_output_keeps_coming(
+        host: hosts.SSHHost, caplog: pytest.LogCaptureFixture) -> None:
+    start = time.monotonic()
+    with caplog.at_level(logging.DEBUG, logger=f"autoserv.host.{host.hostname}"), \
+            pytest.raises(AutoservRunTimeoutError) as info:
+        host.run("yes fault-3-output | head -c 200000000", timeout=3)
+    took = time.monotonic() - start
+    assert took < 3 + KILL_BUDGET, took
+    res = info.value.result_obj
+    assert res is not None and len(res.stdout) > LOG_OUTPUT_CAP  # the result keeps it all
+    logged = [r.getMessage() for r in caplog.records if r.name == f"autoserv.host.{host.hostname}"]
+    assert sum(len(m) for m in logged) < 3 * LOG_OUTPUT_CAP
+    assert any("more output not logged" in m for m in logged)
+    assert alive(host, "'[y]es fault-3-output'") == []

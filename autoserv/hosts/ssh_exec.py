@@ -41,6 +41,8 @@ _KILL_GRACE = 2.0
 #: What a login shell may print before the marker is kept in memory up to this size; past
 #: it the marker is given up on (the output goes through whole, the pid stays unknown).
 _HEAD_MAX = 1 << 20
+#: Bytes of one stream read between two deadline checks.
+_DRAIN_MAX = 1 << 20
 
 
 def new_marker() -> bytes:
@@ -231,11 +233,25 @@ class SSHExecution(Execution):
         self._feeder.start()
 
     def _drain(self) -> None:
+        """Read what is there now, at most ``_DRAIN_MAX`` bytes per stream (the caller checks
+        its deadline between calls, also while output keeps coming)."""
         chan = self.chan
-        while chan.recv_ready():
-            self.out.feed(chan.recv(65536))
-        while chan.recv_stderr_ready():
-            self.err.feed(chan.recv_stderr(65536))
+        n = 0
+        while n < _DRAIN_MAX and chan.recv_ready():
+            data = chan.recv(65536)
+            n += len(data)
+            self.out.feed(data)
+        n = 0
+        while n < _DRAIN_MAX and chan.recv_stderr_ready():
+            data = chan.recv_stderr(65536)
+            n += len(data)
+            self.err.feed(data)
+
+    def _drain_all(self) -> None:
+        """Read everything buffered (after EOF or close, when no more can come)."""
+        chan = self.chan
+        while chan.recv_ready() or chan.recv_stderr_ready():
+            self._drain()
 
     def wait(self, deadline: Deadline) -> bool:
         if self.lost:
@@ -246,10 +262,10 @@ class SSHExecution(Execution):
             while True:
                 self._drain()
                 if chan.eof_received and chan.exit_status_ready():
-                    self._drain()  # what raced in with EOF
+                    self._drain_all()  # what raced in with EOF
                     return True
                 if chan.closed or transport is None or not transport.is_active():
-                    self._drain()
+                    self._drain_all()
                     # a channel closed by a dying connection has no exit status
                     self.lost = _exit_status(chan) is None
                     return True
@@ -309,7 +325,10 @@ class SSHExecution(Execution):
             return
         self._finished = True
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-            self._drain()
+            if self.chan.closed or self.chan.eof_received:
+                self._drain_all()
+            else:
+                self._drain()
         for stream in (self.out, self.err):
             if stream.noise:
                 self.host.log.debug("login shell printed before the command: %r",
