@@ -36,10 +36,10 @@ def test_noisy_login_output_is_not_in_the_result(noisy: hosts.SSHHost) -> None:
 
 def test_timeout_on_a_noisy_host_kills_the_remote_command(noisy: hosts.SSHHost) -> None:
     with pytest.raises(AutoservRunTimeoutError) as info:
-        noisy.run("sleep 3601", timeout=3)
+        noisy.run("sleep 36011", timeout=3)
     res = info.value.result_obj
     assert res is not None and "AUTOSERV" not in res.stderr + res.stdout
-    assert alive(noisy, "'slee[p] 3601'") == []
+    assert alive(noisy, "'slee[p] 36011'") == []
 
 
 def test_exception_on_a_noisy_host_kills_the_remote_command(noisy: hosts.SSHHost) -> None:
@@ -51,8 +51,8 @@ def test_exception_on_a_noisy_host_kills_the_remote_command(noisy: hosts.SSHHost
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        noisy.run("echo go; sleep 3602", stdout_tee=RaisingTee())
-    assert alive(noisy, "'slee[p] 3602'") == []
+        noisy.run("echo go; sleep 36012", stdout_tee=RaisingTee())
+    assert alive(noisy, "'slee[p] 36012'") == []
 
 
 # -- 3: a timeout holds while output keeps coming; the logs keep a capped part of it -------
