@@ -8,7 +8,9 @@ host and nothing hangs.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +74,42 @@ def test_timeout_holds_while_output_keeps_coming(
     assert sum(len(m) for m in logged) < 3 * LOG_OUTPUT_CAP
     assert any("more output not logged" in m for m in logged)
     assert alive(host, "'[y]es fault-3-output'") == []
+
+
+# -- 12: names that look like options stay names -------------------------------------------
+
+OPTION_NAMES = ["-rf", "--checkpoint=1", "-"]
+
+
+@pytest.mark.parametrize("symlinks", [False, True], ids=["scp", "tar"])
+def test_remote_names_that_look_like_options_are_names(
+        host: hosts.SSHHost, tmp_path: Path, symlinks: bool) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    for name in OPTION_NAMES:
+        (tmp_path / name).write_text(name)
+    host.send_file([str(tmp_path / n) for n in OPTION_NAMES], str(remote) + "/",
+                   preserve_symlinks=symlinks)
+    assert sorted(os.listdir(remote)) == sorted(OPTION_NAMES)
+    back = tmp_path / "back"
+    back.mkdir()
+    for name in OPTION_NAMES:
+        host.get_file(str(remote / name), str(back) + "/", preserve_symlinks=symlinks)
+        assert (back / name).read_text() == name
+    host.get_file(str(remote) + "/", str(tmp_path / "whole"), delete_dest=True)
+    assert sorted(os.listdir(tmp_path / "whole")) == sorted(OPTION_NAMES)
+
+
+@pytest.mark.parametrize("symlinks", [False, True], ids=["scp", "tar"])
+def test_relative_remote_destination_starting_with_a_dash(
+        host: hosts.SSHHost, tmp_path: Path, symlinks: bool) -> None:
+    # relative to root's home on the host; a unique name, removed again
+    name = f"-autoserv-fault12-{os.getpid()}-{int(symlinks)}"
+    (tmp_path / "f").write_text("payload")
+    try:
+        host.send_file(str(tmp_path / "f"), name, preserve_symlinks=symlinks)
+        assert host.run("cat", args=[f"./{name}"]).stdout == "payload"
+        host.get_file(name, str(tmp_path / "back"), preserve_symlinks=symlinks)
+        assert (tmp_path / "back").read_text() == "payload"
+    finally:
+        host.run("rm -f --", args=[name], ignore_status=True)

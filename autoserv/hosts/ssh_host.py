@@ -26,7 +26,7 @@ from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutE
 from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import Machine
-from autoserv.hosts.scp_client import SCPClient
+from autoserv.hosts.scp_client import SCPClient, safe_scp_path
 from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
 from autoserv.hosts.ssh_exec import (
     SSHExecution,
@@ -246,9 +246,9 @@ class SSHHost(RemoteHost):
         )
         prep = []
         if delete_dest and plan.deletes:
-            prep.append(quote_args("rm -rf", plan.deletes))
+            prep.append(quote_args("rm -rf --", plan.deletes))
         if plan.mkdirs:
-            prep.append(quote_args("mkdir -p", plan.mkdirs))
+            prep.append(quote_args("mkdir -p --", plan.mkdirs))
         if prep:
             self.run(" && ".join(prep), verbose=False)
         self.log.debug("send_file %s -> %s:%s", sources, self.hostname, dest)
@@ -263,9 +263,10 @@ class SSHHost(RemoteHost):
         client = SCPClient(self.transport(), self.params.where)
         try:
             for into_dir, items in plan.by_target_dir().items():
-                client.put(items, remote_path=into_dir, recursive=True, preserve_times=True)
+                client.put(items, remote_path=safe_scp_path(into_dir), recursive=True,
+                           preserve_times=True)
             for local, remote in plan.renames:
-                client.put(local, remote_path=remote, recursive=os.path.isdir(local),
+                client.put(local, remote_path=safe_scp_path(remote), recursive=os.path.isdir(local),
                            preserve_times=True)
         except scp.SCPException as exc:
             raise AutoservRunError(f"scp to {self.hostname} failed: {exc}") from None
@@ -304,7 +305,7 @@ class SSHHost(RemoteHost):
     def _send_tar(self, plan: transfer.Plan) -> None:
         for local, remote in plan.pairs():
             parent, name = posixpath.split(remote.rstrip("/"))
-            self._tar_to_remote(local, parent or "/", name)
+            self._tar_to_remote(local, parent or ("/" if remote.startswith("/") else "."), name)
 
     def _tar_to_remote(self, local: str, remote_parent: str, name: str) -> None:
         chan = self._open_session(30)
@@ -370,16 +371,18 @@ class SSHHost(RemoteHost):
         client = SCPClient(self.transport(), self.params.where)
         try:
             for into_dir, items in plan.by_target_dir().items():
-                client.get(items, into_dir, recursive=True, preserve_times=preserve_perm)
+                client.get([safe_scp_path(i) for i in items], into_dir, recursive=True,
+                           preserve_times=preserve_perm)
             for remote, local in plan.renames:
-                client.get(remote, local, recursive=True, preserve_times=preserve_perm)
+                client.get(safe_scp_path(remote), local, recursive=True,
+                           preserve_times=preserve_perm)
         except scp.SCPException as exc:
             raise AutoservRunError(f"scp from {self.hostname} failed: {exc}") from None
         finally:
             client.close()
 
     def _remote_listdir(self, path: str) -> list[str]:
-        script = ('cd "$1" && for f in * .[!.]* ..?*; do '
+        script = ('case $1 in -*) set -- "./$1" ;; esac; cd "$1" && for f in * .[!.]* ..?*; do '
                   '{ [ -e "$f" ] || [ -L "$f" ]; } && printf "%s\\0" "$f"; done; true')
         res = self.run(f"sh -c {shlex.quote(script)} sh", args=[path], verbose=False,
                        stdout_tee=None, stderr_tee=None)
@@ -400,7 +403,8 @@ class SSHHost(RemoteHost):
         local_parent, local_name = os.path.split(local.rstrip("/"))
         chan = self._open_session(30)
         marker = new_marker()
-        chan.exec_command(wrap_exec(quote_args("tar -cf - -C", [parent or "/", name]), marker))
+        parent = parent or ("/" if remote.startswith("/") else ".")
+        chan.exec_command(wrap_exec(quote_args("tar -cf - -C", [parent, "--", name]), marker))
         skip_to_marker(chan, marker, Deadline(30), self.params.where)
         with chan.makefile("rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
