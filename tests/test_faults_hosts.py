@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from autoserv import hosts
 from autoserv.errors import AutoservRunTimeoutError
 from autoserv.lab.testbed import Testbed
 from autoserv.run_core import KILL_BUDGET, LOG_OUTPUT_CAP
+from tests.cli_helpers import cli_env, run_autoserv, stderr_lines
 from tests.host_helpers import alive
 
 
@@ -113,3 +118,47 @@ def test_relative_remote_destination_starting_with_a_dash(
         assert (tmp_path / "back").read_text() == "payload"
     finally:
         host.run("rm -f --", args=[name], ignore_status=True)
+
+
+# -- 10: a server that accepts TCP and never speaks: one line, no paramiko traceback -------
+
+_SILENT_CLIENT = """
+import logging, sys, time
+from autoserv import hosts
+h = hosts.SSHHost("127.0.0.1", port=int(sys.argv[1]), ssh_config="/dev/null", connect_timeout=0.5)
+try:
+    h.run("true")
+except Exception as exc:
+    print(f"error: {exc}", file=sys.stderr)
+h.close()
+logging.shutdown()  # as a CLI at its end: the transport thread must not print after this
+time.sleep(1.5)
+"""
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP connections and never sends a byte."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(16)
+        yield srv.getsockname()[1]
+
+
+def test_silent_server_leaves_no_traceback_after_logging_shut_down(silent_port: int) -> None:
+    proc = subprocess.run([sys.executable, "-c", _SILENT_CLIENT, str(silent_port)],
+                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot connect to 127.0.0.1"), proc.stderr
+
+
+def test_cli_against_a_silent_server_prints_one_line(silent_port: int, tmp_path: Path) -> None:
+    control = tmp_path / "control.py"
+    control.write_text("hosts.create_host(machines[0]).run('true')\n")
+    for i in range(3):
+        proc = run_autoserv(control, "-m", f"127.0.0.1:{silent_port}", "--connect-timeout", "0.5",
+                            "-r", tmp_path / f"results{i}", cwd=tmp_path, timeout=120)
+        assert proc.returncode == 1
+        assert stderr_lines(proc) == [line for line in stderr_lines(proc)
+                                      if "cannot connect to 127.0.0.1" in line], proc.stderr
+        assert len(stderr_lines(proc)) == 1

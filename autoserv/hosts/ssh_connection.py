@@ -36,6 +36,10 @@ from autoserv.hosts.paramiko_ext import send_eof
 from autoserv.secret import Secret
 
 log = logging.getLogger("autoserv.hosts.ssh")
+# paramiko's records go to the job's handlers like any others; without one (a process whose
+# logging was shut down, or never set up) they are dropped instead of printed on stderr by
+# logging's last-resort handler: hosts never print.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 DEFAULT_USER = "root"
 DEFAULT_PORT = 22
@@ -363,7 +367,7 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
         checker.check(p.known_name(), t.get_remote_server_key())
         _authenticate(t, p, deadline)
     except BaseException:
-        t.close()
+        _close_and_join(t)
         for j in jumps:
             j.close()
         raise
@@ -372,6 +376,18 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
     _jumps[t] = jumps  # closed with t
     log.debug("connected to %s@%s (%s)", p.user, p.where, t.remote_version)
     return t
+
+
+def _close_and_join(t: paramiko.Transport, timeout: float = 2.0) -> None:
+    """Close ``t`` and wait (bounded) for its thread to end.
+
+    A transport thread still waiting for a banner wakes up on the closed
+    socket and logs the error with a traceback; joined here, it does so
+    while the job's logging is still set up, not after the CLI shut it down.
+    """
+    t.close()
+    if t.is_alive() and t is not threading.current_thread():
+        t.join(timeout)
 
 
 #: transport -> the jump-host transports it runs through (closed with it)
