@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from autoserv import hosts
-from autoserv.errors import AutoservRunTimeoutError
+from autoserv.errors import AutoservRunError, AutoservRunTimeoutError
 from autoserv.lab.testbed import Testbed
 from autoserv.run_core import KILL_BUDGET, LOG_OUTPUT_CAP
 from tests.cli_helpers import cli_env, run_autoserv, stderr_lines
@@ -162,3 +162,45 @@ def test_cli_against_a_silent_server_prints_one_line(silent_port: int, tmp_path:
         assert stderr_lines(proc) == [line for line in stderr_lines(proc)
                                       if "cannot connect to 127.0.0.1" in line], proc.stderr
         assert len(stderr_lines(proc)) == 1
+
+
+# -- 2: a full disk ends a transfer with one line; nothing hangs, no partial file ----------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs under the test's own directory."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def sftp_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[hosts.SSHHost]:
+    with Testbed(tmp_path_factory.mktemp("sftp-only"), count=1, scp=False) as tb:
+        h = hosts.SSHHost(tb.machines[0], ssh_config=str(tb.ssh_config))
+        yield h
+        h.close()
+
+
+@pytest.mark.parametrize("how", ["scp", "sftp", "tar"])
+def test_get_file_to_a_full_local_disk_is_one_clear_line(
+        request: pytest.FixtureRequest, testbed_loopback: Testbed, small_disk: Path,
+        tmp_path: Path, how: str) -> None:
+    h = (request.getfixturevalue("sftp_only") if how == "sftp" else
+         hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config)))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 << 20))
+    start = time.monotonic()
+    with pytest.raises(AutoservRunError) as info:
+        h.get_file(str(big), str(small_disk) + "/", preserve_symlinks=how == "tar")
+    assert time.monotonic() - start < 30
+    text = str(info.value)
+    assert "\n" not in text and "disk full" in text and "free" in text
+    assert str(small_disk / "big.bin") in text
+    assert os.listdir(small_disk) == []  # the partial file is gone
+    assert h.run_output("echo still usable") == "still usable"

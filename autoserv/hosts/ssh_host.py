@@ -366,9 +366,20 @@ class SSHHost(RemoteHost):
             for _, local in plan.pairs():
                 transfer.reset_local_perms(local)
 
+    def _local_disk_full(self, path: str | None, dest: str) -> AutoservRunError:
+        """The error for a get that filled the local disk; removes the partial file."""
+        path = path or dest
+        if os.path.isfile(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return AutoservRunError(
+            f"get_file from {self.hostname}: "
+            + transfer.disk_full_message("local", path, transfer.local_free(path)))
+
     def _get_scp(self, plan: transfer.Plan, preserve_perm: bool) -> None:
         """One ``scp -f`` per local target directory (not one per file: ~7 ms each)."""
         client = SCPClient(self.transport(), self.params.where)
+        failed = True
         try:
             for into_dir, items in plan.by_target_dir().items():
                 client.get([safe_scp_path(i) for i in items], into_dir, recursive=True,
@@ -376,10 +387,15 @@ class SSHHost(RemoteHost):
             for remote, local in plan.renames:
                 client.get(safe_scp_path(remote), local, recursive=True,
                            preserve_times=preserve_perm)
+            failed = False
         except scp.SCPException as exc:
             raise AutoservRunError(f"scp from {self.hostname} failed: {exc}") from None
+        except OSError as exc:
+            if exc.errno not in transfer.DISK_FULL:
+                raise
+            raise self._local_disk_full(client.current, plan.pairs()[0][1]) from None
         finally:
-            client.close()
+            client.close(timeout=1.0 if failed else None)
 
     def _remote_listdir(self, path: str) -> list[str]:
         script = ('case $1 in -*) set -- "./$1" ;; esac; cd "$1" && for f in * .[!.]* ..?*; do '
@@ -395,7 +411,12 @@ class SSHHost(RemoteHost):
             for name in sftp.listdir(remote):
                 self._sftp_get_tree(sftp, posixpath.join(remote, name), os.path.join(local, name))
         else:
-            sftp.get(remote, local)
+            try:
+                sftp.get(remote, local)
+            except OSError as exc:
+                if exc.errno not in transfer.DISK_FULL:
+                    raise
+                raise self._local_disk_full(local, local) from None
             os.chmod(local, stat.S_IMODE(st.st_mode or 0o644))
 
     def _tar_from_remote(self, remote: str, local: str) -> None:
@@ -410,7 +431,14 @@ class SSHHost(RemoteHost):
             for member in tar:
                 parts = member.name.split("/", 1)
                 member.name = posixpath.join(local_name, *parts[1:])
-                tar.extract(member, local_parent or ".", filter="tar")
+                try:
+                    tar.extract(member, local_parent or ".", filter="tar")
+                except OSError as exc:
+                    if exc.errno not in transfer.DISK_FULL:
+                        raise
+                    chan.close()
+                    raise self._local_disk_full(
+                        os.path.join(local_parent or ".", member.name), local) from None
         status = chan.recv_exit_status()
         chan.close()
         if status != 0:
