@@ -204,3 +204,28 @@ def test_get_file_to_a_full_local_disk_is_one_clear_line(
     assert str(small_disk / "big.bin") in text
     assert os.listdir(small_disk) == []  # the partial file is gone
     assert h.run_output("echo still usable") == "still usable"
+
+
+@pytest.mark.parametrize("how", ["scp", "sftp", "tar"])
+def test_send_file_to_a_full_remote_disk_is_one_clear_line(
+        request: pytest.FixtureRequest, testbed_loopback: Testbed, tmp_path: Path,
+        how: str) -> None:
+    h = (request.getfixturevalue("sftp_only") if how == "sftp" else
+         hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config)))
+    small = tmp_path / "remote-small"
+    small.mkdir()
+    # a 1 MiB tmpfs in the host's own mount namespace, under the test's directory
+    h.run("mount -t tmpfs -o size=1m tmpfs", args=[str(small)])
+    try:
+        big = tmp_path / "big.bin"
+        big.write_bytes(os.urandom(3 << 20))
+        start = time.monotonic()
+        with pytest.raises(AutoservRunError) as info:
+            h.send_file(str(big), str(small) + "/", preserve_symlinks=how == "tar")
+        assert time.monotonic() - start < 30
+        text = str(info.value)
+        assert "\n" not in text and "remote disk full" in text and "free" in text, text
+        assert str(small / "big.bin") in text
+        assert h.run_output("ls -A --", args=[str(small)]) == ""  # the partial file is gone
+    finally:
+        h.run("umount -l --", args=[str(small)], ignore_status=True)

@@ -252,12 +252,55 @@ class SSHHost(RemoteHost):
         if prep:
             self.run(" && ".join(prep), verbose=False)
         self.log.debug("send_file %s -> %s:%s", sources, self.hostname, dest)
-        if preserve_symlinks:
-            self._send_tar(plan)
-        elif self._remote_has_scp():
-            self._send_scp(plan)
-        else:
-            self._send_sftp(plan)
+        try:
+            if preserve_symlinks:
+                self._send_tar(plan)
+            elif self._remote_has_scp():
+                self._send_scp(plan)
+            else:
+                self._send_sftp(plan)
+        except (AutoservRunError, OSError) as exc:
+            full = self._remote_disk_full(plan, dest, exc)
+            if full is None:
+                raise
+            raise full from None
+
+    def _remote_disk_full(self, plan: transfer.Plan, dest: str, exc: Exception
+                          ) -> AutoservRunError | None:
+        """The error for a send that filled the remote disk (removing the partial files:
+        copies shorter than their source), or None if that is not what happened.
+
+        scp says "No space left on device"; SFTP only "Failure" or a size
+        mismatch, tar "Wrote only N of M bytes": those count as a full disk when
+        a copy is short and less is free than it lacks.
+        """
+        text = str(exc)
+        said = "No space left" in text or "quota exceeded" in text.lower()
+        maybe = any(t in text for t in ("Failure", "size mismatch", "Wrote only"))
+        if not said and not maybe:
+            return None
+        files = [(loc, rem) for loc, rem in plan.pairs() if os.path.isfile(loc)]
+        script = ('d=$1; shift; df -Pk -- "$d" | awk \'NR==2{print $4}\'; '
+                  'for p; do if [ -f "$p" ]; then stat -c %s -- "$p"; else echo -; fi; done')
+        try:
+            res = self.run(f"sh -c {shlex.quote(script)} sh",
+                           args=[posixpath.dirname(dest.rstrip("/")) if not plan.into else dest,
+                                 *[r for _, r in files]],
+                           verbose=False, stdout_tee=None, stderr_tee=None, timeout=30)
+        except AutoservError:
+            return None
+        lines = res.stdout.split()
+        free = int(lines[0]) * 1024 if lines and lines[0].isdigit() else -1
+        partial = [(loc, rem) for (loc, rem), size in zip(files, lines[1:], strict=False)
+                   if size.isdigit() and int(size) < os.path.getsize(loc)]
+        if not partial or (not said and free >= os.path.getsize(partial[0][0])
+                           - int(lines[1 + files.index(partial[0])])):
+            return None
+        self.run("rm -f --", args=[r for _, r in partial], ignore_status=True, verbose=False,
+                 timeout=30)
+        return AutoservRunError(
+            f"send_file to {self.hostname}: "
+            + transfer.disk_full_message("remote", partial[0][1], free))
 
     def _send_scp(self, plan: transfer.Plan) -> None:
         client = SCPClient(self.transport(), self.params.where)
