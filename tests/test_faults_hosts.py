@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 from autoserv import hosts
 from autoserv.errors import AutoservRunError, AutoservRunTimeoutError
 from autoserv.lab.testbed import Testbed
+from autoserv.localsys import proc_stat
 from autoserv.run_core import KILL_BUDGET, LOG_OUTPUT_CAP
 from tests.cli_helpers import cli_env, run_autoserv, stderr_lines
 from tests.host_helpers import alive
@@ -229,3 +232,50 @@ def test_send_file_to_a_full_remote_disk_is_one_clear_line(
         assert h.run_output("ls -A --", args=[str(small)]) == ""  # the partial file is gone
     finally:
         h.run("umount -l --", args=[str(small)], ignore_status=True)
+
+
+# -- 8: a lost connection does not orphan the command of a host that is still up ----------
+
+
+def _session_sshds(pid: int) -> list[int]:
+    """The sshd processes between ``pid`` and its sshd listener (the session's own)."""
+    out = []
+    p = int(proc_stat(pid)[1])
+    while p > 1:
+        cmdline = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"[listener]" in cmdline:
+            break
+        if b"sshd" in cmdline:
+            out.append(p)
+        p = int(proc_stat(p)[1])
+    return out
+
+
+def test_lost_connection_reconnects_and_kills_the_command(testbed_loopback: Testbed) -> None:
+    h = hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config))
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            h.run("sleep 36081 & sleep 36082", timeout=120)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    deadline = time.monotonic() + 20
+    pids: list[str] = []
+    while time.monotonic() < deadline and len(pids) < 2:
+        pids = subprocess.run(["pgrep", "-f", "^sleep 3608[12]$"], capture_output=True,
+                              text=True).stdout.split()
+        time.sleep(0.1)
+    assert len(pids) == 2
+    sshds = _session_sshds(int(pids[0]))
+    assert sshds, "no session sshd found"
+    for p in sshds:
+        os.kill(p, signal.SIGKILL)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and "lost while running command" in str(errors[0])
+    assert alive(h, "'slee[p] 3608[12]'") == []
+    h.close()

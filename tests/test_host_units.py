@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import posixpath
 import subprocess
 import time
@@ -267,6 +268,23 @@ def test_wrap_command_reports_pid_and_keeps_output(shell: str) -> None:
         first, tail = stream.split(b"\n", 1)
         assert first.startswith(marker) and first[len(marker):].isdigit()
         assert tail == rest
+
+
+def test_guarded_kill_command_spares_a_group_without_the_command_marker() -> None:
+    marker = new_marker()
+    token = marker.decode().split("_")[1]
+    env = {**os.environ, "AUTOSERV_RUN": token}
+    other = subprocess.Popen(["sleep", "3713"], start_new_session=True)
+    try:
+        mine = subprocess.Popen(["sleep", "3714"], start_new_session=True, env=env)
+        for victim in (other, mine):
+            subprocess.run(["sh", "-c", kill_command(victim.pid, grace=0.5, marker=marker)],
+                           check=True)
+        assert mine.wait(5) == -15
+        assert other.poll() is None  # a reused pid is not the command's: left alone
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_kill_command_ends_a_process_group() -> None:

@@ -27,6 +27,7 @@ from autoserv.deadline import Deadline
 from autoserv.errors import AutoservRunError, AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext
 from autoserv.hosts.paramiko_ext import send_eof
+from autoserv.localsys import GROUP_ALIVE_SH
 from autoserv.run_core import Execution
 from autoserv.streams import StreamCollector
 
@@ -43,6 +44,15 @@ _KILL_GRACE = 2.0
 _HEAD_MAX = 1 << 20
 #: Bytes of one stream read between two deadline checks.
 _DRAIN_MAX = 1 << 20
+#: Seconds a kill after a lost connection may take (reconnecting included).
+_ORPHAN_KILL = 5.0
+
+
+_RUN_VAR = "AUTOSERV_RUN"
+
+
+def _token(marker: bytes) -> str:
+    return marker.decode()[len(_MARK_PREFIX):].split("_", 1)[0]
 
 
 def new_marker() -> bytes:
@@ -59,11 +69,13 @@ def wrap_command(command: str, marker: bytes) -> str:
     pid there.  ``eval`` keeps the command in the login shell (as plain
     ``ssh host cmd`` does) at no extra process; sshd makes that shell a
     session leader, so its pid names the process group of everything the
-    command starts.
+    command starts.  ``AUTOSERV_RUN`` (the marker's token) in the command's
+    environment lets a kill after a lost connection tell the command's
+    processes from later ones that got its pid.
     """
     m = marker.decode()
-    return (f"printf '{m}%s\\n' $$; printf '{m}%s\\n' $$ >&2; "
-            f"eval {shlex.quote(command)}")
+    return (f"{_RUN_VAR}={_token(marker)}; export {_RUN_VAR}; "
+            f"printf '{m}%s\\n' $$; printf '{m}%s\\n' $$ >&2; eval {shlex.quote(command)}")
 
 
 def wrap_exec(command: str, marker: bytes) -> str:
@@ -84,24 +96,34 @@ def _exit_status(chan: paramiko.Channel) -> int | None:
     return int(chan.exit_status)
 
 
-def kill_command(pid: int, grace: float = _KILL_GRACE) -> str:
+def kill_command(pid: int, grace: float = _KILL_GRACE, marker: bytes | None = None) -> str:
     """Shell that ends process group ``pid``: TERM, then KILL whatever still runs after ``grace`` s.
 
     Liveness is read from ``/proc`` ignoring zombies (a container's init may
-    never reap them, and ``kill -0`` succeeds on a zombie).
+    never reap them, and ``kill -0`` succeeds on a zombie), with
+    :data:`autoserv.localsys.GROUP_ALIVE_SH`.  With ``marker`` (after a lost
+    connection, when the pid may have been reused since) the group is killed
+    only if one of its processes carries the command's ``AUTOSERV_RUN``
+    environment variable (see :func:`wrap_command`).
     """
     steps = max(1, int(grace / 0.1))
     p = int(pid)
+    guard = ""
+    if marker is not None:
+        env = shlex.quote(f"{_RUN_VAR}={_token(marker)}")
+        guard = (
+            f"owned() {{ grep -qaF -- {env} /proc/{p}/environ 2>/dev/null && return 0; "
+            f"for s in /proc/[0-9]*/stat; do {{ read -r l < \"$s\"; }} 2>/dev/null || continue; "
+            f"l=${{l##*) }}; set -- $l; [ \"$3\" = {p} ] || continue; "
+            f"grep -qaF -- {env} \"${{s%/stat}}/environ\" 2>/dev/null && return 0; done; "
+            f"return 1; }}; owned || exit 0; "
+        )
     return (
-        f"alive() {{ for s in /proc/[0-9]*/stat; do {{ read -r l < \"$s\"; }} 2>/dev/null || continue; "
-        f"l=${{l##*) }}; set -- $l; [ \"$1\" != Z ] && [ \"$3\" = {p} ] && return 0; done; "
-        f"return 1; }}; "
+        f"{GROUP_ALIVE_SH}\n{guard}"
         f"kill -TERM -{p} 2>/dev/null || kill -TERM {p} 2>/dev/null; i=0; "
-        f"while alive; do i=$((i+1)); [ $i -gt {steps} ] && break; sleep 0.1; done; "
+        f"while group_alive {p}; do i=$((i+1)); [ $i -gt {steps} ] && break; sleep 0.1; done; "
         f"kill -KILL -{p} 2>/dev/null; kill -KILL {p} 2>/dev/null; true"
     )
-
-
 
 
 def send_command(chan: paramiko.Channel, command: str, connect: Deadline, where: str) -> None:
@@ -205,8 +227,10 @@ class SSHExecution(Execution):
         self.chan = chan
         self.out = MarkerFilter(out, marker)
         self.err = MarkerFilter(err, marker)
+        self.marker = marker
         self._feeder: threading.Thread | None = None
         self._finished = False
+        self._killed = False
 
     def feed_stdin(self, stdin: str | bytes | IO[Any] | None) -> None:
         """Send ``stdin`` (from a thread for file objects), then EOF."""
@@ -298,20 +322,32 @@ class SSHExecution(Execution):
                 select.select([chan], [], [], deadline.remaining(0.05))
         return self.pid
 
+    def _kill_group(self, pid: int, budget: Deadline, guarded: bool = False) -> None:
+        """Run :func:`kill_command` for ``pid`` in a new channel (reconnecting if the
+        connection dropped), all within ``budget``."""
+        host = self.host
+        t = host.transport(Deadline(budget.remaining()))
+        killer = t.open_session(timeout=budget.remaining())
+        try:
+            script = kill_command(pid, grace=min(_KILL_GRACE, budget.remaining() / 2),
+                                  marker=self.marker if guarded else None)
+            if not paramiko_ext.send_exec(killer, script, budget.remaining()):
+                raise AutoservSSHTimeout("no answer to the kill request")
+            send_eof(killer)
+            if not killer.status_event.wait(budget.remaining()):
+                host.log.warning("could not confirm the remote command %d ended", pid)
+        finally:
+            killer.close()
+        host.log.debug("killed remote process group %d on %s", pid, host.hostname)
+
     def kill(self, budget: Deadline) -> None:
         """End the remote command's process group from a second channel within ``budget``."""
         host, chan = self.host, self.chan
         pid = self.await_pid(budget.remaining(2.0))
         try:
             if pid is not None:
-                t = host.transport(Deadline(budget.remaining()))
-                killer = t.open_session(timeout=budget.remaining())
-                killer.exec_command(kill_command(pid, grace=min(_KILL_GRACE, budget.remaining() / 2)))
-                send_eof(killer)
-                if not killer.status_event.wait(budget.remaining()):
-                    host.log.warning("could not confirm the remote command %d ended", pid)
-                killer.close()
-                host.log.debug("killed remote process group %d on %s", pid, host.hostname)
+                self._kill_group(pid, budget)
+                self._killed = True
             chan.status_event.wait(budget.remaining(1.0))
         except Exception as exc:
             host.log.warning("could not kill remote command (pid %s) on %s: %s",
@@ -320,10 +356,26 @@ class SSHExecution(Execution):
             with contextlib.suppress(Exception):
                 chan.close()
 
+    def _kill_orphan(self, budget: Deadline) -> None:
+        """After a lost connection: reconnect and end the command if it still runs (a host
+        that is still reachable keeps it running otherwise).  Guarded against a reused pid."""
+        pid = self.pid
+        if pid is None or self._killed:
+            return
+        self._killed = True
+        try:
+            self._kill_group(pid, Deadline(budget.remaining(_ORPHAN_KILL)), guarded=True)
+            self.host.log.info("connection lost: reconnected to %s and ended the command (pid %d)",
+                               self.host.hostname, pid)
+        except Exception as exc:
+            self.host.log.debug("connection lost: could not reconnect to end pid %d: %s", pid, exc)
+
     def finish(self, budget: Deadline) -> None:
         if self._finished:
             return
         self._finished = True
+        if self.lost:
+            self._kill_orphan(budget)
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             if self.chan.closed or self.chan.eof_received:
                 self._drain_all()
