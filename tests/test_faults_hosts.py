@@ -279,3 +279,42 @@ def test_lost_connection_reconnects_and_kills_the_command(testbed_loopback: Test
     assert len(errors) == 1 and "lost while running command" in str(errors[0])
     assert alive(h, "'slee[p] 3608[12]'") == []
     h.close()
+
+
+# -- 4: a host whose network is gone is declared lost within the keepalives ----------------
+
+
+def test_cut_network_is_lost_within_server_alive_interval_times_count(
+        testbed_netns: Testbed, tmp_path: Path) -> None:
+    th = testbed_netns.hosts[2]
+    config = tmp_path / "ssh_config"  # the options as an ssh config gives them (first wins)
+    config.write_text(f"Host {th.name}\n  ServerAliveInterval 1\n  ServerAliveCountMax 2\n\n"
+                      + testbed_netns.ssh_config.read_text())
+    h = hosts.SSHHost(th.name, ssh_config=str(config))
+    assert (h.params.keepalive, h.params.keepalive_count) == (1, 2)
+    h.run("true")
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            h.run("sleep 36091", timeout=None)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    time.sleep(0.5)
+    subprocess.run(["ip", "-n", th.netns, "link", "set", "br0", "down"], check=True)
+    try:
+        start = time.monotonic()
+        thread.join(30)
+        took = time.monotonic() - start
+        assert not thread.is_alive()
+        assert took < 1 * 2 + 2, took  # interval * count, plus one interval of slack
+        assert len(errors) == 1 and "lost" in str(errors[0])
+        assert "no answer to 2 keepalives" in str(errors[0])
+    finally:
+        subprocess.run(["ip", "-n", th.netns, "link", "set", "br0", "up"], check=True)
+    assert h.run_output("echo back", timeout=30) == "back"
+    h.run("pkill -x -f 'sleep 36091' || true")
+    h.close()

@@ -384,3 +384,24 @@ def test_local_run() -> None:
     killed = run("kill -9 $$", ignore_status=True)
     assert (killed.exit_status, killed.exit_signal) == (-9, 9)
     assert run("true").exit_signal is None
+
+
+@pytest.mark.parametrize("config, arg, want", [
+    ("", None, (15.0, 3)),
+    ("ServerAliveInterval 4\n  ServerAliveCountMax 5\n", None, (4.0, 5)),
+    ("ServerAliveInterval 4\n", 9.0, (9.0, 3)),
+    ("ServerAliveInterval 0\n", None, (0.0, 3)),
+])
+def test_keepalive_honours_server_alive_options(
+        tmp_path: Path, config: str, arg: float | None, want: tuple[float, int]) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host h\n  {config}")
+    p = resolve("h", ssh_config=str(cfg), keepalive=arg)
+    assert (p.keepalive, p.keepalive_count) == want
+
+
+def test_bad_server_alive_value_is_one_clear_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Host h\n  ServerAliveInterval soon\n")
+    with pytest.raises(AutoservError, match=r"ssh_config: serveraliveinterval 'soon' is not"):
+        resolve("h", ssh_config=str(cfg))

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,12 @@ from typing import Any
 import paramiko
 
 from autoserv.deadline import Deadline
-from autoserv.errors import AutoservHostKeyError, AutoservSshPermissionDeniedError, AutoservSSHTimeout
+from autoserv.errors import (
+    AutoservError,
+    AutoservHostKeyError,
+    AutoservSshPermissionDeniedError,
+    AutoservSSHTimeout,
+)
 from autoserv.hosts import paramiko_ext
 from autoserv.hosts.defaults import get_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name
@@ -45,6 +51,8 @@ DEFAULT_USER = "root"
 DEFAULT_PORT = 22
 DEFAULT_CONNECT_TIMEOUT = 30.0
 DEFAULT_POLICY = "accept-new"
+DEFAULT_KEEPALIVE = 15.0
+DEFAULT_KEEPALIVE_COUNT = 3
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 _STRICT_MAP = {"yes": "strict", "ask": "strict", "accept-new": "accept-new", "no": "off", "off": "off"}
 
@@ -62,7 +70,10 @@ class ConnectParams:
     identities_only: bool = False
     proxy_jump: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    keepalive: int = 15
+    #: ServerAliveInterval: seconds between keepalives that expect an answer (0: none)
+    keepalive: float = 15
+    #: ServerAliveCountMax: unanswered keepalives in a row that declare the host lost
+    keepalive_count: int = 3
     host_key_policy: str = DEFAULT_POLICY
     known_hosts: str | None = None
     host_key_alias: str | None = None
@@ -163,7 +174,8 @@ def resolve(
     ssh_config: str | None = None,
     connect_timeout: float | None = None,
     pinned_host_keys: tuple[str, ...] = (),
-    keepalive: int = 15,
+    keepalive: float | None = None,
+    keepalive_count: int | None = None,
 ) -> ConnectParams:
     """Merge arguments > process defaults > ssh config > built-in defaults."""
     d = get_ssh_defaults()
@@ -183,6 +195,11 @@ def resolve(
     known = known_hosts or d.known_hosts
     if known is None and "userknownhostsfile" in entry:
         known = entry["userknownhostsfile"].split()[0]
+    if keepalive is None:
+        keepalive = _config_number(entry, "serveraliveinterval", DEFAULT_KEEPALIVE, config_path)
+    if keepalive_count is None:
+        keepalive_count = int(_config_number(entry, "serveralivecountmax", DEFAULT_KEEPALIVE_COUNT,
+                                             config_path))
     timeout = connect_timeout or d.connect_timeout
     if timeout is None and "connecttimeout" in entry:
         timeout = float(entry["connecttimeout"])
@@ -197,12 +214,27 @@ def resolve(
         proxy_jump=entry.get("proxyjump") if entry.get("proxyjump", "none") != "none" else None,
         connect_timeout=float(timeout or DEFAULT_CONNECT_TIMEOUT),
         keepalive=keepalive,
+        keepalive_count=max(1, keepalive_count),
         host_key_policy=policy or DEFAULT_POLICY,
         known_hosts=known,
         host_key_alias=entry.get("hostkeyalias"),
         pinned_host_keys=tuple(pinned_host_keys),
         ssh_config=config_path,
     )
+
+
+def _config_number(entry: dict[str, Any], key: str, default: float, path: str | None) -> float:
+    """A non-negative number option of an ssh config entry (``default`` when absent)."""
+    if key not in entry:
+        return default
+    try:
+        value = float(entry[key])
+    except ValueError:
+        value = -1
+    if value < 0 or value != value or value == float("inf"):
+        raise AutoservError(f"ssh config {path or '~/.ssh/config'}: {key} {entry[key]!r} is not "
+                            f"a number of seconds or a count")
+    return value
 
 
 def _window(deadline: Deadline) -> str:
@@ -372,7 +404,7 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
             j.close()
         raise
     if p.keepalive:
-        t.set_keepalive(p.keepalive)
+        _start_watchdog(t, p)
     _jumps[t] = jumps  # closed with t
     log.debug("connected to %s@%s (%s)", p.user, p.where, t.remote_version)
     return t
@@ -388,6 +420,51 @@ def _close_and_join(t: paramiko.Transport, timeout: float = 2.0) -> None:
     t.close()
     if t.is_alive() and t is not threading.current_thread():
         t.join(timeout)
+
+
+#: transport -> why the keepalive watchdog declared its host lost
+_lost: weakref.WeakKeyDictionary[paramiko.Transport, str] = weakref.WeakKeyDictionary()
+
+
+def lost_reason(t: paramiko.Transport | None) -> str | None:
+    """Why ``t`` was closed as lost (no answer to keepalives), or None."""
+    return _lost.get(t) if t is not None else None
+
+
+def _start_watchdog(t: paramiko.Transport, p: ConnectParams) -> None:
+    """Check every ``p.keepalive`` s that the server answers (ServerAliveInterval and
+    ServerAliveCountMax semantics); close ``t`` as lost after ``p.keepalive_count``
+    unanswered keepalives in a row, so everything waiting on it ends."""
+    ref = weakref.ref(t)
+    interval, count, where = p.keepalive, p.keepalive_count, p.where
+
+    def watch() -> None:
+        missed = 0
+        while True:
+            t = ref()
+            if t is None or not t.is_active():
+                return
+            start = time.monotonic()
+            try:
+                answered = paramiko_ext.ping(t, interval)
+            except (OSError, EOFError, paramiko.SSHException):
+                return
+            if answered:
+                missed = 0
+                del t
+                time.sleep(max(0.0, interval - (time.monotonic() - start)))
+                continue
+            missed += 1
+            if missed >= count:
+                reason = (f"no answer to {count} keepalives in {interval * count:g} s "
+                          f"(ServerAliveInterval {interval:g}, ServerAliveCountMax {count})")
+                _lost[t] = reason
+                log.warning("%s is lost: %s", where, reason)
+                t.close()
+                return
+            del t
+
+    threading.Thread(target=watch, daemon=True, name=f"autoserv-keepalive-{where}").start()
 
 
 #: transport -> the jump-host transports it runs through (closed with it)

@@ -27,6 +27,7 @@ from autoserv.deadline import Deadline
 from autoserv.errors import AutoservRunError, AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext
 from autoserv.hosts.paramiko_ext import send_eof
+from autoserv.hosts.ssh_connection import lost_reason
 from autoserv.localsys import GROUP_ALIVE_SH
 from autoserv.run_core import Execution
 from autoserv.streams import StreamCollector
@@ -360,8 +361,8 @@ class SSHExecution(Execution):
         """After a lost connection: reconnect and end the command if it still runs (a host
         that is still reachable keeps it running otherwise).  Guarded against a reused pid."""
         pid = self.pid
-        if pid is None or self._killed:
-            return
+        if pid is None or self._killed or lost_reason(self.chan.get_transport()):
+            return  # (a host that stopped answering keepalives is not reachable now)
         self._killed = True
         try:
             self._kill_group(pid, Deadline(budget.remaining(_ORPHAN_KILL)), guarded=True)

@@ -27,7 +27,14 @@ from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import Machine
 from autoserv.hosts.scp_client import SCPClient, safe_scp_path
-from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
+from autoserv.hosts.ssh_connection import (
+    POOL,
+    ConnectParams,
+    lost_reason,
+    resolve,
+    send_eof,
+    ssh_banner,
+)
 from autoserv.hosts.ssh_exec import (
     SSHExecution,
     new_marker,
@@ -91,7 +98,8 @@ class SSHHost(RemoteHost):
         ssh_config: str | None = None,
         connect_timeout: float | None = None,
         pinned_host_keys: Iterable[str] = (),
-        keepalive: int = 15,
+        keepalive: float | None = None,
+        keepalive_count: int | None = None,
         via: SSHHost | None = None,
         via_target: tuple[str, int] | None = None,
     ) -> None:
@@ -103,7 +111,7 @@ class SSHHost(RemoteHost):
             password=password or machine.password, key_file=key_file,
             host_key_policy=host_key_policy, known_hosts=known_hosts, ssh_config=ssh_config,
             connect_timeout=connect_timeout, pinned_host_keys=tuple(pinned_host_keys),
-            keepalive=keepalive,
+            keepalive=keepalive, keepalive_count=keepalive_count,
         )
         if via is not None:  # tunnelled through another host's connection (e.g. a guest's
             # forwarded SSH port on its KVM host)
@@ -189,9 +197,11 @@ class SSHHost(RemoteHost):
             return AutoservRunTimeoutError(
                 f"command timed out after {timeout} s on {self.hostname}", result)
         if failure == "lost":
+            assert isinstance(execution, SSHExecution)
+            why = lost_reason(execution.chan.get_transport())
             return AutoservRunError(
-                f"connection to {self.hostname} ({self.params.where}) lost while running command",
-                result)
+                f"connection to {self.hostname} ({self.params.where}) lost while running command"
+                + (f": {why}" if why else ""), result)
         assert isinstance(execution, SSHExecution)
         signalled = paramiko_ext.exit_signal(execution.chan)
         if signalled is not None:
