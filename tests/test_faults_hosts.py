@@ -318,3 +318,17 @@ def test_cut_network_is_lost_within_server_alive_interval_times_count(
     assert h.run_output("echo back", timeout=30) == "back"
     h.run("pkill -x -f 'sleep 36091' || true")
     h.close()
+
+
+# -- (a): a quoted UserKnownHostsFile path with a space ------------------------------------
+
+
+def test_known_hosts_file_under_a_directory_with_a_space(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    where = tmp_path_factory.mktemp("with space") / "test bed"
+    with Testbed(where, count=1) as tb:
+        assert '"' in tb.ssh_config.read_text()  # the path is quoted there
+        h = hosts.SSHHost(tb.machines[0], ssh_config=str(tb.ssh_config), host_key_policy="strict")
+        assert h.params.known_hosts == str(tb.known_hosts)
+        assert h.run_output("echo ok") == "ok"
+        h.close()

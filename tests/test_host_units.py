@@ -405,3 +405,15 @@ def test_bad_server_alive_value_is_one_clear_line(tmp_path: Path) -> None:
     cfg.write_text("Host h\n  ServerAliveInterval soon\n")
     with pytest.raises(AutoservError, match=r"ssh_config: serveraliveinterval 'soon' is not"):
         resolve("h", ssh_config=str(cfg))
+
+
+@pytest.mark.parametrize("value, want", [
+    ('"/q d/kh" /other', "/q d/kh"),
+    ("/plain/kh /second", "/plain/kh"),
+    ("'/single q/kh'", "/single q/kh"),
+])
+def test_user_known_hosts_file_first_path_honours_quotes(
+        tmp_path: Path, value: str, want: str) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host h\n  UserKnownHostsFile {value}\n")
+    assert resolve("h", ssh_config=str(cfg)).known_hosts == want

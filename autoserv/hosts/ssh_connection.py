@@ -18,6 +18,7 @@ import fnmatch
 import getpass
 import logging
 import os
+import shlex
 import socket
 import threading
 import time
@@ -194,7 +195,7 @@ def resolve(
         policy = _STRICT_MAP.get(entry["stricthostkeychecking"].lower())
     known = known_hosts or d.known_hosts
     if known is None and "userknownhostsfile" in entry:
-        known = entry["userknownhostsfile"].split()[0]
+        known = _first_path(entry["userknownhostsfile"], "UserKnownHostsFile", config_path)
     if keepalive is None:
         keepalive = _config_number(entry, "serveraliveinterval", DEFAULT_KEEPALIVE, config_path)
     if keepalive_count is None:
@@ -221,6 +222,24 @@ def resolve(
         pinned_host_keys=tuple(pinned_host_keys),
         ssh_config=config_path,
     )
+
+
+def _first_path(value: str, key: str, path: str | None) -> str:
+    """The first path of a config option that takes several, quoted as OpenSSH allows.
+
+    paramiko strips the quotes of a value that is one quoted word
+    (``"/a b/known_hosts"`` arrives as ``/a b/known_hosts``): a value without
+    quotes that names an existing file is that one path.
+    """
+    if not any(q in value for q in "\"'\\") and os.path.exists(os.path.expanduser(value)):
+        return os.path.expanduser(value)
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise AutoservError(f"ssh config {path or '~/.ssh/config'}: {key} {value!r}: {exc}") from None
+    if not words:
+        raise AutoservError(f"ssh config {path or '~/.ssh/config'}: {key} has no path")
+    return os.path.expanduser(words[0])
 
 
 def _config_number(entry: dict[str, Any], key: str, default: float, path: str | None) -> float:
