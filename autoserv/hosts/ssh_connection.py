@@ -23,8 +23,9 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import paramiko
 
@@ -164,23 +165,36 @@ class _SSHConfigs:
 _CONFIGS = _SSHConfigs()
 
 
+class ConnectOptions(TypedDict, total=False):
+    """How to connect, as a caller may say it (absent or None: the job's SSH defaults, then
+    the ssh config, then the built-in defaults).  Keyword arguments of :func:`resolve` and
+    :class:`~autoserv.hosts.SSHHost`."""
+
+    key_file: str | None
+    host_key_policy: str | None
+    known_hosts: str | None
+    ssh_config: str | None
+    connect_timeout: float | None
+    pinned_host_keys: Iterable[str]
+    #: ServerAliveInterval (seconds; 0 disables the keepalive check)
+    keepalive: float | None
+    #: ServerAliveCountMax
+    keepalive_count: int | None
+
+
 def resolve(
     hostname: str,
     user: str | None = None,
     port: int | None = None,
     password: str | Secret | None = None,
-    key_file: str | None = None,
-    host_key_policy: str | None = None,
-    known_hosts: str | None = None,
-    ssh_config: str | None = None,
-    connect_timeout: float | None = None,
-    pinned_host_keys: tuple[str, ...] = (),
-    keepalive: float | None = None,
-    keepalive_count: int | None = None,
+    **options: Unpack[ConnectOptions],
 ) -> ConnectParams:
     """Merge arguments > process defaults > ssh config > built-in defaults."""
+    key_file, host_key_policy = options.get("key_file"), options.get("host_key_policy")
+    known_hosts, connect_timeout = options.get("known_hosts"), options.get("connect_timeout")
+    keepalive, keepalive_count = options.get("keepalive"), options.get("keepalive_count")
     d = get_ssh_defaults()
-    config_path = ssh_config or d.ssh_config
+    config_path = options.get("ssh_config") or d.ssh_config
     cfg = _CONFIGS.load(config_path)
     entry: dict[str, Any] = dict(cfg.lookup(hostname)) if cfg is not None else {}
     if password is not None and not isinstance(password, Secret):
@@ -219,7 +233,7 @@ def resolve(
         host_key_policy=policy or DEFAULT_POLICY,
         known_hosts=known,
         host_key_alias=entry.get("hostkeyalias"),
-        pinned_host_keys=tuple(pinned_host_keys),
+        pinned_host_keys=tuple(options.get("pinned_host_keys", ())),
         ssh_config=config_path,
     )
 
@@ -303,16 +317,6 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return sock
-
-
-def ssh_banner(hostname: str, port: int, timeout: float) -> bool:
-    """True when ``hostname:port`` accepts TCP and sends ``SSH-`` within ``timeout`` s."""
-    try:
-        with socket.create_connection((hostname, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def _private_keys(p: ConnectParams) -> list[tuple[str, paramiko.PKey]]:
@@ -563,6 +567,7 @@ POOL = TransportPool()
 os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=POOL._forget_in_child)
 
 __all__ = [
+    "ConnectOptions",
     "ConnectParams",
     "resolve",
     "open_transport",

@@ -16,7 +16,8 @@ import posixpath
 import shlex
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from typing import Unpack
 
 import paramiko
 import scp
@@ -29,11 +30,11 @@ from autoserv.hosts.machine import Machine
 from autoserv.hosts.scp_client import SCPClient, safe_scp_path
 from autoserv.hosts.ssh_connection import (
     POOL,
+    ConnectOptions,
     ConnectParams,
     lost_reason,
     resolve,
     send_eof,
-    ssh_banner,
 )
 from autoserv.hosts.ssh_exec import (
     SSHExecution,
@@ -43,6 +44,7 @@ from autoserv.hosts.ssh_exec import (
     wrap_command,
     wrap_exec,
 )
+from autoserv.localsys import ssh_banner
 from autoserv.result import CmdResult
 from autoserv.run_core import KILL_BUDGET, Execution, Failure, Stdin
 from autoserv.secret import Secret
@@ -92,27 +94,16 @@ class SSHHost(RemoteHost):
         port: int | None = None,
         password: str | Secret | None = None,
         *,
-        key_file: str | None = None,
-        host_key_policy: str | None = None,
-        known_hosts: str | None = None,
-        ssh_config: str | None = None,
-        connect_timeout: float | None = None,
-        pinned_host_keys: Iterable[str] = (),
-        keepalive: float | None = None,
-        keepalive_count: int | None = None,
         via: SSHHost | None = None,
         via_target: tuple[str, int] | None = None,
+        **options: Unpack[ConnectOptions],
     ) -> None:
         machine = (hostname if isinstance(hostname, Machine)
                    else Machine.parse(hostname, check_host=False))
         self.machine = machine
         self.params: ConnectParams = resolve(
             machine.host, user=user or machine.user, port=port or machine.port,
-            password=password or machine.password, key_file=key_file,
-            host_key_policy=host_key_policy, known_hosts=known_hosts, ssh_config=ssh_config,
-            connect_timeout=connect_timeout, pinned_host_keys=tuple(pinned_host_keys),
-            keepalive=keepalive, keepalive_count=keepalive_count,
-        )
+            password=password or machine.password, **options)
         if via is not None:  # tunnelled through another host's connection (e.g. a guest's
             # forwarded SSH port on its KVM host)
             self.params = dataclasses.replace(self.params, via=via, via_target=via_target)
