@@ -359,11 +359,17 @@ class SSHExecution(Execution):
 
     def _kill_orphan(self, budget: Deadline) -> None:
         """After a lost connection: reconnect and end the command if it still runs (a host
-        that is still reachable keeps it running otherwise).  Guarded against a reused pid."""
+        that is still reachable keeps it running otherwise), or, for a host that stopped
+        answering, leave that to the host's next command.  Guarded against a reused pid."""
         pid = self.pid
-        if pid is None or self._killed or lost_reason(self.chan.get_transport()):
-            return  # (a host that stopped answering keepalives is not reachable now)
+        if pid is None or self._killed:
+            return
         self._killed = True
+        if lost_reason(self.chan.get_transport()):
+            # the host stopped answering keepalives, so it is not reachable now: the next
+            # command that reaches it ends this one first
+            self.host.orphans.append((pid, self.marker))
+            return
         try:
             self._kill_group(pid, Deadline(budget.remaining(_ORPHAN_KILL)), guarded=True)
             self.host.log.info("connection lost: reconnected to %s and ended the command (pid %d)",

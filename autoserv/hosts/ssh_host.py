@@ -38,6 +38,7 @@ from autoserv.hosts.ssh_connection import (
 )
 from autoserv.hosts.ssh_exec import (
     SSHExecution,
+    kill_command,
     new_marker,
     send_command,
     skip_to_marker,
@@ -111,6 +112,9 @@ class SSHHost(RemoteHost):
         self.user = self.params.user
         self.port = self.params.port
         self._has_scp: bool | None = None
+        #: (pid, marker) of commands left running when the host stopped answering; the
+        #: next command that reaches the host ends them first
+        self.orphans: list[tuple[int, bytes]] = []
         POOL.acquire(self.params)
 
     @property
@@ -164,6 +168,8 @@ class SSHHost(RemoteHost):
     def _start(self, command: str, stdin: Stdin, out: StreamCollector, err: StreamCollector,
                connect_timeout: float | None) -> Execution:
         """Open a channel and send the wrapped command, all within one connect deadline."""
+        if self.orphans:
+            self._kill_orphans(connect_timeout)
         connect = self.params.deadline(connect_timeout)
         chan = self._open_session(connect)
         marker = new_marker()
@@ -180,6 +186,20 @@ class SSHHost(RemoteHost):
             execution.finish(budget)
             raise
         return execution
+
+    def _kill_orphans(self, connect_timeout: float | None) -> None:
+        """End the commands a lost connection left running (see ``orphans``), once reachable."""
+        orphans, self.orphans = self.orphans, []
+        for pid, marker in orphans:
+            try:
+                self.run(kill_command(pid, marker=marker), timeout=30,
+                         connect_timeout=connect_timeout, verbose=False, stdout_tee=None,
+                         stderr_tee=None, ignore_status=True)
+                self.log.info("ended pid %d, left running on %s when its connection was lost",
+                              pid, self.hostname)
+            except AutoservError:
+                self.orphans.append((pid, marker))  # still unreachable: try again next time
+                raise
 
     def _run_error(
         self, failure: Failure, result: CmdResult, execution: Execution, timeout: float | None
