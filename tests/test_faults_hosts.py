@@ -333,3 +333,30 @@ def test_known_hosts_file_under_a_directory_with_a_space(
         assert h.params.known_hosts == str(tb.known_hosts)
         assert h.run_output("echo ok") == "ok"
         h.close()
+
+
+def test_kill_after_a_timeout_on_a_cut_network_ends_with_the_keepalives(
+        testbed_netns: Testbed, tmp_path: Path) -> None:
+    th = testbed_netns.hosts[1]
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host {th.name}\n  ServerAliveInterval 1\n  ServerAliveCountMax 2\n\n"
+                      + testbed_netns.ssh_config.read_text())
+    h = hosts.SSHHost(th.name, ssh_config=str(config))
+    h.run("true")
+    cut = threading.Timer(0.5, subprocess.run,
+                          [["ip", "-n", th.netns, "link", "set", "br0", "down"]])
+    cut.start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(AutoservRunTimeoutError):
+            h.run("sleep 36092", timeout=2)
+        took = time.monotonic() - start
+        # not 2 s + the whole kill budget of attempts on a dead connection
+        assert took < 2 + 1 * 2 + 2 < 2 + KILL_BUDGET, took
+    finally:
+        cut.join()
+        subprocess.run(["ip", "-n", th.netns, "link", "set", "br0", "up"], check=True)
+    assert h.orphans
+    assert h.run_output("echo back", timeout=30) == "back"
+    assert alive(h, "'^slee[p] 36092$'") == [] and not h.orphans
+    h.close()

@@ -335,8 +335,10 @@ class SSHExecution(Execution):
             if not paramiko_ext.send_exec(killer, script, budget.remaining()):
                 raise AutoservSSHTimeout("no answer to the kill request")
             send_eof(killer)
-            if not killer.status_event.wait(budget.remaining()):
-                host.log.warning("could not confirm the remote command %d ended", pid)
+            while not killer.status_event.wait(budget.remaining(0.2)):
+                if budget.expired() or not t.is_active():  # (keepalives may declare it lost)
+                    host.log.warning("could not confirm the remote command %d ended", pid)
+                    break
         finally:
             killer.close()
         host.log.debug("killed remote process group %d on %s", pid, host.hostname)
@@ -346,16 +348,28 @@ class SSHExecution(Execution):
         host, chan = self.host, self.chan
         pid = self.await_pid(budget.remaining(2.0))
         try:
-            if pid is not None:
+            if pid is not None and not self._orphaned(pid):
                 self._kill_group(pid, budget)
                 self._killed = True
             chan.status_event.wait(budget.remaining(1.0))
         except Exception as exc:
-            host.log.warning("could not kill remote command (pid %s) on %s: %s",
-                             pid, host.hostname, exc)
+            if pid is None or not self._orphaned(pid):
+                host.log.warning("could not kill remote command (pid %s) on %s: %s",
+                                 pid, host.hostname, exc)
         finally:
             with contextlib.suppress(Exception):
                 chan.close()
+
+    def _orphaned(self, pid: int) -> bool:
+        """If keepalives declared the host lost, leave ``pid`` to the host's next command
+        (no kill attempts on a dead connection) and say so."""
+        if self._killed or not lost_reason(self.chan.get_transport()):
+            return False
+        self._killed = True
+        self.host.orphans.append((pid, self.marker))
+        self.host.log.warning("%s is lost: its command (pid %d) is ended when it is reached "
+                              "again", self.host.hostname, pid)
+        return True
 
     def _kill_orphan(self, budget: Deadline) -> None:
         """After a lost connection: reconnect and end the command if it still runs (a host
@@ -364,12 +378,9 @@ class SSHExecution(Execution):
         pid = self.pid
         if pid is None or self._killed:
             return
+        if self._orphaned(pid):
+            return  # the host stopped answering keepalives: it is not reachable now
         self._killed = True
-        if lost_reason(self.chan.get_transport()):
-            # the host stopped answering keepalives, so it is not reachable now: the next
-            # command that reaches it ends this one first
-            self.host.orphans.append((pid, self.marker))
-            return
         try:
             self._kill_group(pid, Deadline(budget.remaining(_ORPHAN_KILL)), guarded=True)
             self.host.log.info("connection lost: reconnected to %s and ended the command (pid %d)",
