@@ -52,6 +52,17 @@ from autoserv.secret import Secret
 from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
 
+#: Seconds a transfer may go without progress (a read, a write, the final status).
+_TRANSFER_TIMEOUT = 120.0
+
+
+def _bounded_exit_status(chan: paramiko.Channel) -> int:
+    """The exit status of a transfer's command, waiting at most ``_TRANSFER_TIMEOUT``."""
+    if not chan.status_event.wait(_TRANSFER_TIMEOUT):
+        chan.close()
+        raise AutoservSSHTimeout(f"no exit status from the remote tar within {_TRANSFER_TIMEOUT:g} s")
+    return int(chan.exit_status)
+
 
 def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
     """Close an SFTP session after the server reports its exit status.
@@ -373,11 +384,14 @@ class SSHHost(RemoteHost):
 
     def _tar_to_remote(self, local: str, remote_parent: str, name: str) -> None:
         chan = self._open_session(30)
-        chan.exec_command(quote_args("tar -xf - -C", [remote_parent]))
+        chan.settimeout(_TRANSFER_TIMEOUT)
+        if not paramiko_ext.send_exec(chan, quote_args("tar -xf - -C", [remote_parent]), 30):
+            chan.close()
+            raise AutoservSSHTimeout(f"{self.params.where} did not start tar within 30 s")
         with chan.makefile("wb") as stream, tarfile.open(fileobj=stream, mode="w|") as tar:
             tar.add(local, arcname=name)
         send_eof(chan)
-        status = chan.recv_exit_status()
+        status = _bounded_exit_status(chan)
         errtext = chan.recv_stderr(65536).decode(errors="replace")
         chan.close()
         if status != 0:
@@ -489,7 +503,11 @@ class SSHHost(RemoteHost):
         chan = self._open_session(30)
         marker = new_marker()
         parent = parent or ("/" if remote.startswith("/") else ".")
-        chan.exec_command(wrap_exec(quote_args("tar -cf - -C", [parent, "--", name]), marker))
+        chan.settimeout(_TRANSFER_TIMEOUT)
+        if not paramiko_ext.send_exec(
+                chan, wrap_exec(quote_args("tar -cf - -C", [parent, "--", name]), marker), 30):
+            chan.close()
+            raise AutoservSSHTimeout(f"{self.params.where} did not start tar within 30 s")
         skip_to_marker(chan, marker, Deadline(30), self.params.where)
         with chan.makefile("rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
@@ -503,7 +521,7 @@ class SSHHost(RemoteHost):
                     chan.close()
                     raise self._local_disk_full(
                         os.path.join(local_parent or ".", member.name), local) from None
-        status = chan.recv_exit_status()
+        status = _bounded_exit_status(chan)
         chan.close()
         if status != 0:
             raise AutoservRunError(f"tar from {self.hostname}:{remote} failed (status {status})")
