@@ -26,11 +26,15 @@ from autoserv.deadline import Deadline
 from autoserv.result import CmdResult
 from autoserv.streams import TEE_TO_LOGS, StreamCollector
 
-__all__ = ["Execution", "Runner", "Failure", "Stdin", "run_command", "quote_args", "KILL_BUDGET"]
+__all__ = ["Execution", "Runner", "Failure", "Stdin", "run_command", "quote_args", "KILL_BUDGET",
+           "LOG_OUTPUT_CAP"]
 
 #: Seconds the kill after a timeout or an exception may take in all (finding the
 #: command, TERM, a grace, KILL, reading the final status); never more.
 KILL_BUDGET = 10.0
+
+#: Characters of one stream of one command that the logs keep; the result keeps all of it.
+LOG_OUTPUT_CAP = 1 << 20
 
 #: What a run may read as its standard input.
 Stdin = str | bytes | IO[Any] | None
@@ -44,6 +48,28 @@ def quote_args(command: str, args: Iterable[Any] = ()) -> str:
     """Append each of ``args`` to ``command``, shell-quoted as one word each."""
     quoted = [shlex.quote(str(a)) for a in args]
     return " ".join([command, *quoted]) if quoted else command
+
+
+class _CappedLog(logging.Logger):
+    """Forwards one stream's lines to ``target`` until ``cap`` characters were logged, then
+    says once that the rest is not logged (a command's endless output must not fill the logs)."""
+
+    def __init__(self, target: logging.Logger, stream: str, cap: int = LOG_OUTPUT_CAP) -> None:
+        super().__init__(target.name)
+        self._target = target
+        self._stream = stream
+        self._left = cap
+        self._cap = cap
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self._left < 0:
+            return
+        self._left -= sum(len(a) for a in args if isinstance(a, str)) + 1
+        if self._left >= 0:
+            self._target.log(level, msg, *args, **kwargs)
+        else:
+            self._target.log(level, "[%s] ... more output not logged (over %d characters; "
+                             "the result keeps all of it)", self._stream, self._cap)
 
 
 class Execution(ABC):
@@ -123,8 +149,8 @@ def run_command(
         runner._running(command)
     start = time.monotonic()
     deadline = Deadline(timeout)
-    out = StreamCollector(stdout_tee, runner.log, logging.DEBUG, "[stdout] ")
-    err = StreamCollector(stderr_tee, runner.log, logging.DEBUG, "[stderr] ")
+    out = StreamCollector(stdout_tee, _CappedLog(runner.log, "stdout"), logging.DEBUG, "[stdout] ")
+    err = StreamCollector(stderr_tee, _CappedLog(runner.log, "stderr"), logging.DEBUG, "[stderr] ")
     execution = runner._start(command, stdin, out, err, connect_timeout)
     budget: Deadline | None = None  # one kill budget, from the moment the kill starts
     try:

@@ -19,6 +19,9 @@ TEST_PASSWORD = "autoserv-test-pw"
 #: The host kinds of the ``testbed`` fixture; the netns one carries the ``netns`` mark, so
 #: ``-m "not netns"`` runs the loopback half without making a namespace.
 KINDS = ["loopback", pytest.param("netns", marks=pytest.mark.netns)]
+#: The host kinds of the host behaviour tests: ``noisy`` is a loopback host whose root
+#: ``.bashrc`` prints banners on stdout and stderr before every command.
+HOST_KINDS = [*KINDS, "noisy"]
 #: Fixtures that make network namespaces (``seed`` is test_kvm_e2e's netns test bed): a test
 #: using one, directly or through another fixture, gets the ``netns`` mark too.
 NETNS_FIXTURES = {"testbed_netns", "seed"}
@@ -49,10 +52,13 @@ def _need_root_tools(kind: str) -> None:
         pytest.fail("sshd is not installed (apt-get install openssh-server)")
 
 
-def _testbed(tmp_path_factory: pytest.TempPathFactory, kind: str) -> Iterator[Testbed]:
+def _testbed(tmp_path_factory: pytest.TempPathFactory, kind: str, noisy: bool = False
+             ) -> Iterator[Testbed]:
     _need_root_tools(kind)
+    name = "noisy" if noisy else kind
     with Testbed(
-        tmp_path_factory.mktemp(f"testbed-{kind}"), count=3, kind=kind, password=TEST_PASSWORD
+        tmp_path_factory.mktemp(f"testbed-{name}"), count=3, kind=kind, password=TEST_PASSWORD,
+        noisy=noisy,
     ) as tb:
         yield tb
 
@@ -67,6 +73,12 @@ def testbed_loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testb
 def testbed_netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     """Three sshd hosts, each in its own network namespace on a lab bridge."""
     yield from _testbed(tmp_path_factory, "netns")
+
+
+@pytest.fixture(scope="session")
+def testbed_noisy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    """Three loopback sshd hosts whose login shell prints banners on stdout and stderr."""
+    yield from _testbed(tmp_path_factory, "loopback", noisy=True)
 
 
 @pytest.fixture(scope="session", params=KINDS)

@@ -21,7 +21,15 @@ from autoserv.errors import (
 )
 from autoserv.lab.testbed import Testbed
 from autoserv.run_core import KILL_BUDGET
+from tests.conftest import HOST_KINDS
 from tests.host_helpers import alive
+
+
+@pytest.fixture(scope="session", params=HOST_KINDS)
+def testbed(request: pytest.FixtureRequest) -> Testbed:
+    """Each test using this runs against a loopback, a netns and a noisy-login host."""
+    return request.getfixturevalue(f"testbed_{request.param}")
+
 
 
 def test_run_returns_result(host: hosts.SSHHost) -> None:

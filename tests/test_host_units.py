@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import posixpath
 import subprocess
 import time
@@ -27,7 +28,7 @@ from autoserv.hosts.defaults import SSHDefaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name, read_known_keys
 from autoserv.hosts.machine import Machine, machine_label, mask_machine
 from autoserv.hosts.ssh_connection import resolve
-from autoserv.hosts.ssh_exec import StderrFilter, kill_command, wrap_command
+from autoserv.hosts.ssh_exec import MarkerFilter, kill_command, new_marker, wrap_command
 from autoserv.hosts.transfer import plan_send
 from autoserv.result import CmdResult
 from autoserv.secret import Secret
@@ -260,12 +261,30 @@ def test_plan_deletes_and_refuses_root() -> None:
 @pytest.mark.parametrize("shell", ["sh", "bash", "dash"])
 def test_wrap_command_reports_pid_and_keeps_output(shell: str) -> None:
     cmd = "echo \"$1-ok\" 'quoted $x'; echo err >&2; exit 4"
-    proc = subprocess.run([shell, "-c", wrap_command(cmd)], capture_output=True, text=True)
+    marker = new_marker()
+    proc = subprocess.run([shell, "-c", wrap_command(cmd, marker)], capture_output=True)
     assert proc.returncode == 4
-    first, rest = proc.stderr.split("\n", 1)
-    assert first.startswith("AUTOSERV_PID=") and first.split("=")[1].isdigit()
-    assert rest == "err\n"
-    assert proc.stdout == "-ok quoted $x\n"
+    for stream, rest in ((proc.stdout, b"-ok quoted $x\n"), (proc.stderr, b"err\n")):
+        first, tail = stream.split(b"\n", 1)
+        assert first.startswith(marker) and first[len(marker):].isdigit()
+        assert tail == rest
+
+
+def test_guarded_kill_command_spares_a_group_without_the_command_marker() -> None:
+    marker = new_marker()
+    token = marker.decode().split("_")[1]
+    env = {**os.environ, "AUTOSERV_RUN": token}
+    other = subprocess.Popen(["sleep", "3713"], start_new_session=True)
+    try:
+        mine = subprocess.Popen(["sleep", "3714"], start_new_session=True, env=env)
+        for victim in (other, mine):
+            subprocess.run(["sh", "-c", kill_command(victim.pid, grace=0.5, marker=marker)],
+                           check=True)
+        assert mine.wait(5) == -15
+        assert other.poll() is None  # a reused pid is not the command's: left alone
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_kill_command_ends_a_process_group() -> None:
@@ -277,16 +296,33 @@ def test_kill_command_ends_a_process_group() -> None:
     assert out == ""
 
 
-def test_stderr_filter_strips_pid_line_split_across_chunks() -> None:
+@pytest.mark.parametrize("chunks", [
+    [b"AUTOSE", b"RV_x_PID=12", b"3\nreal ", b"error\n"],
+    [b"banner\nstty: noise ", b"AUTOSERV_x_PID=123\nreal error\n"],
+    [b"no newline noise AUTOSERV_x_PID=1", b"23", b"\n", b"real error\n"],
+    [b"AUTOSERV_y_PID=9\nnoise AUTOSERV_x_PID=123\nreal error\n"],  # another marker is noise
+])
+def test_marker_filter_finds_the_marker_anywhere_and_drops_what_came_before(
+        chunks: list[bytes]) -> None:
     sink = StreamCollector(None)
-    f = StderrFilter(sink)
-    for chunk in (b"AUTOSE", b"RV_PID=12", b"3\nreal ", b"error\n"):
+    f = MarkerFilter(sink, b"AUTOSERV_x_PID=")
+    for chunk in chunks:
         f.feed(chunk)
+    f.flush()
     assert f.pid == 123 and sink.finish() == "real error\n"
-    sink2 = StreamCollector(None)
-    f2 = StderrFilter(sink2)
-    f2.feed(b"no marker here\n")
-    assert f2.pid is None and sink2.finish() == "no marker here\n"
+
+
+def test_marker_filter_without_marker_passes_everything() -> None:
+    sink = StreamCollector(None)
+    f = MarkerFilter(sink, b"AUTOSERV_x_PID=")
+    f.feed(b"no marker here\n")
+    assert sink.finish() == ""  # held until the marker or the end
+    f.flush()
+    assert f.pid is None and sink.finish() == "no marker here\n"
+
+
+def test_new_markers_differ() -> None:
+    assert len({new_marker() for _ in range(100)}) == 100
 
 
 # -- output collection, quoting, errors, deadlines, local run ------------------------------
@@ -348,3 +384,36 @@ def test_local_run() -> None:
     killed = run("kill -9 $$", ignore_status=True)
     assert (killed.exit_status, killed.exit_signal) == (-9, 9)
     assert run("true").exit_signal is None
+
+
+@pytest.mark.parametrize("config, arg, want", [
+    ("", None, (15.0, 3)),
+    ("ServerAliveInterval 4\n  ServerAliveCountMax 5\n", None, (4.0, 5)),
+    ("ServerAliveInterval 4\n", 9.0, (9.0, 3)),
+    ("ServerAliveInterval 0\n", None, (0.0, 3)),
+])
+def test_keepalive_honours_server_alive_options(
+        tmp_path: Path, config: str, arg: float | None, want: tuple[float, int]) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host h\n  {config}")
+    p = resolve("h", ssh_config=str(cfg), keepalive=arg)
+    assert (p.keepalive, p.keepalive_count) == want
+
+
+def test_bad_server_alive_value_is_one_clear_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Host h\n  ServerAliveInterval soon\n")
+    with pytest.raises(AutoservError, match=r"ssh_config: serveraliveinterval 'soon' is not"):
+        resolve("h", ssh_config=str(cfg))
+
+
+@pytest.mark.parametrize("value, want", [
+    ('"/q d/kh" /other', "/q d/kh"),
+    ("/plain/kh /second", "/plain/kh"),
+    ("'/single q/kh'", "/single q/kh"),
+])
+def test_user_known_hosts_file_first_path_honours_quotes(
+        tmp_path: Path, value: str, want: str) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host h\n  UserKnownHostsFile {value}\n")
+    assert resolve("h", ssh_config=str(cfg)).known_hosts == want

@@ -15,6 +15,14 @@ import pytest
 from autoserv import hosts
 from autoserv.errors import AutoservError, AutoservRunError
 from autoserv.lab.testbed import Testbed
+from tests.conftest import HOST_KINDS
+
+
+@pytest.fixture(scope="session", params=HOST_KINDS)
+def testbed(request: pytest.FixtureRequest) -> Testbed:
+    """Each test using this runs against a loopback, a netns and a noisy-login host."""
+    return request.getfixturevalue(f"testbed_{request.param}")
+
 
 ODD = "we ird $name 'q' \"dq\" `x`"
 
@@ -55,12 +63,15 @@ def remote(tmp_path: Path) -> Path:
     return r
 
 
-@pytest.fixture(params=["scp", "sftp-only", "scp-only"])
-def xhost(request: pytest.FixtureRequest, testbed_loopback: Testbed,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[hosts.SSHHost]:
-    """A host of each transfer flavour: normal, without scp, without an sftp subsystem."""
-    if request.param == "scp":
-        h = hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config))
+@pytest.fixture(params=["scp", "sftp-only", "scp-only", "noisy"])
+def xhost(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[hosts.SSHHost]:
+    """A host of each transfer flavour: normal, without scp, without an sftp subsystem, one
+    whose login shell prints banners on stdout and stderr."""
+    if request.param in ("scp", "noisy"):
+        tb: Testbed = request.getfixturevalue(
+            "testbed_loopback" if request.param == "scp" else "testbed_noisy")
+        h = hosts.SSHHost(tb.machines[0], ssh_config=str(tb.ssh_config))
         yield h
         h.close()
         return

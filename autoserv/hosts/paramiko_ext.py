@@ -14,6 +14,8 @@ release is checked first).  No other module touches paramiko's private names.
   ``Transport._send_user_message``), ordered before our CLOSE.
 * :func:`send_exec` — an ``exec`` request whose reply is awaited with a bound
   (``Channel._event_pending``, ``Channel.event``, ``Channel.event_ready``).
+* :func:`ping` — a keepalive global request that expects an answer, awaited
+  with a bound (``Transport.completion_event``, ``Transport._send_user_message``).
 
 What autoserv associates with paramiko objects (the exit signal of a channel)
 lives in a weak dictionary here, never as attributes added to them.
@@ -35,6 +37,7 @@ __all__ = [
     "exit_signal_number",
     "send_eof",
     "send_exec",
+    "ping",
 ]
 
 #: channel -> the signal name of its RFC 4254 exit-signal (e.g. "KILL")
@@ -163,3 +166,24 @@ def send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:
     if not chan.event_ready:  # type: ignore[attr-defined]
         raise chan.transport.get_exception() or paramiko.SSHException("Channel closed.")  # type: ignore[union-attr]
     return True
+
+
+def ping(t: paramiko.Transport, timeout: float) -> bool:
+    """Send ``keepalive@openssh.com`` (want-reply) and wait at most ``timeout`` s for any answer.
+
+    Why: paramiko's keepalives ask for no reply, so a dead peer goes unnoticed
+    until TCP gives up (~15 min), and ``global_request(wait=True)`` waits
+    forever.  OpenSSH answers this request (with a failure: it does not know
+    it), which is all a ServerAliveInterval check needs.  Relies on paramiko
+    setting ``Transport.completion_event`` on either reply and on
+    ``Transport._send_user_message(m)``; autoserv sends no other global
+    requests that could race for that event.
+    """
+    event = threading.Event()
+    t.completion_event = event  # type: ignore[attr-defined]
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)
+    m.add_string("keepalive@openssh.com")
+    m.add_boolean(True)
+    t._send_user_message(m)  # type: ignore[attr-defined]
+    return event.wait(timeout)

@@ -18,17 +18,25 @@ import fnmatch
 import getpass
 import logging
 import os
+import shlex
 import socket
 import threading
+import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import paramiko
 
 from autoserv import inputs
 from autoserv.deadline import Deadline
-from autoserv.errors import AutoservHostKeyError, AutoservSshPermissionDeniedError, AutoservSSHTimeout
+from autoserv.errors import (
+    AutoservError,
+    AutoservHostKeyError,
+    AutoservSshPermissionDeniedError,
+    AutoservSSHTimeout,
+)
 from autoserv.hosts import paramiko_ext
 from autoserv.hosts.defaults import get_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name
@@ -37,11 +45,17 @@ from autoserv.hosts.paramiko_ext import send_eof
 from autoserv.secret import Secret
 
 log = logging.getLogger("autoserv.hosts.ssh")
+# paramiko's records go to the job's handlers like any others; without one (a process whose
+# logging was shut down, or never set up) they are dropped instead of printed on stderr by
+# logging's last-resort handler: hosts never print.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 DEFAULT_USER = "root"
 DEFAULT_PORT = 22
 DEFAULT_CONNECT_TIMEOUT = 30.0
 DEFAULT_POLICY = "accept-new"
+DEFAULT_KEEPALIVE = 15.0
+DEFAULT_KEEPALIVE_COUNT = 3
 DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 _STRICT_MAP = {"yes": "strict", "ask": "strict", "accept-new": "accept-new", "no": "off", "off": "off"}
 
@@ -59,7 +73,10 @@ class ConnectParams:
     identities_only: bool = False
     proxy_jump: str | None = None
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    keepalive: int = 15
+    #: ServerAliveInterval: seconds between keepalives that expect an answer (0: none)
+    keepalive: float = 15
+    #: ServerAliveCountMax: unanswered keepalives in a row that declare the host lost
+    keepalive_count: int = 3
     host_key_policy: str = DEFAULT_POLICY
     known_hosts: str | None = None
     host_key_alias: str | None = None
@@ -149,22 +166,36 @@ class _SSHConfigs:
 _CONFIGS = _SSHConfigs()
 
 
+class ConnectOptions(TypedDict, total=False):
+    """How to connect, as a caller may say it (absent or None: the job's SSH defaults, then
+    the ssh config, then the built-in defaults).  Keyword arguments of :func:`resolve` and
+    :class:`~autoserv.hosts.SSHHost`."""
+
+    key_file: str | None
+    host_key_policy: str | None
+    known_hosts: str | None
+    ssh_config: str | None
+    connect_timeout: float | None
+    pinned_host_keys: Iterable[str]
+    #: ServerAliveInterval (seconds; 0 disables the keepalive check)
+    keepalive: float | None
+    #: ServerAliveCountMax
+    keepalive_count: int | None
+
+
 def resolve(
     hostname: str,
     user: str | None = None,
     port: int | None = None,
     password: str | Secret | None = None,
-    key_file: str | None = None,
-    host_key_policy: str | None = None,
-    known_hosts: str | None = None,
-    ssh_config: str | None = None,
-    connect_timeout: float | None = None,
-    pinned_host_keys: tuple[str, ...] = (),
-    keepalive: int = 15,
+    **options: Unpack[ConnectOptions],
 ) -> ConnectParams:
     """Merge arguments > process defaults > ssh config > built-in defaults."""
+    key_file, host_key_policy = options.get("key_file"), options.get("host_key_policy")
+    known_hosts, connect_timeout = options.get("known_hosts"), options.get("connect_timeout")
+    keepalive, keepalive_count = options.get("keepalive"), options.get("keepalive_count")
     d = get_ssh_defaults()
-    config_path = ssh_config or d.ssh_config
+    config_path = options.get("ssh_config") or d.ssh_config
     cfg = _CONFIGS.load(config_path)
     entry: dict[str, Any] = dict(cfg.lookup(hostname)) if cfg is not None else {}
     if password is not None and not isinstance(password, Secret):
@@ -179,7 +210,12 @@ def resolve(
         policy = _STRICT_MAP.get(entry["stricthostkeychecking"].lower())
     known = known_hosts or d.known_hosts
     if known is None and "userknownhostsfile" in entry:
-        known = entry["userknownhostsfile"].split()[0]
+        known = _first_path(entry["userknownhostsfile"], "UserKnownHostsFile", config_path)
+    if keepalive is None:
+        keepalive = _config_number(entry, "serveraliveinterval", DEFAULT_KEEPALIVE, config_path)
+    if keepalive_count is None:
+        keepalive_count = int(_config_number(entry, "serveralivecountmax", DEFAULT_KEEPALIVE_COUNT,
+                                             config_path))
     timeout = connect_timeout or d.connect_timeout
     if timeout is None and "connecttimeout" in entry:
         timeout = inputs.config_seconds(entry["connecttimeout"], "ConnectTimeout", config_path,
@@ -199,12 +235,45 @@ def resolve(
         proxy_jump=entry.get("proxyjump") if entry.get("proxyjump", "none") != "none" else None,
         connect_timeout=float(timeout or DEFAULT_CONNECT_TIMEOUT),
         keepalive=keepalive,
+        keepalive_count=max(1, keepalive_count),
         host_key_policy=policy or DEFAULT_POLICY,
         known_hosts=known,
         host_key_alias=entry.get("hostkeyalias"),
-        pinned_host_keys=tuple(pinned_host_keys),
+        pinned_host_keys=tuple(options.get("pinned_host_keys", ())),
         ssh_config=config_path,
     )
+
+
+def _first_path(value: str, key: str, path: str | None) -> str:
+    """The first path of a config option that takes several, quoted as OpenSSH allows.
+
+    paramiko strips the quotes of a value that is one quoted word
+    (``"/a b/known_hosts"`` arrives as ``/a b/known_hosts``): a value without
+    quotes that names an existing file is that one path.
+    """
+    if not any(q in value for q in "\"'\\") and os.path.exists(os.path.expanduser(value)):
+        return os.path.expanduser(value)
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise AutoservError(f"ssh config {path or '~/.ssh/config'}: {key} {value!r}: {exc}") from None
+    if not words:
+        raise AutoservError(f"ssh config {path or '~/.ssh/config'}: {key} has no path")
+    return os.path.expanduser(words[0])
+
+
+def _config_number(entry: dict[str, Any], key: str, default: float, path: str | None) -> float:
+    """A non-negative number option of an ssh config entry (``default`` when absent)."""
+    if key not in entry:
+        return default
+    try:
+        value = float(entry[key])
+    except ValueError:
+        value = -1
+    if value < 0 or value != value or value == float("inf"):
+        raise AutoservError(f"ssh config {path or '~/.ssh/config'}: {key} {entry[key]!r} is not "
+                            f"a number of seconds or a count")
+    return value
 
 
 def _window(deadline: Deadline) -> str:
@@ -254,16 +323,6 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return sock
-
-
-def ssh_banner(hostname: str, port: int, timeout: float) -> bool:
-    """True when ``hostname:port`` accepts TCP and sends ``SSH-`` within ``timeout`` s."""
-    try:
-        with socket.create_connection((hostname, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            return sock.recv(4).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 def _private_keys(p: ConnectParams) -> list[tuple[str, paramiko.PKey]]:
@@ -369,15 +428,72 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
         checker.check(p.known_name(), t.get_remote_server_key())
         _authenticate(t, p, deadline)
     except BaseException:
-        t.close()
+        _close_and_join(t)
         for j in jumps:
             j.close()
         raise
     if p.keepalive:
-        t.set_keepalive(p.keepalive)
+        _start_watchdog(t, p)
     _jumps[t] = jumps  # closed with t
     log.debug("connected to %s@%s (%s)", p.user, p.where, t.remote_version)
     return t
+
+
+def _close_and_join(t: paramiko.Transport, timeout: float = 2.0) -> None:
+    """Close ``t`` and wait (bounded) for its thread to end.
+
+    A transport thread still waiting for a banner wakes up on the closed
+    socket and logs the error with a traceback; joined here, it does so
+    while the job's logging is still set up, not after the CLI shut it down.
+    """
+    t.close()
+    if t.is_alive() and t is not threading.current_thread():
+        t.join(timeout)
+
+
+#: transport -> why the keepalive watchdog declared its host lost
+_lost: weakref.WeakKeyDictionary[paramiko.Transport, str] = weakref.WeakKeyDictionary()
+
+
+def lost_reason(t: paramiko.Transport | None) -> str | None:
+    """Why ``t`` was closed as lost (no answer to keepalives), or None."""
+    return _lost.get(t) if t is not None else None
+
+
+def _start_watchdog(t: paramiko.Transport, p: ConnectParams) -> None:
+    """Check every ``p.keepalive`` s that the server answers (ServerAliveInterval and
+    ServerAliveCountMax semantics); close ``t`` as lost after ``p.keepalive_count``
+    unanswered keepalives in a row, so everything waiting on it ends."""
+    ref = weakref.ref(t)
+    interval, count, where = p.keepalive, p.keepalive_count, p.where
+
+    def watch() -> None:
+        missed = 0
+        while True:
+            t = ref()
+            if t is None or not t.is_active():
+                return
+            start = time.monotonic()
+            try:
+                answered = paramiko_ext.ping(t, interval)
+            except (OSError, EOFError, paramiko.SSHException):
+                return
+            if answered:
+                missed = 0
+                del t
+                time.sleep(max(0.0, interval - (time.monotonic() - start)))
+                continue
+            missed += 1
+            if missed >= count:
+                reason = (f"no answer to {count} keepalives in {interval * count:g} s "
+                          f"(ServerAliveInterval {interval:g}, ServerAliveCountMax {count})")
+                _lost[t] = reason
+                log.warning("%s is lost: %s", where, reason)
+                t.close()
+                return
+            del t
+
+    threading.Thread(target=watch, daemon=True, name=f"autoserv-keepalive-{where}").start()
 
 
 #: transport -> the jump-host transports it runs through (closed with it)
@@ -457,6 +573,7 @@ POOL = TransportPool()
 os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=POOL._forget_in_child)
 
 __all__ = [
+    "ConnectOptions",
     "ConnectParams",
     "resolve",
     "open_transport",

@@ -16,7 +16,8 @@ import posixpath
 import shlex
 import stat
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from typing import Unpack
 
 import paramiko
 import scp
@@ -27,13 +28,41 @@ from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutE
 from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import Machine
-from autoserv.hosts.ssh_connection import POOL, ConnectParams, resolve, send_eof, ssh_banner
-from autoserv.hosts.ssh_exec import SSHExecution, StderrFilter, send_command, wrap_command
+from autoserv.hosts.scp_client import SCPClient, safe_scp_path
+from autoserv.hosts.ssh_connection import (
+    POOL,
+    ConnectOptions,
+    ConnectParams,
+    lost_reason,
+    resolve,
+    send_eof,
+)
+from autoserv.hosts.ssh_exec import (
+    SSHExecution,
+    kill_command,
+    new_marker,
+    send_command,
+    skip_to_marker,
+    wrap_command,
+    wrap_exec,
+)
+from autoserv.localsys import ssh_banner
 from autoserv.result import CmdResult
 from autoserv.run_core import KILL_BUDGET, Execution, Failure, Stdin
 from autoserv.secret import Secret
 from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
+
+#: Seconds a transfer may go without progress (a read, a write, the final status).
+_TRANSFER_TIMEOUT = 120.0
+
+
+def _bounded_exit_status(chan: paramiko.Channel) -> int:
+    """The exit status of a transfer's command, waiting at most ``_TRANSFER_TIMEOUT``."""
+    if not chan.status_event.wait(_TRANSFER_TIMEOUT):
+        chan.close()
+        raise AutoservSSHTimeout(f"no exit status from the remote tar within {_TRANSFER_TIMEOUT:g} s")
+    return int(chan.exit_status)
 
 
 def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
@@ -78,26 +107,16 @@ class SSHHost(RemoteHost):
         port: int | None = None,
         password: str | Secret | None = None,
         *,
-        key_file: str | None = None,
-        host_key_policy: str | None = None,
-        known_hosts: str | None = None,
-        ssh_config: str | None = None,
-        connect_timeout: float | None = None,
-        pinned_host_keys: Iterable[str] = (),
-        keepalive: int = 15,
         via: SSHHost | None = None,
         via_target: tuple[str, int] | None = None,
+        **options: Unpack[ConnectOptions],
     ) -> None:
         machine = (hostname if isinstance(hostname, Machine)
                    else Machine.parse(hostname, check_host=False))
         self.machine = machine
         self.params: ConnectParams = resolve(
             machine.host, user=user or machine.user, port=port or machine.port,
-            password=password or machine.password, key_file=key_file,
-            host_key_policy=host_key_policy, known_hosts=known_hosts, ssh_config=ssh_config,
-            connect_timeout=connect_timeout, pinned_host_keys=tuple(pinned_host_keys),
-            keepalive=keepalive,
-        )
+            password=password or machine.password, **options)
         if via is not None:  # tunnelled through another host's connection (e.g. a guest's
             # forwarded SSH port on its KVM host)
             self.params = dataclasses.replace(self.params, via=via, via_target=via_target)
@@ -105,6 +124,9 @@ class SSHHost(RemoteHost):
         self.user = self.params.user
         self.port = self.params.port
         self._has_scp: bool | None = None
+        #: (pid, marker) of commands left running when the host stopped answering; the
+        #: next command that reaches the host ends them first
+        self.orphans: list[tuple[int, bytes]] = []
         POOL.acquire(self.params)
 
     @property
@@ -158,12 +180,15 @@ class SSHHost(RemoteHost):
     def _start(self, command: str, stdin: Stdin, out: StreamCollector, err: StreamCollector,
                connect_timeout: float | None) -> Execution:
         """Open a channel and send the wrapped command, all within one connect deadline."""
+        if self.orphans:
+            self._kill_orphans(connect_timeout)
         connect = self.params.deadline(connect_timeout)
         chan = self._open_session(connect)
-        execution = SSHExecution(self, chan, out, StderrFilter(err))
+        marker = new_marker()
+        execution = SSHExecution(self, chan, out, err, marker)
         journal.record("command", self, channel=chan, command=command)  # for autoserv cleanup
         try:
-            send_command(chan, wrap_command(command, self.hostname), connect, self.params.where)
+            send_command(chan, wrap_command(command, marker, self.hostname), connect, self.params.where)
             execution.feed_stdin(stdin)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.log.debug("connection error during %r: %s", command, exc)
@@ -175,6 +200,20 @@ class SSHHost(RemoteHost):
             raise
         return execution
 
+    def _kill_orphans(self, connect_timeout: float | None) -> None:
+        """End the commands a lost connection left running (see ``orphans``), once reachable."""
+        orphans, self.orphans = self.orphans, []
+        for pid, marker in orphans:
+            try:
+                self.run(kill_command(pid, marker=marker), timeout=30,
+                         connect_timeout=connect_timeout, verbose=False, stdout_tee=None,
+                         stderr_tee=None, ignore_status=True)
+                self.log.info("ended pid %d, left running on %s when its connection was lost",
+                              pid, self.hostname)
+            except AutoservError:
+                self.orphans.append((pid, marker))  # still unreachable: try again next time
+                raise
+
     def _run_error(
         self, failure: Failure, result: CmdResult, execution: Execution, timeout: float | None
     ) -> Exception:
@@ -182,9 +221,11 @@ class SSHHost(RemoteHost):
             return AutoservRunTimeoutError(
                 f"command timed out after {timeout} s on {self.hostname}", result)
         if failure == "lost":
+            assert isinstance(execution, SSHExecution)
+            why = lost_reason(execution.chan.get_transport())
             return AutoservRunError(
-                f"connection to {self.hostname} ({self.params.where}) lost while running command",
-                result)
+                f"connection to {self.hostname} ({self.params.where}) lost while running command"
+                + (f": {why}" if why else ""), result)
         assert isinstance(execution, SSHExecution)
         signalled = paramiko_ext.exit_signal(execution.chan)
         if signalled is not None:
@@ -239,26 +280,70 @@ class SSHHost(RemoteHost):
         )
         prep = []
         if delete_dest and plan.deletes:
-            prep.append(quote_args("rm -rf", plan.deletes))
+            prep.append(quote_args("rm -rf --", plan.deletes))
         if plan.mkdirs:
-            prep.append(quote_args("mkdir -p", plan.mkdirs))
+            prep.append(quote_args("mkdir -p --", plan.mkdirs))
         if prep:
             self.run(" && ".join(prep), verbose=False)
         self.log.debug("send_file %s -> %s:%s", sources, self.hostname, dest)
-        if preserve_symlinks:
-            self._send_tar(plan)
-        elif self._remote_has_scp():
-            self._send_scp(plan)
-        else:
-            self._send_sftp(plan)
+        try:
+            if preserve_symlinks:
+                self._send_tar(plan)
+            elif self._remote_has_scp():
+                self._send_scp(plan)
+            else:
+                self._send_sftp(plan)
+        except (AutoservRunError, OSError) as exc:
+            full = self._remote_disk_full(plan, dest, exc)
+            if full is None:
+                raise
+            raise full from None
+
+    def _remote_disk_full(self, plan: transfer.Plan, dest: str, exc: Exception
+                          ) -> AutoservRunError | None:
+        """The error for a send that filled the remote disk (removing the partial files:
+        copies shorter than their source), or None if that is not what happened.
+
+        scp says "No space left on device"; SFTP only "Failure" or a size
+        mismatch, tar "Wrote only N of M bytes": those count as a full disk when
+        a copy is short and less is free than it lacks.
+        """
+        text = str(exc)
+        said = "No space left" in text or "quota exceeded" in text.lower()
+        maybe = any(t in text for t in ("Failure", "size mismatch", "Wrote only"))
+        if not said and not maybe:
+            return None
+        files = [(loc, rem) for loc, rem in plan.pairs() if os.path.isfile(loc)]
+        script = ('d=$1; shift; df -Pk -- "$d" | awk \'NR==2{print $4}\'; '
+                  'for p; do if [ -f "$p" ]; then stat -c %s -- "$p"; else echo -; fi; done')
+        try:
+            res = self.run(f"sh -c {shlex.quote(script)} sh",
+                           args=[posixpath.dirname(dest.rstrip("/")) if not plan.into else dest,
+                                 *[r for _, r in files]],
+                           verbose=False, stdout_tee=None, stderr_tee=None, timeout=30)
+        except AutoservError:
+            return None
+        lines = res.stdout.split()
+        free = int(lines[0]) * 1024 if lines and lines[0].isdigit() else -1
+        partial = [(loc, rem) for (loc, rem), size in zip(files, lines[1:], strict=False)
+                   if size.isdigit() and int(size) < os.path.getsize(loc)]
+        if not partial or (not said and free >= os.path.getsize(partial[0][0])
+                           - int(lines[1 + files.index(partial[0])])):
+            return None
+        self.run("rm -f --", args=[r for _, r in partial], ignore_status=True, verbose=False,
+                 timeout=30)
+        return AutoservRunError(
+            f"send_file to {self.hostname}: "
+            + transfer.disk_full_message("remote", partial[0][1], free))
 
     def _send_scp(self, plan: transfer.Plan) -> None:
-        client = scp.SCPClient(self.transport(), buff_size=1 << 20, socket_timeout=120)
+        client = SCPClient(self.transport(), self.params.where)
         try:
             for into_dir, items in plan.by_target_dir().items():
-                client.put(items, remote_path=into_dir, recursive=True, preserve_times=True)
+                client.put(items, remote_path=safe_scp_path(into_dir), recursive=True,
+                           preserve_times=True)
             for local, remote in plan.renames:
-                client.put(local, remote_path=remote, recursive=os.path.isdir(local),
+                client.put(local, remote_path=safe_scp_path(remote), recursive=os.path.isdir(local),
                            preserve_times=True)
         except scp.SCPException as exc:
             raise AutoservRunError(f"scp to {self.hostname} failed: {exc}") from None
@@ -297,15 +382,18 @@ class SSHHost(RemoteHost):
     def _send_tar(self, plan: transfer.Plan) -> None:
         for local, remote in plan.pairs():
             parent, name = posixpath.split(remote.rstrip("/"))
-            self._tar_to_remote(local, parent or "/", name)
+            self._tar_to_remote(local, parent or ("/" if remote.startswith("/") else "."), name)
 
     def _tar_to_remote(self, local: str, remote_parent: str, name: str) -> None:
         chan = self._open_session(30)
-        chan.exec_command(quote_args("tar -xf - -C", [remote_parent]))
+        chan.settimeout(_TRANSFER_TIMEOUT)
+        if not paramiko_ext.send_exec(chan, quote_args("tar -xf - -C", [remote_parent]), 30):
+            chan.close()
+            raise AutoservSSHTimeout(f"{self.params.where} did not start tar within 30 s")
         with chan.makefile("wb") as stream, tarfile.open(fileobj=stream, mode="w|") as tar:
             tar.add(local, arcname=name)
         send_eof(chan)
-        status = chan.recv_exit_status()
+        status = _bounded_exit_status(chan)
         errtext = chan.recv_stderr(65536).decode(errors="replace")
         chan.close()
         if status != 0:
@@ -358,21 +446,39 @@ class SSHHost(RemoteHost):
             for _, local in plan.pairs():
                 transfer.reset_local_perms(local)
 
+    def _local_disk_full(self, path: str | None, dest: str) -> AutoservRunError:
+        """The error for a get that filled the local disk; removes the partial file."""
+        path = path or dest
+        if os.path.isfile(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return AutoservRunError(
+            f"get_file from {self.hostname}: "
+            + transfer.disk_full_message("local", path, transfer.local_free(path)))
+
     def _get_scp(self, plan: transfer.Plan, preserve_perm: bool) -> None:
         """One ``scp -f`` per local target directory (not one per file: ~7 ms each)."""
-        client = scp.SCPClient(self.transport(), buff_size=1 << 20, socket_timeout=120)
+        client = SCPClient(self.transport(), self.params.where)
+        failed = True
         try:
             for into_dir, items in plan.by_target_dir().items():
-                client.get(items, into_dir, recursive=True, preserve_times=preserve_perm)
+                client.get([safe_scp_path(i) for i in items], into_dir, recursive=True,
+                           preserve_times=preserve_perm)
             for remote, local in plan.renames:
-                client.get(remote, local, recursive=True, preserve_times=preserve_perm)
+                client.get(safe_scp_path(remote), local, recursive=True,
+                           preserve_times=preserve_perm)
+            failed = False
         except scp.SCPException as exc:
             raise AutoservRunError(f"scp from {self.hostname} failed: {exc}") from None
+        except OSError as exc:
+            if exc.errno not in transfer.DISK_FULL:
+                raise
+            raise self._local_disk_full(client.current, plan.pairs()[0][1]) from None
         finally:
-            client.close()
+            client.close(timeout=1.0 if failed else None)
 
     def _remote_listdir(self, path: str) -> list[str]:
-        script = ('cd "$1" && for f in * .[!.]* ..?*; do '
+        script = ('case $1 in -*) set -- "./$1" ;; esac; cd "$1" && for f in * .[!.]* ..?*; do '
                   '{ [ -e "$f" ] || [ -L "$f" ]; } && printf "%s\\0" "$f"; done; true')
         res = self.run(f"sh -c {shlex.quote(script)} sh", args=[path], verbose=False,
                        stdout_tee=None, stderr_tee=None)
@@ -385,20 +491,39 @@ class SSHHost(RemoteHost):
             for name in sftp.listdir(remote):
                 self._sftp_get_tree(sftp, posixpath.join(remote, name), os.path.join(local, name))
         else:
-            sftp.get(remote, local)
+            try:
+                sftp.get(remote, local)
+            except OSError as exc:
+                if exc.errno not in transfer.DISK_FULL:
+                    raise
+                raise self._local_disk_full(local, local) from None
             os.chmod(local, stat.S_IMODE(st.st_mode or 0o644))
 
     def _tar_from_remote(self, remote: str, local: str) -> None:
         parent, name = posixpath.split(remote.rstrip("/"))
         local_parent, local_name = os.path.split(local.rstrip("/"))
         chan = self._open_session(30)
-        chan.exec_command(quote_args("tar -cf - -C", [parent or "/", name]))
+        marker = new_marker()
+        parent = parent or ("/" if remote.startswith("/") else ".")
+        chan.settimeout(_TRANSFER_TIMEOUT)
+        if not paramiko_ext.send_exec(
+                chan, wrap_exec(quote_args("tar -cf - -C", [parent, "--", name]), marker), 30):
+            chan.close()
+            raise AutoservSSHTimeout(f"{self.params.where} did not start tar within 30 s")
+        skip_to_marker(chan, marker, Deadline(30), self.params.where)
         with chan.makefile("rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 parts = member.name.split("/", 1)
                 member.name = posixpath.join(local_name, *parts[1:])
-                tar.extract(member, local_parent or ".", filter="tar")
-        status = chan.recv_exit_status()
+                try:
+                    tar.extract(member, local_parent or ".", filter="tar")
+                except OSError as exc:
+                    if exc.errno not in transfer.DISK_FULL:
+                        raise
+                    chan.close()
+                    raise self._local_disk_full(
+                        os.path.join(local_parent or ".", member.name), local) from None
+        status = _bounded_exit_status(chan)
         chan.close()
         if status != 0:
             raise AutoservRunError(f"tar from {self.hostname}:{remote} failed (status {status})")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import shutil
@@ -90,6 +91,37 @@ def plan_send(
                 _add(plan.mkdirs, parent)
             plan.renames.append((base, dest_clean))
     return plan
+
+
+#: errno values of a full disk (or quota).
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def size_text(n: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``: a byte count for messages."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def local_free(path: str) -> int:
+    """Bytes free for ``path``'s file system (of its nearest existing parent); -1 if unknown."""
+    p = os.path.abspath(path)
+    while p and not os.path.exists(p):
+        p = os.path.dirname(p)
+    try:
+        return shutil.disk_usage(p or "/").free
+    except OSError:
+        return -1
+
+
+def disk_full_message(where: str, path: str, free: int) -> str:
+    """One line for a copy that filled a disk: which file, how much was free."""
+    left = size_text(free) if free >= 0 else "unknown space"
+    return f"{where} disk full writing {path} ({left} free there); the partial file was removed"
 
 
 def remove_local(path: str) -> None:

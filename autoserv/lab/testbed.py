@@ -109,6 +109,16 @@ def neigh_thresholds(count: int, current: tuple[int, int, int]) -> tuple[int, in
     return None if new == current else new  # type: ignore[return-value]
 
 
+#: root's ``.bashrc`` on a ``noisy`` test bed host: what real rc files print before every
+#: command (a banner on stdout, warnings on stderr, lines without a final newline).
+NOISY_BASHRC = """# autoserv test bed: a noisy login environment
+echo "Welcome to a noisy test bed host (stdout banner)"
+echo "stty: 'standard input': Inappropriate ioctl for device" >&2
+printf 'no newline on stderr ' >&2
+printf 'no newline on stdout '
+"""
+
+
 # Each host runs sshd under a supervisor loop: a simulated reboot makes sshd
 # (and every process of that host) exit and the loop start it again after a
 # short "boot"; a simulated power-off ends the loop.  The loop waits (at most
@@ -381,6 +391,8 @@ class Testbed:
     ``tb.hosts``, ``tb.ssh_config``, ``tb.client_key``, ``tb.known_hosts``,
     ``tb.machines`` tell how to reach them.  With ``password`` set, root can
     also log in with that password (a private ``/etc/shadow`` per host).
+    With ``noisy``, root's ``.bashrc`` prints banners on stdout and stderr for
+    every command, as many real hosts' rc files do (:data:`NOISY_BASHRC`).
     """
 
     __test__ = False
@@ -394,6 +406,7 @@ class Testbed:
         start_timeout: float = 20.0,
         scp: bool = True,
         sftp: bool = True,
+        noisy: bool = False,
     ) -> None:
         if kind not in KINDS:
             raise TestbedError(f"unknown test bed kind {kind!r} (choose from {', '.join(KINDS)})")
@@ -406,6 +419,7 @@ class Testbed:
         self.start_timeout = start_timeout
         self.with_scp = scp
         self.with_sftp = sftp
+        self.noisy = noisy
         self.state = TestbedState(kind=kind, directory=str(self.dir), password=password)
         self._procs: list[subprocess.Popen[bytes]] = []
 
@@ -473,7 +487,8 @@ class Testbed:
         os.makedirs(REMOTE_STATE_DIR, exist_ok=True)
         client_pub = _keygen(self.client_key, "autoserv-testbed-client")
         (self.dir / "authorized_keys").write_text(client_pub + "\n")
-        (self.dir / "bashrc").write_text("# autoserv test bed: clean login environment\n")
+        (self.dir / "bashrc").write_text(NOISY_BASHRC if self.noisy else
+                                         "# autoserv test bed: clean login environment\n")
         shadow = self._write_shadow() if self.password else None
         reap_leftovers()
         self.state.owner_pid, self.state.owner_start = os.getpid(), start_time(os.getpid())
