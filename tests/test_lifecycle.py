@@ -634,17 +634,19 @@ def test_cleanup_reboot(testbed_loopback: Testbed, tmp_path: Path) -> None:
 
 def test_jobmark_names() -> None:
     from autoserv import jobmark
-    from autoserv.hosts.ssh_host import wrap_command
+    from autoserv.hosts.ssh_exec import new_marker, wrap_command
 
+    marker = new_marker()
     assert jobmark.current() is None and jobmark.export_command("h") == ""
-    assert jobmark.tmp_prefix("h") == "autoserv-" and wrap_command("true", "h").startswith("printf")
+    assert jobmark.tmp_prefix("h") == "autoserv-"
+    assert wrap_command("true", marker, "h").startswith("AUTOSERV_RUN=")
     jobmark.start("abc123")
     try:
         assert jobmark.process_mark("h1") == "abc123@h1"
         assert jobmark.export_command("it's") == "export AUTOSERV_JOB='abc123@it'\"'\"'s'; "
         assert jobmark.tmp_prefix("h1").startswith("autoserv-abc123-")
         assert jobmark.tmp_prefix("h1") != jobmark.tmp_prefix("h2")
-        assert wrap_command("true", "h1").startswith("export AUTOSERV_JOB=abc123@h1; printf")
+        assert wrap_command("true", marker, "h1").startswith("export AUTOSERV_JOB=abc123@h1; AUTOSERV_RUN=")
     finally:
         jobmark.stop()
     with pytest.raises(ValueError):

@@ -124,7 +124,7 @@ def test_send_exec_relies_on_the_request_event(transport: paramiko.Transport) ->
 
 def test_send_exec_refused_raises(transport: paramiko.Transport) -> None:
     chan = transport.open_session(timeout=10)
-    assert paramiko_ext.send_exec(chan, "true", timeout=10)
+    assert paramiko_ext.send_exec(chan, "sleep 5", timeout=10)  # still running: no race with its end
     with pytest.raises(paramiko.SSHException):  # sshd refuses a second exec on one channel
         paramiko_ext.send_exec(chan, "true", timeout=10)
     chan.close()
