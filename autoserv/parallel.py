@@ -153,20 +153,33 @@ def arg_label(arg: Any) -> str:
     return inputs.printable(machine_label(str(arg)))
 
 
+def subdir_name(label: str) -> str:
+    """The results subdir of a worker whose argument's label is ``label``: one line, no
+    ``/``, never ``.`` or ``..`` (the one rule: autoserv.report reads results dirs with it)."""
+    base = re.sub(r"[\\/\x00-\x1f\x7f]", "_", inputs.printable(label))
+    return "_" + base if base in ("", ".", "..") else base
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` made unique in order: a repeated name gets ``.2``, ``.3``... (skipping any
+    suffixed name that is already in the list)."""
+    taken = set(names)
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = count = seen.get(name, 0) + 1
+        if count > 1:
+            n = count
+            while f"{name}.{n}" in taken:
+                n += 1
+            name = f"{name}.{n}"
+            taken.add(name)
+        unique.append(name)
+    return unique
+
+
 def _subdir_names(labels: Sequence[str]) -> list[str]:
-    names: list[str] = []
-    seen: set[str] = set()
-    for label in labels:
-        base = re.sub(r"[\\/\x00-\x1f\x7f]", "_", inputs.printable(label))
-        if base in ("", ".", ".."):
-            base = "_" + base
-        name, n = base, 1
-        while name in seen:
-            n += 1
-            name = f"{base}.{n}"
-        seen.add(name)
-        names.append(name)
-    return names
+    return unique_names([subdir_name(label) for label in labels])
 
 
 class _Timeout(BaseException):

@@ -29,6 +29,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from autoserv import parallel
 from autoserv import status as status_mod
 
 __all__ = [
@@ -220,22 +221,7 @@ class Job:
 
 def testcase_names(cases: list[Node]) -> list[str]:
     """Names unique per machine: a repeated name gets ``.2``, ``.3``..."""
-    seen: dict[str, int] = {}
-    taken = {c.name for c in cases}
-    names = []
-    for case in cases:
-        count = seen.get(case.name, 0) + 1
-        seen[case.name] = count
-        name = case.name
-        if count > 1:
-            n = count
-            name = f"{case.name}.{n}"
-            while name in taken:
-                n += 1
-                name = f"{case.name}.{n}"
-            taken.add(name)
-        names.append(name)
-    return names
+    return parallel.unique_names([c.name for c in cases])
 
 
 def outcome(node: Node) -> str:
@@ -557,5 +543,4 @@ def load(resultdir: str) -> Job:
 
 def machine_subdir(name: str) -> str:
     """The results subdir of a machine label (as autoserv.parallel names it)."""
-    base = name.replace("/", "_").replace("\0", "_")
-    return "_" + base if base in ("", ".", "..") else base
+    return parallel.subdir_name(name)
