@@ -21,7 +21,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from autoserv import __version__, abort, client_tests, control, inputs, lifecycle_cli, results_disk, workers
@@ -390,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["cleanup"]:  # `autoserv cleanup RESULTS_DIR` (autoserv/orphans.py)
         from autoserv import orphans
 
-        return orphans.main(argv[1:])
+        return _run_subcommand(argv, lambda args: orphans.main(args[1:]))
     if argv[:1] == ["check"]:  # the `autoserv check` command (a control file named check: ./check)
         from autoserv.check import command as check_command
 
@@ -401,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     message: str | None = None
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in report_command.SUBCOMMANDS:
-        return _run_subcommand(args)  # hook: autoserv report / autoserv merge
+        return _run_subcommand(args, _report)  # hook: autoserv report / autoserv merge
     try:
         try:
             options = parse_args(argv)
@@ -456,10 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _run_subcommand(argv: Sequence[str]) -> int:
-    """``autoserv report ...`` / ``autoserv merge ...``: errors in one line (exit 2 or 1)."""
+def _run_subcommand(argv: Sequence[str], run: Callable[[Sequence[str]], int]) -> int:
+    """``autoserv report|merge|cleanup ...``: errors in one line (exit 2 for usage, else 1)."""
     try:
-        written = report_command.run_subcommand(argv)
+        return run(argv)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     except AutoservUsageError as exc:
@@ -468,7 +468,11 @@ def _run_subcommand(argv: Sequence[str]) -> int:
     except AutoservError as exc:
         sys.stderr.write(f"autoserv {argv[0]}: {_first_line(exc)}\n")
         return 1
-    for path in written:
+
+
+def _report(argv: Sequence[str]) -> int:
+    """``autoserv report ...`` / ``autoserv merge ...``: print the paths written."""
+    for path in report_command.run_subcommand(argv):
         print(path)
     _quiet_broken_stdout()
     return 0

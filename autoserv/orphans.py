@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import os
 import re
@@ -24,6 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoserv import jobmark, journal
+from autoserv.cmdline import UsageParser
+from autoserv.errors import AutoservError, AutoservUsageError
 from autoserv.localsys import ENV_PIDS_SH
 
 __all__ = ["die_with_parent", "kill_connection_command", "remove_dir_command", "main",
@@ -120,7 +121,7 @@ def cleanup(resultdir: str, password: str | None, out: Any) -> int:
     """End what the job of ``resultdir`` left behind; one line per item on ``out``."""
     path = os.path.join(resultdir, journal.JOURNAL_NAME)
     if not os.path.isfile(path):
-        raise _Usage(f"{resultdir} has no journal ({journal.JOURNAL_NAME}): not a results "
+        raise AutoservUsageError(f"{resultdir} has no journal ({journal.JOURNAL_NAME}): not a results "
                      "directory of this autoserv")
     entries = list(journal.read(path))
     pid = _job_alive(entries)
@@ -194,20 +195,19 @@ def cleanup(resultdir: str, password: str | None, out: Any) -> int:
     return 1 if failures else 0
 
 
-class _Usage(Exception):
-    pass
-
-
 def _first(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
 
 
 def main(argv: Sequence[str]) -> int:
-    """``autoserv cleanup RESULTS_DIR [--ssh-pass PW]``: exit 0 when all was cleaned up."""
+    """``autoserv cleanup RESULTS_DIR [--ssh-pass PW]``: exit 0 when all was cleaned up.
+
+    Raises AutoservUsageError (exit 2) and AutoservError (exit 1); the CLI reports them.
+    """
     from autoserv.cli import PASS_ENV
 
-    parser = argparse.ArgumentParser(
+    parser = UsageParser(
         prog="autoserv cleanup",
         description="End the remote commands and remove the remote temp dirs a killed job "
                     "left behind, as its journal (RESULTS_DIR/journal) lists them.")
@@ -215,16 +215,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--ssh-pass", metavar="PASSWORD",
                         help=f"password for hosts the job reached with one (better: "
                              f"${PASS_ENV})")
-    try:
-        options = parser.parse_args(list(argv))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    options = parser.parse_args(list(argv))
     password = options.ssh_pass or os.environ.get(PASS_ENV) or None
     try:
         return cleanup(os.path.abspath(options.resultdir), password, sys.stdout)
-    except _Usage as exc:
-        sys.stderr.write(f"autoserv cleanup: error: {exc}\n")
-        return 2
     except OSError as exc:
-        sys.stderr.write(f"autoserv cleanup: {options.resultdir}: {exc.strerror or exc}\n")
-        return 1
+        raise AutoservError(f"{options.resultdir}: {exc.strerror or exc}") from None
