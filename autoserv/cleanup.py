@@ -22,7 +22,7 @@ from autoserv import jobmark
 from autoserv.errors import AutoservError
 from autoserv.localsys import ENV_PIDS_SH
 
-__all__ = ["MODES", "kill_script", "tmp_script", "cleanup"]
+__all__ = ["MODES", "env_kill_script", "kill_script", "tmp_script", "cleanup"]
 
 log = logging.getLogger("autoserv.cleanup")
 
@@ -32,25 +32,33 @@ GRACE = 2.0
 TMP_PARENTS = ("/tmp", "/var/tmp")
 
 
-def kill_script(mark: str, grace: float = GRACE) -> str:
-    """Shell ending every process with ``AUTOSERV_JOB=<mark>`` in its environment.
-
-    The script's own session (which carries the mark too: sshd makes the shell of every
-    remote command a session leader) is spared; zombies are ignored.
-    Prints ``killed N`` and, if any survived SIGKILL, ``left PID...``.
+def env_kill_script(line: str, grace: float = GRACE, groups: bool = False) -> str:
+    """Shell ending every process whose environment holds exactly ``line`` (``VAR=value``),
+    or with ``groups`` every process group such a process is in: SIGTERM, then SIGKILL
+    after ``grace`` s.  The script's own session is spared (it may carry the line too: sshd
+    makes the shell of every remote command a session leader); zombies are ignored.
+    Prints ``killed N`` and, if any survived SIGKILL, ``left ...``.  Pure.
     """
-    env = shlex.quote(f"{jobmark.ENV}={mark}")
+    target = '"-$g"' if groups else '"$p"'
     steps = max(1, int(grace / 0.1))
     return (
         f"{ENV_PIDS_SH}\n"
-        f"m={env}; me=$$; "
-        'pids() { env_pids "$m" | while read -r p g s; do [ "$s" = "$me" ] || echo "$p"; done; }; '
-        "first=$(pids); n=0; for p in $first; do n=$((n+1)); done; "
-        "[ -n \"$first\" ] && kill -TERM $first 2>/dev/null; i=0; "
-        f"while [ -n \"$(pids)\" ] && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; "
-        "rest=$(pids); [ -n \"$rest\" ] && kill -KILL $rest 2>/dev/null && sleep 0.2; "
-        "echo killed $n; rest=$(pids); [ -n \"$rest\" ] && echo left $rest; true"
+        f"want={shlex.quote(line)}; me=$$; "
+        'targets() { t=; for x in $(env_pids "$want" | while read -r p g s; do '
+        f'[ "$s" = "$me" ] || echo {target}; done); do '
+        'case " $t " in *" $x "*) ;; *) t="$t $x";; esac; done; echo $t; }; '
+        "first=$(targets); n=0; for x in $first; do n=$((n+1)); done; "
+        '[ -n "$first" ] && kill -TERM $first 2>/dev/null; i=0; '
+        f'while [ -n "$(targets)" ] && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; '
+        'rest=$(targets); [ -n "$rest" ] && kill -KILL $rest 2>/dev/null && sleep 0.2; '
+        'echo killed $n; rest=$(targets); [ -n "$rest" ] && echo left $rest; true'
     )
+
+
+def kill_script(mark: str, grace: float = GRACE) -> str:
+    """Shell ending every process with ``AUTOSERV_JOB=<mark>`` in its environment
+    (see :func:`env_kill_script`)."""
+    return env_kill_script(f"{jobmark.ENV}={mark}", grace)
 
 
 def tmp_script(hostname: str, job_id: str) -> str:

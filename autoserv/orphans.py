@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoserv import jobmark, journal
+from autoserv.cleanup import env_kill_script
 from autoserv.cmdline import UsageParser
 from autoserv.errors import AutoservError, AutoservUsageError
-from autoserv.localsys import ENV_PIDS_SH
 
 __all__ = ["die_with_parent", "kill_connection_command", "remove_dir_command", "main",
            "TMPDIR_RE"]
@@ -56,25 +56,14 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
 
 
 def kill_connection_command(connection: str, grace: float = 2.0) -> str:
-    """Shell that ends every process group led by a process of SSH connection ``connection``.
+    """Shell that ends every process group a process of SSH connection ``connection`` is in.
 
     ``connection`` is the server's ``SSH_CONNECTION`` value of the job's connection; the
-    script prints ``killed N``.  Pure, for table tests.
+    script prints ``killed N`` (see :func:`autoserv.cleanup.env_kill_script`).  Pure.
     """
     if not _CONNECTION_RE.fullmatch(connection):
         raise ValueError(f"not an SSH connection: {connection!r}")
-    want = shlex.quote(f"SSH_CONNECTION={connection}")
-    steps = max(1, int(grace / 0.1))
-    return (
-        f"{ENV_PIDS_SH}\n"
-        f"want={want}; groups=; "
-        'for g in $(env_pids "$want" | while read -r p g s; do echo "$g"; done); do '
-        'case " $groups " in *" $g "*) ;; *) groups="$groups $g";; esac; done; '
-        "n=0; for g in $groups; do kill -TERM -\"$g\" 2>/dev/null && n=$((n+1)); done; "
-        'alive() { for g in $groups; do kill -0 -"$g" 2>/dev/null && return 0; done; return 1; }; '
-        f"i=0; while alive && [ $i -lt {steps} ]; do sleep 0.1; i=$((i+1)); done; "
-        'for g in $groups; do kill -KILL -"$g" 2>/dev/null; done; echo "killed $n"'
-    )
+    return env_kill_script(f"SSH_CONNECTION={connection}", grace, groups=True)
 
 
 def remove_dir_command(path: str) -> str:
@@ -165,7 +154,7 @@ def cleanup(resultdir: str, password: str | None, out: Any) -> int:
                 try:
                     res = host.run(kill_connection_command(connection), timeout=60,
                                    verbose=False, stdout_tee=None, stderr_tee=None)
-                    killed = res.stdout.strip().rsplit(" ", 1)[-1]
+                    killed = (res.stdout.strip().splitlines() or [""])[0].rsplit(" ", 1)[-1]
                 except Exception as exc:
                     out.write(f"{alias}: could not end the commands of connection "
                               f"{connection}: {_first(exc)}\n")
