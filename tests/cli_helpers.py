@@ -5,7 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from autoserv.deadline import Deadline
+
+if TYPE_CHECKING:
+    from autoserv.lab.testbed import Testbed
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,3 +62,41 @@ def run_autoserv(
 
 def stderr_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def write(path: Path, text: str) -> Path:
+    """Write ``text`` (dedented) to ``path``, making its directory; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def bed_args(tb: Testbed) -> list[str]:
+    """``-m`` with every test bed host and ``--ssh-config`` of the bed."""
+    return ["-m", ",".join(tb.machines), "--ssh-config", str(tb.ssh_config)]
+
+
+def remote_processes(tb: Testbed, pattern: str) -> list[str]:
+    """Command lines containing ``pattern`` on each test bed host, as its own ``ps`` shows them."""
+    from autoserv import hosts
+
+    found = []
+    for machine in tb.machines:
+        with hosts.SSHHost(machine, ssh_config=str(tb.ssh_config)) as h:
+            out = h.run("ps -eo args", verbose=False, stdout_tee=None).stdout
+        found += [f"{machine}: {line}" for line in out.splitlines()
+                  if pattern in line and "ps -eo" not in line]
+    return found
+
+
+def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[str],
+             seconds: float = 120) -> None:
+    """Poll ``check`` until it holds; fail if autoserv (``proc``) ends first or time runs out."""
+    deadline = Deadline(seconds)
+    while not check():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"autoserv ended while waiting for {what}:\n{out[-3000:]}\n{err}")
+        if deadline.expired():
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.1)  # polling, not a timed assertion

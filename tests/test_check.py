@@ -23,9 +23,9 @@ from autoserv.lab.testbed import Testbed
 from bench.check_speed import make_control
 
 try:
-    from tests.cli_helpers import REPO, cli_env, run_autoserv
+    from tests.cli_helpers import REPO, cli_env, run_autoserv, write
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import REPO, cli_env, run_autoserv  # type: ignore
+    from cli_helpers import REPO, cli_env, run_autoserv, write  # type: ignore
 
 DATA = Path(__file__).resolve().parent / "data"
 SEED = DATA / "kvm_seed_published.control"
@@ -35,9 +35,6 @@ CLIENT_EXAMPLES = [p for p in EXAMPLES if "run it with -c" in p.read_text()[:400
 SERVER_EXAMPLES = [p for p in EXAMPLES if p not in CLIENT_EXAMPLES]
 
 
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def brief(findings: list[Finding]) -> list[tuple[int, str, str]]:

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,14 +21,11 @@ from autoserv.hosts import context as hosts_context
 from autoserv.job import read_keyval
 
 try:
-    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines
+    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, write
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines  # type: ignore
+    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, write  # type: ignore
 
 
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.fixture

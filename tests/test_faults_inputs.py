@@ -10,37 +10,22 @@ import contextlib
 import os
 import signal
 import subprocess
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from autoserv import status
-from autoserv.deadline import Deadline
 from autoserv.lab.testbed import Testbed
 from autoserv.report import model
 
 try:
-    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines
+    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, wait_for, write
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines  # type: ignore
+    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, wait_for, write  # type: ignore
 
 
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
-def _wait_for(predicate, what: str, proc: subprocess.Popen, seconds: float = 120) -> None:  # type: ignore[type-arg]
-    deadline = Deadline(seconds)
-    while not predicate():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"autoserv ended before {what}:\n{out}\n{err}")
-        if deadline.expired():
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)  # polling, not a timed assertion
 
 
 # -- issue 13 §1: results Autotest's parser reads ------------------------------------------
@@ -124,7 +109,7 @@ def test_reboot_interrupted_by_abort_ends_abort(testbed_loopback: Testbed, tmp_p
         autoserv_argv(ctl, "-r", results, "-m", tb.machines[0], "--ssh-config", tb.ssh_config),
         cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: marker.exists() and "reboot.start" in _text(results / "status.log"),
+        wait_for(lambda: marker.exists() and "reboot.start" in _text(results / "status.log"),
                   "the reboot to start", proc)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -459,7 +444,7 @@ def test_password_not_in_process_listing(testbed_loopback: Testbed, tmp_path: Pa
     proc = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: _text(started).count("x") == 2, "both remote sleeps", proc)
+        wait_for(lambda: _text(started).count("x") == 2, "both remote sleeps", proc)
         pids = _tree(proc.pid)
         assert len(pids) >= 3  # autoserv and its two workers
         for pid in pids:

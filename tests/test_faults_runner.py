@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,31 +25,35 @@ from autoserv.deadline import Deadline
 from autoserv.lab.testbed import Testbed
 
 try:
-    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines
+    from tests.cli_helpers import (
+        autoserv_argv,
+        bed_args,
+        cli_env,
+        remote_processes,
+        run_autoserv,
+        stderr_lines,
+        wait_for,
+        write,
+    )
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines  # type: ignore
+    from cli_helpers import (  # type: ignore
+        autoserv_argv,
+        bed_args,
+        cli_env,
+        remote_processes,
+        run_autoserv,
+        stderr_lines,
+        wait_for,
+        write,
+    )
 
 pytestmark = pytest.mark.slow
 
 
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
-def bed_args(tb: Testbed) -> list[str]:
-    return ["-m", ",".join(tb.machines), "--ssh-config", str(tb.ssh_config)]
 
 
-def remote_processes(tb: Testbed, pattern: str) -> list[str]:
-    """Command lines containing ``pattern`` on each test bed host, as its own ``ps`` shows them."""
-    found = []
-    for machine in tb.machines:
-        with hosts.SSHHost(machine, ssh_config=str(tb.ssh_config)) as h:
-            out = h.run("ps -eo args", verbose=False, stdout_tee=None).stdout
-        found += [f"{machine}: {line}" for line in out.splitlines()
-                  if pattern in line and "ps -eo" not in line]
-    return found
 
 
 def remote_exists(tb: Testbed, machine: str, path: str) -> bool:
@@ -58,16 +61,6 @@ def remote_exists(tb: Testbed, machine: str, path: str) -> bool:
         return h.run("test -e", args=[path], ignore_status=True, verbose=False).exit_status == 0
 
 
-def wait_for(check: Callable[[], bool], what: str, proc: subprocess.Popen[str],
-             seconds: float = 60) -> None:
-    deadline = Deadline(seconds)
-    while not check():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"autoserv ended while waiting for {what}:\n{out[-3000:]}\n{err}")
-        if deadline.expired():
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)  # polling, not a timed assertion
 
 
 #: Each machine: a remote temp dir (its path written to the worker's results dir), then a

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import textwrap
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -25,10 +24,10 @@ from autoserv.lab.testbed import Testbed
 from autoserv.report import model
 
 try:
-    from tests.cli_helpers import REPO, autoserv_argv, cli_env, run_autoserv, stderr_lines
+    from tests.cli_helpers import REPO, autoserv_argv, bed_args, cli_env, run_autoserv, stderr_lines, write
     from tests.report_helpers import check_reports
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import REPO, autoserv_argv, cli_env, run_autoserv, stderr_lines  # type: ignore
+    from cli_helpers import REPO, autoserv_argv, bed_args, cli_env, run_autoserv, stderr_lines, write  # type: ignore
     from report_helpers import check_reports  # type: ignore
 
 pytestmark = pytest.mark.slow
@@ -53,13 +52,8 @@ parallel_simple(work, machines, timeout=TIMEOUT)
 """
 
 
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
-def bed_args(tb: Testbed) -> list[str]:
-    return ["-m", ",".join(tb.machines), "--ssh-config", str(tb.ssh_config)]
 
 
 class _Dom(HTMLParser):

@@ -8,51 +8,41 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from autoserv import hosts, status
-from autoserv.deadline import Deadline
 from autoserv.job import read_keyval
 from autoserv.lab.testbed import Testbed
 
 try:
-    from tests.cli_helpers import REPO, autoserv_argv, cli_env, run_autoserv, stderr_lines
+    from tests.cli_helpers import (
+        REPO,
+        autoserv_argv,
+        bed_args,
+        cli_env,
+        remote_processes,
+        run_autoserv,
+        stderr_lines,
+        wait_for,
+        write,
+    )
 except ImportError:  # tests/ is not a package: pytest put it on sys.path
     from cli_helpers import (  # type: ignore
         REPO,
         autoserv_argv,
+        bed_args,
         cli_env,
+        remote_processes,
         run_autoserv,
         stderr_lines,
+        wait_for,
+        write,
     )
 
 EXAMPLES = REPO / "control_examples"
 pytestmark = pytest.mark.slow
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def bed_args(tb: Testbed) -> list[str]:
-    return ["-m", ",".join(tb.machines), "--ssh-config", str(tb.ssh_config)]
-
-
-def remote_processes(tb: Testbed, pattern: str) -> list[str]:
-    """Command lines matching ``pattern`` on each test bed host, as its own ``ps`` shows them."""
-    found = []
-    for machine in tb.machines:
-        with hosts.SSHHost(machine, ssh_config=str(tb.ssh_config)) as h:
-            out = h.run("ps -eo args", verbose=False, stdout_tee=None).stdout
-        found += [
-            f"{machine}: {line}" for line in out.splitlines() if pattern in line and "ps -eo" not in line
-        ]
-    return found
 
 
 def test_uname_on_every_machine(testbed: Testbed, tmp_path: Path) -> None:
@@ -221,17 +211,6 @@ def test_password_from_environment_never_written(testbed_loopback: Testbed, tmp_
     assert TEST_PASSWORD not in text
 
 
-def _wait_for(predicate, what: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = Deadline(seconds)
-    while not predicate():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"autoserv ended before {what}:\n{out}\n{err}")
-        if deadline.expired():
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)  # polling, not a timed assertion
-
-
 def test_sigterm_mid_run(testbed: Testbed, tmp_path: Path) -> None:
     """SIGTERM while every host runs a long command: all stopped, all closed, logs complete."""
     ctl = write(
@@ -269,7 +248,7 @@ def test_sigterm_mid_run(testbed: Testbed, tmp_path: Path) -> None:
             running = remote_processes(testbed, "sleep 47")
             return all(any(s in line for line in running) for s in sleeps)
 
-        _wait_for(all_running, "the remote commands to start", proc)
+        wait_for(all_running, "the remote commands to start", proc)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
