@@ -395,13 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from autoserv.check import command as check_command
 
         return check_command.main(argv[1:])
+    if argv[:1] and argv[0] in report_command.SUBCOMMANDS:
+        return _run_subcommand(argv, _report)  # hook: autoserv report / autoserv merge
     options: argparse.Namespace | None = None
     job: ServerJob | None = None
     error: BaseException | None = None
     message: str | None = None
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in report_command.SUBCOMMANDS:
-        return _run_subcommand(args, _report)  # hook: autoserv report / autoserv merge
     try:
         try:
             options = parse_args(argv)
@@ -440,7 +439,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 extra={"files_only": True},
             )
         log.info("autoserv exiting with status %d", code, extra={"files_only": True})
-    if job is not None and job._logging:
         report_error = report_command.job_finished(job, options, code)  # hook: write the reports
         if report_error is not None and not results_disk.broken():  # said once already
             sys.stderr.write(f"autoserv: {report_error}\n")
