@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -64,7 +65,7 @@ def remote_exists(tb: Testbed, machine: str, path: str) -> bool:
 
 
 #: Each machine: a remote temp dir (its path written to the worker's results dir), then a
-#: long remote sleep (4800 + the machine's index) in a group.
+#: long remote sleep (``args[0]`` + the machine's index) in a group.
 LONG_CONTROL = """\
     def work(machine):
         host = hosts.create_host(machine)
@@ -72,7 +73,7 @@ LONG_CONTROL = """\
         with open("remote_tmp", "w") as f:
             f.write(tmp)
         def body():
-            host.run("sleep %d" % (4800 + machines.index(machine)))
+            host.run("sleep %d" % (int(args[0]) + machines.index(machine)))
         job.run_group(body, tag="long_command")
     job.record("START", None, "all_machines")
     parallel_simple(work, machines)
@@ -88,17 +89,21 @@ def long_job(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
               **env: str) -> subprocess.Popen[str]:
         ctl = write(tmp_path / "long.control", LONG_CONTROL)
         args = bed_args(tb) if machine_args is None else machine_args
+        # sleeps of this job only (48NNN00 + index): the test bed hosts share one process
+        # table with every other test, so a leftover elsewhere can never pass for this job's
+        base = 4800000 + secrets.randbelow(1000) * 100
         proc = subprocess.Popen(
-            autoserv_argv(ctl, "-r", results, *args), cwd=tmp_path,
+            autoserv_argv(ctl, "-r", results, *args, "--", str(base)), cwd=tmp_path,
             env=cli_env(**env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         started.append((proc, results, env))
         count = len(tb.machines) if machine_args is None else 1
-        sleeps = [f"sleep {4800 + i}" for i in range(count)]
+        sleeps = [f"sleep {base + i}" for i in range(count)]
+        proc.sleeps = f"sleep {base // 100}"  # type: ignore[attr-defined]  # what this job runs
 
         def all_running() -> bool:
-            running = remote_processes(tb, "sleep 48")
+            running = remote_processes(tb, proc.sleeps)  # type: ignore[attr-defined]
             # one machine runs in the job's own process: no subdir
             return all(any(s in line for line in running) for s in sleeps) and len(
                 list(results.glob("**/remote_tmp"))) == count
@@ -124,7 +129,7 @@ def test_sighup_aborts_like_sigterm(testbed: Testbed, tmp_path: Path,
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert err.strip() == "autoserv: job aborted: received SIGHUP"
-    assert remote_processes(testbed, "sleep 48") == []
+    assert remote_processes(testbed, proc.sleeps) == []
     top = status.parse_file(str(results / "status.log"))
     assert [(e.status_code, e.operation) for e in top] == [
         ("START", "all_machines"), ("END ABORT", "all_machines"), ("INFO", None)]
@@ -252,7 +257,7 @@ def test_sigkill_workers_die_with_autoserv(testbed_loopback: Testbed, tmp_path: 
     while not gone(workers):
         assert not deadline.expired(), f"workers still running: {workers}"
         time.sleep(0.1)  # polling, not a timed assertion
-    assert remote_processes(tb, "sleep 48") == []
+    assert remote_processes(tb, proc.sleeps) == []
     for machine in tb.machines:
         sub = results / machine
         entries = status.parse_file(str(sub / "status.log"))
@@ -276,7 +281,7 @@ def test_cleanup_after_sigkill_of_the_whole_job(testbed_loopback: Testbed, tmp_p
         assert not deadline.expired(), f"workers still running: {workers}"
         time.sleep(0.1)  # polling, not a timed assertion
     tmps = {m: (results / m / "remote_tmp").read_text() for m in tb.machines}
-    assert len(remote_processes(tb, "sleep 48")) >= len(tb.machines)  # left behind
+    assert len(remote_processes(tb, proc.sleeps)) >= len(tb.machines)  # left behind
     assert all(remote_exists(tb, m, t) for m, t in tmps.items())
     journal_text = (results / "journal").read_text()
     assert "autoserv-test-pw" not in journal_text
@@ -289,7 +294,7 @@ def test_cleanup_after_sigkill_of_the_whole_job(testbed_loopback: Testbed, tmp_p
         assert f"{machine}: removed temp dir {tmp}" in lines, lines
         assert any(line.startswith(f"{machine}: killed 1 process group(s) left by ")
                    for line in lines), lines
-    assert remote_processes(tb, "sleep 48") == []
+    assert remote_processes(tb, proc.sleeps) == []
     assert not any(remote_exists(tb, m, t) for m, t in tmps.items())
 
     second = run_autoserv("cleanup", results, cwd=tmp_path, timeout=120)
@@ -382,11 +387,11 @@ def test_cleanup_with_a_password_from_the_environment(testbed_loopback: Testbed,
     assert without.returncode == 1
     assert without.stdout == (f"{th.address}: needs a password (--ssh-pass or "
                               "AUTOSERV_SSH_PASS): skipped\n")
-    assert len(remote_processes(tb, "sleep 4800")) >= 1  # untouched
+    assert len(remote_processes(tb, proc.sleeps)) >= 1  # untouched
 
     done = run_autoserv("cleanup", results, cwd=tmp_path, timeout=120,
                         AUTOSERV_SSH_PASS=TEST_PASSWORD)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{th.address}: removed temp dir {tmp}" in done.stdout.splitlines()
-    assert remote_processes(tb, "sleep 4800") == []
+    assert remote_processes(tb, proc.sleeps) == []
     assert TEST_PASSWORD not in done.stdout + done.stderr
