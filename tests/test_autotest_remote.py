@@ -21,11 +21,7 @@ from autoserv import autotest_remote, hosts, status
 from autoserv.deadline import Deadline
 from autoserv.job import read_keyval
 from autoserv.lab.testbed import Testbed
-
-try:
-    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines  # type: ignore
+from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines
 
 pytestmark = pytest.mark.slow
 

@@ -22,11 +22,7 @@ from autoserv.barrier import barrier, socket_name
 from autoserv.deadline import Deadline
 from autoserv.errors import BarrierAbortError, BarrierError
 from autoserv.lab.testbed import Testbed
-
-try:
-    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import autoserv_argv, cli_env, run_autoserv  # type: ignore
+from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv
 
 _port = iter(range(21000 + os.getpid() % 5000 * 7, 10**9))
 

@@ -21,11 +21,7 @@ from autoserv.check import CLIENT, SERVER, Finding, check_file, known_tests, mac
 from autoserv.check.machines import offline_ssh_config
 from autoserv.lab.testbed import Testbed
 from bench.check_speed import make_control
-
-try:
-    from tests.cli_helpers import REPO, cli_env, run_autoserv, write
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import REPO, cli_env, run_autoserv, write  # type: ignore
+from tests.cli_helpers import REPO, cli_env, run_autoserv, write
 
 DATA = Path(__file__).resolve().parent / "data"
 SEED = DATA / "kvm_seed_published.control"

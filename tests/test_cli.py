@@ -19,13 +19,7 @@ from autoserv import cli, status
 from autoserv.errors import AutoservUsageError
 from autoserv.hosts import context as hosts_context
 from autoserv.job import read_keyval
-
-try:
-    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, write
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, write  # type: ignore
-
-
+from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, write
 
 
 @pytest.fixture

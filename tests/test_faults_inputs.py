@@ -17,16 +17,7 @@ import pytest
 from autoserv import status
 from autoserv.lab.testbed import Testbed
 from autoserv.report import model
-
-try:
-    from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, wait_for, write
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, wait_for, write  # type: ignore
-
-
-
-
-
+from tests.cli_helpers import autoserv_argv, cli_env, run_autoserv, stderr_lines, wait_for, write
 
 # -- issue 13 §1: results Autotest's parser reads ------------------------------------------
 

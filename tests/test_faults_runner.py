@@ -24,29 +24,16 @@ import pytest
 from autoserv import hosts, status
 from autoserv.deadline import Deadline
 from autoserv.lab.testbed import Testbed
-
-try:
-    from tests.cli_helpers import (
-        autoserv_argv,
-        bed_args,
-        cli_env,
-        remote_processes,
-        run_autoserv,
-        stderr_lines,
-        wait_for,
-        write,
-    )
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import (  # type: ignore
-        autoserv_argv,
-        bed_args,
-        cli_env,
-        remote_processes,
-        run_autoserv,
-        stderr_lines,
-        wait_for,
-        write,
-    )
+from tests.cli_helpers import (
+    autoserv_argv,
+    bed_args,
+    cli_env,
+    remote_processes,
+    run_autoserv,
+    stderr_lines,
+    wait_for,
+    write,
+)
 
 pytestmark = pytest.mark.slow
 

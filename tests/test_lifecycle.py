@@ -24,11 +24,7 @@ from autoserv import cli, hosts, lifecycle, status
 from autoserv.errors import AutoservUsageError
 from autoserv.lab.testbed import Testbed
 from autoserv.lifecycle import Problem
-
-try:
-    from tests.cli_helpers import run_autoserv
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import run_autoserv  # type: ignore
+from tests.cli_helpers import run_autoserv
 
 # -- pure parts ------------------------------------------------------------------------------
 

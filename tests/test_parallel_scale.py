@@ -18,11 +18,7 @@ import pytest
 from autoserv import status
 from autoserv.job import read_keyval
 from autoserv.lab.testbed import Testbed
-
-try:
-    from tests.cli_helpers import run_autoserv
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import run_autoserv  # type: ignore
+from tests.cli_helpers import run_autoserv
 
 pytestmark = pytest.mark.slow
 

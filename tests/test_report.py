@@ -22,13 +22,8 @@ from autoserv import status
 from autoserv.hosts import Machine
 from autoserv.report import ReportPaths, html, jsonout, junit, model, shard, write_reports
 from autoserv.report.merge import MergeError, merge
-
-try:
-    from tests.cli_helpers import REPO, cli_env, run_autoserv, stderr_lines
-    from tests.report_helpers import check_json, check_junit, check_reports
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import REPO, cli_env, run_autoserv, stderr_lines  # type: ignore
-    from report_helpers import check_json, check_junit, check_reports  # type: ignore
+from tests.cli_helpers import REPO, cli_env, run_autoserv, stderr_lines
+from tests.report_helpers import check_json, check_junit, check_reports
 
 AUTOTEST_DIR = REPO / "tests" / "data" / "autotest_results"
 T0 = 1_700_000_000

@@ -22,13 +22,8 @@ import pytest
 from autoserv.deadline import Deadline
 from autoserv.lab.testbed import Testbed
 from autoserv.report import model
-
-try:
-    from tests.cli_helpers import REPO, autoserv_argv, bed_args, cli_env, run_autoserv, stderr_lines, write
-    from tests.report_helpers import check_reports
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import REPO, autoserv_argv, bed_args, cli_env, run_autoserv, stderr_lines, write  # type: ignore
-    from report_helpers import check_reports  # type: ignore
+from tests.cli_helpers import REPO, autoserv_argv, bed_args, cli_env, run_autoserv, stderr_lines, write
+from tests.report_helpers import check_reports
 
 pytestmark = pytest.mark.slow
 

@@ -15,31 +15,17 @@ import pytest
 from autoserv import hosts, status
 from autoserv.job import read_keyval
 from autoserv.lab.testbed import Testbed
-
-try:
-    from tests.cli_helpers import (
-        REPO,
-        autoserv_argv,
-        bed_args,
-        cli_env,
-        remote_processes,
-        run_autoserv,
-        stderr_lines,
-        wait_for,
-        write,
-    )
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from cli_helpers import (  # type: ignore
-        REPO,
-        autoserv_argv,
-        bed_args,
-        cli_env,
-        remote_processes,
-        run_autoserv,
-        stderr_lines,
-        wait_for,
-        write,
-    )
+from tests.cli_helpers import (
+    REPO,
+    autoserv_argv,
+    bed_args,
+    cli_env,
+    remote_processes,
+    run_autoserv,
+    stderr_lines,
+    wait_for,
+    write,
+)
 
 EXAMPLES = REPO / "control_examples"
 pytestmark = pytest.mark.slow
