@@ -73,7 +73,9 @@ def test_timeout_holds_while_output_keeps_coming(
     start = time.monotonic()
     with caplog.at_level(logging.DEBUG, logger=f"autoserv.host.{host.hostname}"), \
             pytest.raises(AutoservRunTimeoutError) as info:
-        host.run("yes fault-3-output | head -c 200000000", timeout=3)
+        # Output that never ends (so the run can only end by its timeout, however fast the
+        # machine), in bursts that keep the held result to some ten megabytes a second.
+        host.run("while :; do yes fault-3-output | head -c 1000000; sleep 0.1; done", timeout=3)
     took = time.monotonic() - start
     assert took < 3 + KILL_BUDGET, took
     res = info.value.result_obj
