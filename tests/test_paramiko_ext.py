@@ -8,8 +8,9 @@ exercises the patch against a real test-bed sshd where it matters.
 from __future__ import annotations
 
 import inspect
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import paramiko
 import pytest
@@ -128,3 +129,55 @@ def test_send_exec_refused_raises(transport: paramiko.Transport) -> None:
     with pytest.raises(paramiko.SSHException):  # sshd refuses a second exec on one channel
         paramiko_ext.send_exec(chan, "true", timeout=10)
     chan.close()
+
+
+# -- dropped_before_banner --------------------------------------------------------------
+
+
+def _handshake_error(server: Callable[[socket.socket], None], banner_timeout: float = 5
+                     ) -> tuple[paramiko.Transport, BaseException]:
+    """Start a client against ``server`` (run on the other end of a socket pair); its error."""
+    ours, theirs = socket.socketpair()
+    peer = threading.Thread(target=server, args=(theirs,))
+    peer.start()
+    t = paramiko.Transport(ours)
+    t.banner_timeout = banner_timeout
+    try:
+        with pytest.raises((paramiko.SSHException, EOFError, OSError)) as info:
+            t.start_client(timeout=banner_timeout + 5)
+    finally:
+        t.close()
+        peer.join(10)
+        theirs.close()
+    return t, info.value
+
+
+def _close_at_once(s: socket.socket) -> None:
+    s.close()
+
+
+def _say_and_close(s: socket.socket) -> None:
+    s.sendall(b"Exceeded MaxStartups\r\n")
+    s.close()
+
+
+def _stay_silent(s: socket.socket) -> None:
+    s.recv(1024)  # until the client gives up and closes
+
+
+def _speak_another_protocol(s: socket.socket) -> None:
+    s.sendall(b"SSH-1.5-old\r\n")
+    s.recv(1024)
+
+
+@pytest.mark.parametrize("server, dropped", [
+    (_close_at_once, True),
+    (_say_and_close, True),
+    (_stay_silent, False),
+    (_speak_another_protocol, False),
+], ids=["closed", "line-then-closed", "silent", "other-version"])
+def test_dropped_before_banner_tells_a_drop_from_other_failures(
+        server: Callable[[socket.socket], None], dropped: bool) -> None:
+    assert "remote_version" in vars(paramiko.Transport(socket.socket()))
+    t, exc = _handshake_error(server, banner_timeout=0.5)
+    assert paramiko_ext.dropped_before_banner(t, exc) is dropped, repr(exc)

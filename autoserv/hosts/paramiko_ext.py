@@ -16,6 +16,9 @@ release is checked first).  No other module touches paramiko's private names.
   (``Channel._event_pending``, ``Channel.event``, ``Channel.event_ready``).
 * :func:`ping` — a keepalive global request that expects an answer, awaited
   with a bound (``Transport.completion_event``, ``Transport._send_user_message``).
+* :func:`dropped_before_banner` — tells a server that closed or reset the
+  connection before its SSH banner (sshd's ``MaxStartups``) from every other
+  handshake failure (the ``__context__`` of paramiko's banner error).
 
 What autoserv associates with paramiko objects (the exit signal of a channel)
 lives in a weak dictionary here, never as attributes added to them.
@@ -187,3 +190,21 @@ def ping(t: paramiko.Transport, timeout: float) -> bool:
     m.add_boolean(True)
     t._send_user_message(m)  # type: ignore[attr-defined]
     return event.wait(timeout)
+
+
+def dropped_before_banner(t: paramiko.Transport, exc: BaseException) -> bool:
+    """Whether ``start_client`` failed because the server closed or reset the
+    connection before it sent its SSH banner, as sshd does to connections past
+    its ``MaxStartups`` (dropped before authentication, so a retry is safe).
+
+    Why: paramiko reports every banner failure as one ``SSHException("Error
+    reading SSH protocol banner...")``; only the exception it was raised from
+    (``__context__``: ``EOFError`` from ``Packetizer.readline`` on a closed
+    socket, ``ConnectionResetError`` on a reset) tells a dropped connection
+    from a silent server (a timeout) or one that speaks another protocol.
+    ``Transport.remote_version`` stays empty until a banner arrived.
+    """
+    if t.remote_version:
+        return False
+    cause = exc if isinstance(exc, (EOFError, ConnectionResetError)) else exc.__context__
+    return isinstance(cause, (EOFError, ConnectionResetError))

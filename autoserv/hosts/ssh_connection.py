@@ -18,6 +18,7 @@ import fnmatch
 import getpass
 import logging
 import os
+import random
 import shlex
 import socket
 import threading
@@ -30,7 +31,7 @@ from typing import Any, TypedDict, Unpack
 import paramiko
 
 from autoserv import inputs
-from autoserv.deadline import Deadline
+from autoserv.deadline import Deadline, backoff
 from autoserv.errors import (
     AutoservError,
     AutoservHostKeyError,
@@ -399,10 +400,51 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
     )
 
 
+#: Attempts at a host that drops connections before its banner, when the connect
+#: timeout is unbounded (otherwise the connect deadline alone bounds them).
+DROPPED_ATTEMPTS_UNBOUNDED = 12
+
+
+class _DroppedBeforeBanner(Exception):
+    """The server closed or reset the connection before its SSH banner (sshd's
+    ``MaxStartups``): nothing was authenticated or run, so it may be tried again."""
+
+
 def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> paramiko.Transport:
     """Connect, check the host key and authenticate, all within ``deadline``
-    (default: ``p.connect_timeout`` from now)."""
+    (default: ``p.connect_timeout`` from now).
+
+    A host that drops the connection before its SSH banner, as sshd does to
+    unauthenticated connections past its ``MaxStartups``, is tried again after
+    a jittered, growing pause (0.1 s doubling to 2 s, each drawn from its upper
+    half) until the deadline; every other failure ends at once. Nothing has been
+    authenticated or run at that point, so no command is ever run twice.
+    """
     deadline = deadline or p.deadline()
+    delays = backoff(0.1, 2.0, 2.0)
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return _open_transport_once(p, deadline)
+        except _DroppedBeforeBanner:
+            pause = next(delays)
+            pause = random.uniform(pause / 2, pause)
+            unbounded = deadline.seconds is None
+            if (attempts >= DROPPED_ATTEMPTS_UNBOUNDED if unbounded
+                    else deadline.remaining() <= pause):
+                raise _connect_error(
+                    p, f"the server closed the connection before its SSH banner {attempts} "
+                       f"times in {deadline.elapsed():.1f} s (sshd's MaxStartups limits "
+                       f"unauthenticated connections: raise it on the host, or connect to "
+                       f"fewer hosts at once with --max-parallel)") from None
+            log.debug("%s dropped the connection before its banner (attempt %d); "
+                      "again in %.2f s", p.where, attempts, pause)
+            time.sleep(pause)
+
+
+def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Transport:
+    """One attempt of :func:`open_transport`."""
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
     t = paramiko.Transport(sock)
@@ -422,6 +464,8 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
                 raise _connect_error(
                     p, f"no SSH handshake within {_window(deadline)} s ({exc or 'timeout'})"
                 ) from None
+            if paramiko_ext.dropped_before_banner(t, exc):
+                raise _DroppedBeforeBanner from None
             raise _connect_error(p, f"SSH handshake failed: {exc or type(exc).__name__}") from None
         if not (t.is_active() and t.initial_kex_done):
             raise _connect_error(p, f"no SSH handshake within {_window(deadline)} s")

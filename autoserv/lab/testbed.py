@@ -50,6 +50,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -385,6 +386,10 @@ def _pick_subnet(prefixlen: int = 24) -> ipaddress.IPv4Network:
     raise TestbedError(f"no free /{prefixlen} subnet in {base} for the test bed")
 
 
+#: sshd's ``MaxStartups`` on test bed hosts unless asked otherwise.
+DEFAULT_MAX_STARTUPS = "400:30:800"
+
+
 class Testbed:
     """N real sshd hosts; use as a context manager or call ``up()``/``down()``.
 
@@ -393,6 +398,9 @@ class Testbed:
     also log in with that password (a private ``/etc/shadow`` per host).
     With ``noisy``, root's ``.bashrc`` prints banners on stdout and stderr for
     every command, as many real hosts' rc files do (:data:`NOISY_BASHRC`).
+    ``max_startups`` is each sshd's ``MaxStartups`` (``start:rate:full`` or one
+    number): a small one makes hosts that drop connections past it, as busy
+    real hosts do; the default admits a few hundred at once.
     """
 
     __test__ = False
@@ -407,6 +415,7 @@ class Testbed:
         scp: bool = True,
         sftp: bool = True,
         noisy: bool = False,
+        max_startups: str = DEFAULT_MAX_STARTUPS,
     ) -> None:
         if kind not in KINDS:
             raise TestbedError(f"unknown test bed kind {kind!r} (choose from {', '.join(KINDS)})")
@@ -420,6 +429,9 @@ class Testbed:
         self.with_scp = scp
         self.with_sftp = sftp
         self.noisy = noisy
+        if not re.fullmatch(r"\d+(:\d+:\d+)?", max_startups):
+            raise TestbedError(f"MaxStartups must be N or start:rate:full, not {max_startups!r}")
+        self.max_startups = max_startups
         self.state = TestbedState(kind=kind, directory=str(self.dir), password=password)
         self._procs: list[subprocess.Popen[bytes]] = []
 
@@ -667,7 +679,7 @@ class Testbed:
             f"PermitRootLogin {'yes' if self.password else 'prohibit-password'}",
             f"PasswordAuthentication {pw}",
             "KbdInteractiveAuthentication no",
-            "MaxStartups 400:30:800",
+            f"MaxStartups {self.max_startups}",
             "MaxSessions 200",
             "MaxAuthTries 10",
             "LogLevel ERROR",
@@ -827,6 +839,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=None, help="test bed directory (default: %(default)s)")
     parser.add_argument("-n", "--count", type=int, default=3, help="number of hosts (up)")
     parser.add_argument("--kind", choices=KINDS, default="loopback", help="host kind (up)")
+    parser.add_argument("--noisy", action="store_true",
+                        help="root's .bashrc prints banners on stdout and stderr (up)")
+    parser.add_argument("--max-startups", default=DEFAULT_MAX_STARTUPS, metavar="N|S:R:F",
+                        help="each sshd's MaxStartups; e.g. 1 makes hosts that drop "
+                             "concurrent connections (up; default: %(default)s)")
     opts = parser.parse_args(argv)
     directory = opts.dir or default_dir()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -834,7 +851,8 @@ def main(argv: list[str] | None = None) -> int:
         if opts.action == "up":
             if (directory / "testbed.json").exists():
                 Testbed.load(directory).down()
-            tb = Testbed(directory, count=opts.count, kind=opts.kind).up()
+            tb = Testbed(directory, count=opts.count, kind=opts.kind, noisy=opts.noisy,
+                         max_startups=opts.max_startups).up()
             tb.detach()
             print(f"# {tb.count} {tb.kind} hosts up; state in {directory}")
             print(f"# use: autoserv --ssh-config {_q(tb.ssh_config)} -m {','.join(tb.machines)} CONTROL")
