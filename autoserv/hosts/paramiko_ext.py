@@ -30,7 +30,8 @@ import getpass
 import signal
 import threading
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import paramiko
 
@@ -45,6 +46,9 @@ __all__ = [
     "StallGuard",
     "ping",
 ]
+
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 #: channel -> the signal name of its RFC 4254 exit-signal (e.g. "KILL")
 _exit_signals: weakref.WeakKeyDictionary[paramiko.Channel, str] = weakref.WeakKeyDictionary()
@@ -209,22 +213,19 @@ class StallGuard:
         self.stalled = False
 
     def recv(self, nbytes: int) -> bytes:
-        try:
-            return self.chan.recv(nbytes)
-        except TimeoutError:
-            self._stall()
-            raise
+        return self._wait(self.chan.recv, nbytes)
 
     def send(self, data: bytes) -> int:
-        try:
-            return self.chan.send(data)
-        except TimeoutError:
-            self._stall()
-            raise
+        return self._wait(self.chan.send, data)
 
-    def _stall(self) -> None:
-        self.stalled = True
-        self.chan.close()
+    def _wait(self, call: Callable[[_A], _R], arg: _A) -> _R:
+        """``call(arg)``; when it times out, the channel is closed (and the timeout raised)."""
+        try:
+            return call(arg)
+        except TimeoutError:
+            self.stalled = True
+            self.chan.close()
+            raise
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.chan, name)
