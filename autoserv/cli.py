@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from autoserv import __version__, abort, client_tests, control, inputs, lifecycle_cli, results_disk, workers
 from autoserv.cmdline import MLIST_DISPLAY, UsageParser, machine_entries, port, positive_float, positive_int
 from autoserv.errors import AutoservError, AutoservUsageError, JobError
-from autoserv.job import ServerJob
+from autoserv.job import JobSettings, ServerJob
 from autoserv.report import command as report_command
 
 if TYPE_CHECKING:
@@ -283,28 +283,24 @@ def _default_resultdir() -> str:
     return path
 
 
-#: ServerJob's keyword arguments that are the flags of the same name, as parsed.
-_JOB_FLAGS = (
-    "label", "user", "tag", "ssh_user", "ssh_port", "ssh_pass", "ssh_key", "host_key_policy",
-    "known_hosts", "ssh_config", "connect_timeout", "max_parallel", "use_existing_results",
-    "control_filename",
-    "verbose",
-)
+#: JobSettings fields that are the flags of the same name, as parsed.
+_JOB_FLAGS = ("label", "user", "tag", "max_parallel", "use_existing_results", "control_filename",
+              "verbose")
+#: SSHDefaults fields and the --ssh-* flags that give them.
+_SSH_FLAGS = {
+    "user": "ssh_user", "port": "ssh_port", "password": "ssh_pass", "key_file": "ssh_key",
+    "host_key_policy": "host_key_policy", "known_hosts": "known_hosts",
+    "ssh_config": "ssh_config", "connect_timeout": "connect_timeout",
+}
 
 
-def make_job(options: argparse.Namespace) -> ServerJob:
-    """Build the job described by parsed ``options``."""
-    if options.no_results:
-        resultdir = None
-    else:
-        resultdir = options.results or _default_resultdir()
-        inputs.check_results_dir(resultdir, "-r" if options.results else "results directory")
-    return ServerJob(
-        options.control_file,
-        options.args,
-        resultdir,
-        options.parsed_machines,
+def job_settings(options: argparse.Namespace) -> JobSettings:
+    """The job's settings from parsed ``options`` (built once, passed to the job)."""
+    from autoserv.hosts.defaults import SSHDefaults
+
+    return JobSettings(
         **{name: getattr(options, name) for name in _JOB_FLAGS},
+        ssh=SSHDefaults().updated(**{f: getattr(options, flag) for f, flag in _SSH_FLAGS.items()}),
         console=not options.no_tee,
         pidfile_label=options.pidfile_label if options.write_pidfile else None,
         tests=client_tests.TestSettings(
@@ -315,6 +311,17 @@ def make_job(options: argparse.Namespace) -> ServerJob:
         ),
         lifecycle=options.plan,
     )
+
+
+def make_job(options: argparse.Namespace) -> ServerJob:
+    """Build the job described by parsed ``options``."""
+    if options.no_results:
+        resultdir = None
+    else:
+        resultdir = options.results or _default_resultdir()
+        inputs.check_results_dir(resultdir, "-r" if options.results else "results directory")
+    return ServerJob(options.control_file, options.args, resultdir, options.parsed_machines,
+                     job_settings(options))
 
 
 def _raised_by_control(exc: BaseException, job: ServerJob | None) -> bool:

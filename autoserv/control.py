@@ -136,14 +136,15 @@ def build_namespace(job: Any, control: ControlFile | None = None, **extra: Any) 
     """The globals a control file runs with (see docs/runner.md)."""
     from autoserv import barrier, hosts, kvm, parallel, unsupported, utils
 
+    ssh = job.ssh
     namespace: dict[str, Any] = {
         "__name__": "__main__",
         "job": job,
         "machines": list(job.machines),
         "args": list(job.args),
-        "ssh_user": job.ssh_user,
-        "ssh_port": job.ssh_port,
-        "ssh_pass": job.ssh_pass,
+        "ssh_user": ssh.user,
+        "ssh_port": ssh.port,
+        "ssh_pass": ssh.password.reveal() if ssh.password is not None else None,
         "os": os,
         "sys": sys,
         "logging": logging,

@@ -30,6 +30,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from autoserv import abort, journal, logging_setup, parallel, results_disk, scope, status
@@ -37,10 +38,11 @@ from autoserv import control as control_mod
 from autoserv.client_tests import TestSettings
 from autoserv.errors import JobError, TestBaseException
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the hosts package (paramiko) is imported when a job runs, not before
+    from autoserv.hosts.defaults import SSHDefaults
     from autoserv.hosts.machine import Machine
 
-__all__ = ["ServerJob", "STATUS_VERSION", "write_keyval", "read_keyval", "IN_USE_MARKERS"]
+__all__ = ["ServerJob", "JobSettings", "STATUS_VERSION", "write_keyval", "read_keyval", "IN_USE_MARKERS"]
 
 log = logging.getLogger("autoserv.job")
 status_log = logging.getLogger("autoserv.status")
@@ -92,10 +94,9 @@ def _activate_host_context(job: ServerJob) -> Any:
     Returns the previous context, for :func:`_restore_host_context`.
     """
     from autoserv.hosts import context
-    from autoserv.hosts.defaults import SSHDefaults
 
-    ssh = SSHDefaults().updated(**job.ssh_settings)
-    return context.activate(context.JobContext(ssh=ssh, resultdir=job.resultdir, record=job.record))
+    return context.activate(context.JobContext(ssh=job.ssh, resultdir=job.resultdir,
+                                               record=job.record))
 
 
 def _update_host_context(**changes: Any) -> None:
@@ -115,6 +116,31 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class JobSettings:
+    """How the command line configures a job, beyond its control file, arguments, results
+    dir and machines: one value, built once (by :func:`autoserv.cli.job_settings`)."""
+
+    label: str = ""
+    #: the job's user (None: ``$USER``)
+    user: str | None = None
+    tag: str = ""
+    #: SSH defaults for every host of the job (``--ssh-*`` flags; None: the built-in ones)
+    ssh: SSHDefaults | None = None
+    #: at most this many parallel workers at once (None: all)
+    max_parallel: int | None = None
+    use_existing_results: bool = False
+    control_filename: str = "control.srv"
+    #: log to the console (``-n``/``--no-tee`` turns it off); DEBUG there with ``verbose``
+    console: bool = True
+    verbose: bool = False
+    #: with ``-p``: the pidfile is ``.<pidfile_label>_execute`` in the results dir
+    pidfile_label: str | None = None
+    tests: TestSettings = field(default_factory=TestSettings)
+    #: the lifecycle segments around the control file (an autoserv.lifecycle.Plan), if any
+    lifecycle: Any = None
+
+
 class _WorkerState:
     """What a worker reports back to the parent job (see :class:`parallel.WorkerHooks`)."""
 
@@ -127,7 +153,8 @@ class ServerJob:
     ``resultdir`` None means no results directory at all (``-N``): nothing is written and
     the control file runs in the current directory.  ``machines`` are the machine entries
     as given (de-duplicated by the caller), as strings or parsed
-    :class:`~autoserv.hosts.Machine` values; ``args`` the control file's arguments.
+    :class:`~autoserv.hosts.Machine` values; ``args`` the control file's arguments;
+    ``settings`` the rest of what the command line says (default: no flags given).
 
     What a parallel worker changes (its results subdir, status.log, failures, console
     prefix) is its own: a forked worker has a copy of the job, a worker thread sets these
@@ -150,31 +177,12 @@ class ServerJob:
         args: Sequence[str] = (),
         resultdir: str | None = None,
         machines: Sequence[str | Machine] = (),
-        *,
-        label: str = "",
-        user: str | None = None,
-        tag: str = "",
-        ssh_user: str | None = None,
-        ssh_port: int | None = None,
-        ssh_pass: str | None = None,
-        ssh_key: str | None = None,
-        host_key_policy: str | None = None,
-        known_hosts: str | None = None,
-        ssh_config: str | None = None,
-        connect_timeout: float | None = None,
-        max_parallel: int | None = None,
-        use_existing_results: bool = False,
-        control_filename: str = "control.srv",
-        console: bool = True,
-        verbose: bool = False,
-        pidfile_label: str | None = None,
-        tests: TestSettings | None = None,
-        lifecycle: Any = None,
+        settings: JobSettings | None = None,
     ) -> None:
         # control None: a lifecycle-only job (-v, -R, --collect-crashinfo), see autoserv.lifecycle
         self.control = os.path.abspath(control) if control is not None else None
-        #: The lifecycle segments around the control file (an autoserv.lifecycle.Plan), if any.
-        self.lifecycle = lifecycle
+        #: how the command line configures this job (one value, never changed)
+        self.settings = settings if settings is not None else JobSettings()
         self.args = list(args)
         self.resultdir = os.path.abspath(resultdir) if resultdir is not None else None
         from autoserv.hosts.machine import Machine
@@ -185,25 +193,9 @@ class ServerJob:
         ]
         #: the entries as given (with passwords): what the control file's ``machines`` holds
         self.machines = [m.spec for m in self.parsed_machines]
-        self.label = label
-        self.user = user if user is not None else _default_user()
-        self.tag = tag
-        self.ssh_user = ssh_user
-        self.ssh_port = ssh_port
-        self.ssh_pass = ssh_pass
-        #: SSH defaults for every host of this job (``--ssh-*`` flags); in force while it runs
-        self.ssh_settings: dict[str, Any] = {
-            "user": ssh_user, "port": ssh_port, "password": ssh_pass, "key_file": ssh_key,
-            "host_key_policy": host_key_policy, "known_hosts": known_hosts,
-            "ssh_config": ssh_config, "connect_timeout": connect_timeout,
-        }
-        #: at most this many parallel workers at once (None: all); read by autoserv.parallel
-        self.max_parallel = max_parallel
-        self.use_existing_results = use_existing_results
-        self.control_filename = control_filename
-        self.console = console
-        self.verbose = verbose
-        self.pidfile_label = pidfile_label
+        #: what control files know as ``job.label``, ``job.user``, ``job.tag``
+        self.label, self.tag = self.settings.label, self.settings.tag
+        self.user = self.settings.user if self.settings.user is not None else _default_user()
         #: One line per failure: failed status.log entries, failed workers.
         self.failures: list[str] = []
         #: status.log failure entries, this job's and its workers' (the pidfile's line 3)
@@ -218,8 +210,23 @@ class ServerJob:
         self._previous_hooks: parallel.WorkerHooks | None = None
         self._logging = False
         self._started = False
-        #: Autotest tests: --client-tests, --server-tests, --install-in-tmpdir, -c.
-        self.tests = tests if tests is not None else TestSettings()
+
+    @property
+    def ssh(self) -> SSHDefaults:
+        """The SSH defaults of this job's hosts (``--ssh-*``), in force while it runs."""
+        from autoserv.hosts.defaults import SSHDefaults
+
+        return self.settings.ssh if self.settings.ssh is not None else SSHDefaults()
+
+    @property
+    def max_parallel(self) -> int | None:
+        """At most this many parallel workers at once (None: all); read by autoserv.parallel."""
+        return self.settings.max_parallel
+
+    @property
+    def tests(self) -> TestSettings:
+        """Autotest tests: --client-tests, --server-tests, --install-in-tmpdir, -c."""
+        return self.settings.tests
 
     # -- what control files use ----------------------------------------------------------
 
@@ -345,8 +352,8 @@ class ServerJob:
             return
         if os.path.exists(path) and not os.path.isdir(path):
             raise JobError(f"results directory {path} exists and is not a directory")
-        if os.path.isdir(path) and not self.use_existing_results:
-            for name in dict.fromkeys([*IN_USE_MARKERS, self.control_filename]):
+        if os.path.isdir(path) and not self.settings.use_existing_results:
+            for name in dict.fromkeys([*IN_USE_MARKERS, self.settings.control_filename]):
                 if os.path.exists(os.path.join(path, name)):
                     raise JobError(
                         f"results directory {path} is already in use (it has {name}); "
@@ -378,17 +385,19 @@ class ServerJob:
         if self.resultdir is not None:
             results_disk.activate(self.resultdir)
             journal.open_journal(self.resultdir)  # what autoserv cleanup ends after a SIGKILL
-        logging_setup.add_secret(self.ssh_pass)
+        if self.ssh.password:
+            logging_setup.add_secret(self.ssh.password.reveal())
         for machine in self.parsed_machines:
             if machine.password:
                 logging_setup.add_secret(machine.password.reveal())
         debug_dir = os.path.join(self.resultdir, "debug") if self.resultdir else None
-        logging_setup.setup(debug_dir, self.console, self.verbose)
+        logging_setup.setup(debug_dir, self.settings.console, self.settings.verbose)
         self._logging = True
         if self.resultdir is not None:
             self._status = status.StatusLogWriter(os.path.join(self.resultdir, "status.log"))
-            if self.pidfile_label:
-                self._pidfile = os.path.join(self.resultdir, f".{self.pidfile_label}_execute")
+            if self.settings.pidfile_label:
+                self._pidfile = os.path.join(self.resultdir,
+                                             f".{self.settings.pidfile_label}_execute")
                 with open(self._pidfile, "w") as f:
                     f.write(f"{os.getpid()}\n")
         self._handlers = abort.AbortHandlers().install()
@@ -419,10 +428,10 @@ class ServerJob:
             run_control = self._prepare_control()
             if self.resultdir is not None:
                 os.chdir(self.resultdir)
-            if self.lifecycle is not None:  # repair, verify, install, job, install-after, cleanup
+            if self.settings.lifecycle is not None:  # repair, verify, install, job, ..., cleanup
                 from autoserv import lifecycle
 
-                lifecycle.run_segments(self, self.lifecycle, run_control)
+                lifecycle.run_segments(self, self.settings.lifecycle, run_control)
             elif run_control is not None:
                 run_control()
         except BaseException as exc:
@@ -446,7 +455,7 @@ class ServerJob:
         if self.resultdir is not None:
             resultdir = self.resultdir
             self._write_results(resultdir, lambda: control_mod.copy_to_results(
-                text, resultdir, self.control_filename))
+                text, resultdir, self.settings.control_filename))
         if self.tests.client_control:  # -c: a client control file, on every machine
             from autoserv import client_job
 
@@ -549,7 +558,7 @@ class ServerJob:
             self._status = status.StatusLogWriter(os.path.join(self.resultdir, "status.log"))
         else:
             self._status = status.StatusLogWriter(None)
-        logging_setup.setup(debug_dir, self.console, self.verbose, self._prefix)
+        logging_setup.setup(debug_dir, self.settings.console, self.settings.verbose, self._prefix)
         if self.resultdir is not None and subdir is not None:
             resultdir = self.resultdir
             self._write_results(resultdir, lambda: write_keyval(

@@ -68,6 +68,36 @@ def test_ssh_flags_and_environment(ok_control: Path, tmp_path: Path,
     assert opts.ssh_pass == "flag"
 
 
+def test_job_settings_are_one_frozen_value_built_from_the_flags(
+        ok_control: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTOSERV_SSH_PASS", raising=False)
+    known = tmp_path / "known_hosts"
+    opts = cli.parse_args([str(ok_control), "-l", "lab", "-u", "me", "-P", "t1", "--ssh-user", "u",
+                           "--ssh-port", "2222", "--ssh-pass", "pw", "--known-hosts", str(known),
+                           "--host-key-policy", "off", "--connect-timeout", "2.5",
+                           "--max-parallel", "3", "--use-existing-results", "-n", "-p",
+                           "--pidfile-label", "x", "--client-tests", str(tmp_path), "--verbose"])
+    settings = cli.job_settings(opts)
+    assert (settings.label, settings.user, settings.tag) == ("lab", "me", "t1")
+    ssh = settings.ssh
+    assert ssh is not None and (ssh.user, ssh.port, ssh.known_hosts) == ("u", 2222, str(known))
+    assert ssh.password is not None and ssh.password.reveal() == "pw" and "pw" not in repr(ssh)
+    assert (ssh.host_key_policy, ssh.connect_timeout, ssh.key_file) == ("off", 2.5, None)
+    assert (settings.max_parallel, settings.use_existing_results, settings.console) == (3, True, False)
+    assert (settings.verbose, settings.pidfile_label, settings.control_filename) == (
+        True, "x", "control.srv")
+    assert settings.tests.client_tests == [str(tmp_path)]
+    with pytest.raises(AttributeError):
+        settings.label = "changed"  # type: ignore[misc]
+    opts.results = str(tmp_path / "results")
+    job = cli.make_job(opts)
+    assert job.settings == settings
+    assert (job.label, job.user, job.tag, job.max_parallel) == ("lab", "me", "t1", 3)
+    defaults = cli.job_settings(cli.parse_args([str(ok_control)]))
+    assert defaults.pidfile_label is None and defaults.console and defaults.ssh is not None
+    assert defaults.ssh.user is None and defaults.ssh.password is None
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -7,6 +7,7 @@ host and nothing hangs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -21,9 +22,10 @@ from pathlib import Path
 import pytest
 
 from autoserv import hosts
-from autoserv.errors import AutoservRunError, AutoservRunTimeoutError
+from autoserv.deadline import Deadline
+from autoserv.errors import AutoservRunError, AutoservRunTimeoutError, AutoservSSHTimeout
 from autoserv.lab.testbed import Testbed
-from autoserv.localsys import proc_stat
+from autoserv.localsys import descendants, pid_alive, proc_stat, start_time
 from autoserv.run_core import KILL_BUDGET, LOG_OUTPUT_CAP
 from tests.cli_helpers import cli_env, run_autoserv, stderr_lines
 from tests.host_helpers import alive
@@ -185,11 +187,17 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def sftp_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[hosts.SSHHost]:
+def sftp_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    """A test bed of one host without scp: its transfers use SFTP."""
     with Testbed(tmp_path_factory.mktemp("sftp-only"), count=1, scp=False) as tb:
-        h = hosts.SSHHost(tb.machines[0], ssh_config=str(tb.ssh_config))
-        yield h
-        h.close()
+        yield tb
+
+
+@pytest.fixture
+def sftp_only(sftp_bed: Testbed) -> Iterator[hosts.SSHHost]:
+    h = hosts.SSHHost(sftp_bed.machines[0], ssh_config=str(sftp_bed.ssh_config))
+    yield h
+    h.close()
 
 
 @pytest.mark.parametrize("how", ["scp", "sftp", "tar"])
@@ -234,6 +242,72 @@ def test_send_file_to_a_full_remote_disk_is_one_clear_line(
         assert h.run_output("ls -A --", args=[str(small)]) == ""  # the partial file is gone
     finally:
         h.run("umount -l --", args=[str(small)], ignore_status=True)
+
+
+def _sftp_servers(tb: Testbed) -> list[int]:
+    """The sftp-server processes under this test bed's own sshd (never another test's)."""
+    found = []
+    for pid in descendants(tb.hosts[0].pid):
+        with contextlib.suppress(OSError):
+            if b"sftp-server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("direction", ["get", "send"])
+def test_a_stalled_sftp_server_ends_the_transfer_with_one_clear_line(
+        sftp_bed: Testbed, sftp_only: hosts.SSHHost, tmp_path: Path, direction: str) -> None:
+    h = sftp_only
+    h.transfer_timeout = 3
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(64 << 20))  # seconds to copy through paramiko: time to stop it
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    copy = dest / "big.bin"  # the test bed host shares this file system
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            if direction == "get":
+                h.get_file(str(src), str(dest) + "/")
+            else:
+                h.send_file(str(src), str(dest) + "/")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    start = time.monotonic()
+    thread.start()
+    stopped: list[int] = []
+    starts: dict[int, int] = {}
+    try:
+        while thread.is_alive() and not stopped and time.monotonic() - start < 60:
+            if copy.exists() and copy.stat().st_size > 0:  # the copy is under way: stall it
+                stopped = _sftp_servers(sftp_bed)
+                starts = {pid: start_time(pid) for pid in stopped}
+                for pid in stopped:
+                    os.kill(pid, signal.SIGSTOP)
+            time.sleep(0.005)  # polling, not a timed assertion
+        assert stopped, f"the copy ended before its SFTP server was stopped: {errors}"
+        thread.join(60)
+        assert not thread.is_alive(), "the transfer hangs on a stalled SFTP server"
+        assert time.monotonic() - start < 60
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+    assert len(errors) == 1 and isinstance(errors[0], AutoservSSHTimeout), errors
+    text = str(errors[0])
+    assert "\n" not in text and "SFTP server stalled" in text and h.hostname in text, text
+    assert str(src if direction == "get" else copy) in text, text
+    if direction == "get":
+        assert not copy.exists()  # the partial local copy is gone
+    # the stopped server's channel was closed: once continued it ends; the host still works
+    gone = Deadline(30)
+    while any(pid_alive(p, starts[p]) for p in stopped) and not gone.expired():
+        gone.sleep(0.1)
+    assert not any(pid_alive(p, starts[p]) for p in stopped)
+    assert h.run_output("echo still usable") == "still usable"
 
 
 # -- 8: a lost connection does not orphan the command of a host that is still up ----------

@@ -31,7 +31,7 @@ import paramiko
 import pytest
 
 from autoserv.errors import AutoservVirtError
-from autoserv.hosts.ssh_host import close_sftp
+from autoserv.hosts.sftp_client import close_sftp
 from autoserv.lab.guest_image import (
     NOADDR_MARKER,
     READY_MARKER,

@@ -7,10 +7,13 @@ exercises the patch against a real test-bed sshd where it matters.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -181,3 +184,55 @@ def test_dropped_before_banner_tells_a_drop_from_other_failures(
     assert "remote_version" in vars(paramiko.Transport(socket.socket()))
     t, exc = _handshake_error(server, banner_timeout=0.5)
     assert paramiko_ext.dropped_before_banner(t, exc) is dropped, repr(exc)
+
+
+# -- send_subsystem -----------------------------------------------------------------------
+
+
+def test_send_subsystem_starts_sftp(transport: paramiko.Transport) -> None:
+    chan = transport.open_session(timeout=10)
+    assert paramiko_ext.send_subsystem(chan, "sftp", timeout=10)
+    sftp = paramiko.SFTPClient(chan)
+    assert sftp.normalize("/") == "/"
+    sftp.close()
+
+
+def test_send_subsystem_refused_raises(transport: paramiko.Transport) -> None:
+    chan = transport.open_session(timeout=10)
+    with pytest.raises(paramiko.SSHException):
+        paramiko_ext.send_subsystem(chan, "no-such-subsystem", timeout=10)
+    chan.close()
+
+
+# -- StallGuard ---------------------------------------------------------------------------
+
+
+def test_stall_guard_relies_on_sftp_waiting_in_recv_and_send() -> None:
+    read_all = inspect.getsource(paramiko.sftp.BaseSFTP._read_all)  # type: ignore[attr-defined]
+    write_all = inspect.getsource(paramiko.sftp.BaseSFTP._write_all)  # type: ignore[attr-defined]
+    assert "isinstance(self.sock, socket.socket)" in read_all and "self.sock.recv(n)" in read_all
+    assert "self.sock.send(out)" in write_all
+    assert "type(sock) is Channel" in inspect.getsource(paramiko.SFTPClient.__init__)
+
+
+def test_stall_guard_closes_the_channel_on_the_first_timeout(
+        transport: paramiko.Transport, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"  # the test bed host shares this file system
+    os.mkfifo(fifo)
+    chan = transport.open_session(timeout=10)
+    assert paramiko_ext.send_subsystem(chan, "sftp", timeout=10)
+    guard = paramiko_ext.StallGuard(chan)
+    sftp = paramiko.SFTPClient(guard)  # type: ignore[arg-type]
+    assert sftp.stat(str(tmp_path)).st_mode is not None and not guard.stalled
+    chan.settimeout(1)
+    try:
+        with pytest.raises(TimeoutError):
+            sftp.open(str(fifo))  # the server blocks opening a FIFO no one writes: no reply
+        assert guard.stalled and chan.closed
+        with pytest.raises((OSError, EOFError, paramiko.SSHException)):
+            sftp.stat(str(tmp_path))  # closed: fails at once instead of waiting again
+    finally:
+        with contextlib.suppress(OSError):  # let the server's open() return, so it ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        sftp.close()
+    assert transport.is_active()

@@ -1,6 +1,6 @@
 """Every use of paramiko's private or undocumented internals, each behind one function.
 
-autoserv needs four things paramiko's public API does not give; each function
+autoserv needs things paramiko's public API does not give; each function
 here says why, and ``tests/test_paramiko_ext.py`` fails when a paramiko
 release changes what it relies on (setup.py pins paramiko below 6 so a major
 release is checked first).  No other module touches paramiko's private names.
@@ -12,8 +12,11 @@ release is checked first).  No other module touches paramiko's private names.
   ``Channel._handle_request``).
 * :func:`send_eof` — EOF sent under the channel's ``lock`` (``Channel._send_eof``,
   ``Transport._send_user_message``), ordered before our CLOSE.
-* :func:`send_exec` — an ``exec`` request whose reply is awaited with a bound
-  (``Channel._event_pending``, ``Channel.event``, ``Channel.event_ready``).
+* :func:`send_exec` / :func:`send_subsystem` — an ``exec`` or ``subsystem`` request
+  whose reply is awaited with a bound (``Channel._event_pending``, ``Channel.event``,
+  ``Channel.event_ready``).
+* :class:`StallGuard` — the channel an :class:`paramiko.SFTPClient` talks through, whose
+  first timed-out wait closes it (``BaseSFTP`` waits only in its socket's ``recv``/``send``).
 * :func:`ping` — a keepalive global request that expects an answer, awaited
   with a bound (``Transport.completion_event``, ``Transport._send_user_message``).
 * :func:`dropped_before_banner` — tells a server that closed or reset the
@@ -30,6 +33,8 @@ import getpass
 import signal
 import threading
 import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import paramiko
 
@@ -40,8 +45,13 @@ __all__ = [
     "exit_signal_number",
     "send_eof",
     "send_exec",
+    "send_subsystem",
+    "StallGuard",
     "ping",
 ]
+
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 #: channel -> the signal name of its RFC 4254 exit-signal (e.g. "KILL")
 _exit_signals: weakref.WeakKeyDictionary[paramiko.Channel, str] = weakref.WeakKeyDictionary()
@@ -141,6 +151,24 @@ def send_eof(chan: paramiko.Channel) -> None:
             chan.transport._send_user_message(m)  # type: ignore[attr-defined]
 
 
+def _send_request(chan: paramiko.Channel, kind: str, text: str, timeout: float) -> bool:
+    """Send the channel request ``kind`` (want-reply) with one string; wait ``timeout`` s."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string(kind)
+    m.add_boolean(True)
+    m.add_string(text)
+    chan._event_pending()  # type: ignore[attr-defined]
+    chan.transport._send_user_message(m)  # type: ignore[union-attr]
+    event: threading.Event = chan.event  # type: ignore[attr-defined]
+    if not event.wait(timeout):
+        return False
+    if not chan.event_ready:  # type: ignore[attr-defined]
+        raise chan.transport.get_exception() or paramiko.SSHException("Channel closed.")  # type: ignore[union-attr]
+    return True
+
+
 def send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:
     """``chan.exec_command(command)``, waiting at most ``timeout`` s for the server's reply.
 
@@ -155,20 +183,55 @@ def send_exec(chan: paramiko.Channel, command: str, timeout: float) -> bool:
     undocumented ``Channel.event`` (a :class:`threading.Event`) and
     ``Channel.event_ready``, and ``Transport._send_user_message(m)``.
     """
-    m = paramiko.Message()
-    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
-    m.add_int(chan.remote_chanid)
-    m.add_string("exec")
-    m.add_boolean(True)
-    m.add_string(command)
-    chan._event_pending()  # type: ignore[attr-defined]
-    chan.transport._send_user_message(m)  # type: ignore[union-attr]
-    event: threading.Event = chan.event  # type: ignore[attr-defined]
-    if not event.wait(timeout):
-        return False
-    if not chan.event_ready:  # type: ignore[attr-defined]
-        raise chan.transport.get_exception() or paramiko.SSHException("Channel closed.")  # type: ignore[union-attr]
-    return True
+    return _send_request(chan, "exec", command, timeout)
+
+
+def send_subsystem(chan: paramiko.Channel, name: str, timeout: float) -> bool:
+    """``chan.invoke_subsystem(name)`` (e.g. ``"sftp"``) with the bound of :func:`send_exec`.
+
+    Why: paramiko's ``invoke_subsystem`` waits forever for the reply, as
+    ``exec_command`` does; the same request, awaited the same way.
+    """
+    return _send_request(chan, "subsystem", name, timeout)
+
+
+class StallGuard:
+    """A channel as :class:`paramiko.SFTPClient` uses it: ``SFTPClient(StallGuard(chan))``.
+
+    Why: an SFTP client waits for its server only in its socket's ``recv``
+    (replies) and ``send`` (window space), which obey the channel's
+    ``settimeout``; but after one wait times out paramiko's own cleanup waits
+    again (closing the remote file handle, collecting pipelined write
+    replies), a timeout each.  The first wait that times out here closes the
+    channel, so every later one fails at once, and sets ``stalled``.  Relies
+    on ``BaseSFTP._read_all``/``_write_all`` calling only ``sock.recv``/
+    ``sock.send`` on a socket that is not a :class:`socket.socket`, and on
+    :class:`paramiko.SFTPClient` accepting such a socket (it checks ``type(sock)
+    is Channel`` only to name its logger).  Anything else is the channel's.
+    """
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+        #: a wait timed out (and the channel was closed)
+        self.stalled = False
+
+    def recv(self, nbytes: int) -> bytes:
+        return self._wait(self.chan.recv, nbytes)
+
+    def send(self, data: bytes) -> int:
+        return self._wait(self.chan.send, data)
+
+    def _wait(self, call: Callable[[_A], _R], arg: _A) -> _R:
+        """``call(arg)``; when it times out, the channel is closed (and the timeout raised)."""
+        try:
+            return call(arg)
+        except TimeoutError:
+            self.stalled = True
+            self.chan.close()
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.chan, name)
 
 
 def ping(t: paramiko.Transport, timeout: float) -> bool:

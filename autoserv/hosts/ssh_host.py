@@ -14,9 +14,7 @@ import dataclasses
 import os
 import posixpath
 import shlex
-import stat
 import tarfile
-from collections.abc import Iterator
 from typing import Unpack
 
 import paramiko
@@ -29,6 +27,7 @@ from autoserv.hosts import paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import Machine
 from autoserv.hosts.scp_client import SCPClient, safe_scp_path
+from autoserv.hosts.sftp_client import SFTPSession
 from autoserv.hosts.ssh_connection import (
     POOL,
     ConnectOptions,
@@ -53,33 +52,13 @@ from autoserv.secret import Secret
 from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
 
-#: Seconds a transfer may go without progress (a read, a write, the final status).
-_TRANSFER_TIMEOUT = 120.0
 
-
-def _bounded_exit_status(chan: paramiko.Channel) -> int:
-    """The exit status of a transfer's command, waiting at most ``_TRANSFER_TIMEOUT``."""
-    if not chan.status_event.wait(_TRANSFER_TIMEOUT):
+def _bounded_exit_status(chan: paramiko.Channel, timeout: float) -> int:
+    """The exit status of a transfer's command, waiting at most ``timeout`` s."""
+    if not chan.status_event.wait(timeout):
         chan.close()
-        raise AutoservSSHTimeout(f"no exit status from the remote tar within {_TRANSFER_TIMEOUT:g} s")
+        raise AutoservSSHTimeout(f"no exit status from the remote tar within {timeout:g} s")
     return int(chan.exit_status)
-
-
-def close_sftp(sftp: paramiko.SFTPClient, timeout: float = 5.0) -> None:
-    """Close an SFTP session after the server reports its exit status.
-
-    Dropbear fails about half of the next channel opens on a connection whose
-    previous channel was closed before its exit status was read.
-    """
-    chan = sftp.get_channel()
-    try:
-        if chan is not None and not chan.closed:
-            send_eof(chan)
-            chan.status_event.wait(timeout)
-    except (OSError, EOFError, paramiko.SSHException):
-        pass
-    finally:
-        sftp.close()
 
 
 class SSHHost(RemoteHost):
@@ -98,7 +77,15 @@ class SSHHost(RemoteHost):
     transfer in this process; it is reopened if it drops.  With ``via`` (another
     SSHHost) the connection is tunnelled through that host's connection to
     ``via_target`` (default: ``hostname``/``port`` as ``via`` sees them).
+
+    File transfers (scp, SFTP, tar) end with an error when the other side
+    makes no progress (no data, no reply, no window space, no final status)
+    for ``transfer_timeout`` seconds; setting up a transfer draws on the
+    connect timeout.
     """
+
+    #: Seconds a transfer may go without progress (a read, a write, a reply, the final status).
+    transfer_timeout: float = 120.0
 
     def __init__(
         self,
@@ -292,7 +279,9 @@ class SSHHost(RemoteHost):
             elif self._remote_has_scp():
                 self._send_scp(plan)
             else:
-                self._send_sftp(plan)
+                with self._sftp() as sftp:
+                    for local, remote in plan.pairs():
+                        sftp.put_tree(local, remote)
         except (AutoservRunError, OSError) as exc:
             full = self._remote_disk_full(plan, dest, exc)
             if full is None:
@@ -337,7 +326,7 @@ class SSHHost(RemoteHost):
             + transfer.disk_full_message("remote", partial[0][1], free))
 
     def _send_scp(self, plan: transfer.Plan) -> None:
-        client = SCPClient(self.transport(), self.params.where)
+        client = SCPClient(self.transport(), self.params.where, self.transfer_timeout)
         try:
             for into_dir, items in plan.by_target_dir().items():
                 client.put(items, remote_path=safe_scp_path(into_dir), recursive=True,
@@ -350,34 +339,11 @@ class SSHHost(RemoteHost):
         finally:
             client.close()
 
-    @contextlib.contextmanager
-    def _sftp(self) -> Iterator[paramiko.SFTPClient]:
-        try:
-            sftp = paramiko.SFTPClient.from_transport(self.transport())
-        except paramiko.SSHException as exc:
-            raise AutoservRunError(
-                f"{self.hostname} offers neither scp nor an SFTP subsystem: {exc}"
-            ) from None
-        assert sftp is not None
-        try:
-            yield sftp
-        finally:
-            close_sftp(sftp)
-
-    def _send_sftp(self, plan: transfer.Plan) -> None:
-        with self._sftp() as sftp:
-            for local, remote in plan.pairs():
-                self._sftp_put_tree(sftp, local, remote)
-
-    def _sftp_put_tree(self, sftp: paramiko.SFTPClient, local: str, remote: str) -> None:
-        if os.path.isdir(local):
-            with contextlib.suppress(OSError):
-                sftp.mkdir(remote)
-            for name in os.listdir(local):
-                self._sftp_put_tree(sftp, os.path.join(local, name), posixpath.join(remote, name))
-        else:
-            sftp.put(local, remote)
-            sftp.chmod(remote, stat.S_IMODE(os.stat(local).st_mode))
+    def _sftp(self) -> SFTPSession:
+        """A new SFTP session, started within the host's connect timeout."""
+        connect = self.params.deadline()
+        return SFTPSession(self._open_session(connect), self.hostname, connect,
+                           self.transfer_timeout)
 
     def _send_tar(self, plan: transfer.Plan) -> None:
         for local, remote in plan.pairs():
@@ -386,14 +352,14 @@ class SSHHost(RemoteHost):
 
     def _tar_to_remote(self, local: str, remote_parent: str, name: str) -> None:
         chan = self._open_session(30)
-        chan.settimeout(_TRANSFER_TIMEOUT)
+        chan.settimeout(self.transfer_timeout)
         if not paramiko_ext.send_exec(chan, quote_args("tar -xf - -C", [remote_parent]), 30):
             chan.close()
             raise AutoservSSHTimeout(f"{self.params.where} did not start tar within 30 s")
         with chan.makefile("wb") as stream, tarfile.open(fileobj=stream, mode="w|") as tar:
             tar.add(local, arcname=name)
         send_eof(chan)
-        status = _bounded_exit_status(chan)
+        status = _bounded_exit_status(chan, self.transfer_timeout)
         errtext = chan.recv_stderr(65536).decode(errors="replace")
         chan.close()
         if status != 0:
@@ -440,8 +406,13 @@ class SSHHost(RemoteHost):
             self._get_scp(plan, preserve_perm)
         else:
             with self._sftp() as sftp:
-                for remote, local in plan.pairs():
-                    self._sftp_get_tree(sftp, remote, local)
+                try:
+                    for remote, local in plan.pairs():
+                        sftp.get_tree(remote, local)
+                except OSError as exc:
+                    if exc.errno not in transfer.DISK_FULL:
+                        raise
+                    raise self._local_disk_full(sftp.local, plan.pairs()[0][1]) from None
         if not preserve_perm:
             for _, local in plan.pairs():
                 transfer.reset_local_perms(local)
@@ -458,7 +429,7 @@ class SSHHost(RemoteHost):
 
     def _get_scp(self, plan: transfer.Plan, preserve_perm: bool) -> None:
         """One ``scp -f`` per local target directory (not one per file: ~7 ms each)."""
-        client = SCPClient(self.transport(), self.params.where)
+        client = SCPClient(self.transport(), self.params.where, self.transfer_timeout)
         failed = True
         try:
             for into_dir, items in plan.by_target_dir().items():
@@ -484,28 +455,13 @@ class SSHHost(RemoteHost):
                        stdout_tee=None, stderr_tee=None)
         return [n for n in res.stdout.split("\0") if n]
 
-    def _sftp_get_tree(self, sftp: paramiko.SFTPClient, remote: str, local: str) -> None:
-        st = sftp.stat(remote)
-        if stat.S_ISDIR(st.st_mode or 0):
-            os.makedirs(local, exist_ok=True)
-            for name in sftp.listdir(remote):
-                self._sftp_get_tree(sftp, posixpath.join(remote, name), os.path.join(local, name))
-        else:
-            try:
-                sftp.get(remote, local)
-            except OSError as exc:
-                if exc.errno not in transfer.DISK_FULL:
-                    raise
-                raise self._local_disk_full(local, local) from None
-            os.chmod(local, stat.S_IMODE(st.st_mode or 0o644))
-
     def _tar_from_remote(self, remote: str, local: str) -> None:
         parent, name = posixpath.split(remote.rstrip("/"))
         local_parent, local_name = os.path.split(local.rstrip("/"))
         chan = self._open_session(30)
         marker = new_marker()
         parent = parent or ("/" if remote.startswith("/") else ".")
-        chan.settimeout(_TRANSFER_TIMEOUT)
+        chan.settimeout(self.transfer_timeout)
         if not paramiko_ext.send_exec(
                 chan, wrap_exec(quote_args("tar -cf - -C", [parent, "--", name]), marker), 30):
             chan.close()
@@ -523,7 +479,7 @@ class SSHHost(RemoteHost):
                     chan.close()
                     raise self._local_disk_full(
                         os.path.join(local_parent or ".", member.name), local) from None
-        status = _bounded_exit_status(chan)
+        status = _bounded_exit_status(chan, self.transfer_timeout)
         chan.close()
         if status != 0:
             raise AutoservRunError(f"tar from {self.hostname}:{remote} failed (status {status})")
