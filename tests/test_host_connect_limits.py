@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from autoserv import hosts
+from autoserv.deadline import Deadline
 from autoserv.errors import AutoservSSHTimeout
 from autoserv.lab.testbed import Testbed
 from tests.conftest import _need_root_tools
@@ -34,8 +35,16 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
 def slot_taken(limited: Testbed) -> Iterator[socket.socket]:
     """A TCP connection that reads the banner and never authenticates: it holds sshd's one slot."""
     h = limited.hosts[0]
-    sock = socket.create_connection((h.address, h.port), timeout=10)
-    assert sock.recv(64).startswith(b"SSH-")
+    # sshd frees the slot of an earlier test's connection only once it has reaped that
+    # connection's child: until then it drops this one too.
+    deadline = Deadline(30)
+    while True:
+        sock = socket.create_connection((h.address, h.port), timeout=10)
+        if sock.recv(64).startswith(b"SSH-"):
+            break
+        sock.close()
+        assert not deadline.expired(), "the test bed host never had a free slot"
+        deadline.sleep(0.1)
     try:
         yield sock
     finally:
@@ -49,7 +58,7 @@ def _host(tb: Testbed, connect_timeout: float) -> hosts.SSHHost:
 
 def test_a_host_past_its_max_startups_is_named_as_such(
         limited: Testbed, slot_taken: socket.socket) -> None:
-    host = _host(limited, connect_timeout=2)
+    host = _host(limited, connect_timeout=4)
     try:
         with pytest.raises(AutoservSSHTimeout) as info:
             host.run("true")
