@@ -773,6 +773,16 @@ def test_mark_and_read_from_it_in_a_real_shell(tmp_path: Path) -> None:
     assert len(out) <= crashinfo.MAX_BYTES and out.endswith("x" * 1000) and "new file" not in out
 
 
+def test_marking_is_never_fatal(tmp_path: Path) -> None:
+    host = hosts.SSHHost("127.0.0.1:1")
+    host.close()  # every command now raises AutoservError
+    assert crashinfo.mark_logs(host, str(tmp_path / "marks")) is None
+    assert crashinfo.read_marks(str(tmp_path / "marks"), host) is None
+    (tmp_path / "bad").mkdir()
+    Path(crashinfo.mark_path(str(tmp_path / "bad"), host)).write_text("{not json")
+    assert crashinfo.read_marks(str(tmp_path / "bad"), host) is None
+
+
 MARKED_JOB = """\
 log = args[0]
 host = hosts.create_host(machines[0])
