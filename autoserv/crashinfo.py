@@ -4,10 +4,12 @@ When the control file fails or the job is aborted (and there is a results direct
 machine that still answers is asked, in parallel, for:
 
 ``dmesg``          the kernel ring buffer (``dmesg``, else ``journalctl -k`` of this boot)
-``journal``        the system journal since the job started (``journalctl --since``, the job's
-                   start converted to the host's clock, so clock skew does not matter)
-``messages``       the last lines of ``/var/log/messages`` / ``/var/log/syslog`` (hosts without a
-                   journal; these files carry no reliable position, so it is a bounded tail)
+``journal``        the system journal since the job started using the host: after the journal
+                   cursor marked then (``journalctl --after-cursor``); without a mark, since the
+                   job's start (``--since``, converted to the host's clock, so skew does not matter)
+``messages``       ``/var/log/messages`` / ``/var/log/syslog`` from the byte size marked when the
+                   job started using the host (a file replaced since then: all of the new one);
+                   without a mark, a bounded tail
 ``uptime``, ``df`` ``uptime`` and ``df -P``
 ``ps``             the processes the job left running (those with its mark, autoserv.jobmark)
 ``client_results`` an Autotest client's results still in the autodir, if small enough
@@ -17,15 +19,28 @@ Bounds (also written to ``crashinfo/README``): each command at most :data:`COMMA
 seconds and :data:`MAX_BYTES` bytes of output (the end is kept), each machine at most
 :data:`MACHINE_BUDGET` seconds, connecting with at most :data:`CONNECT_TIMEOUT` seconds.
 Collection is never fatal: what fails is noted in the README and the debug log.
+
+The marks: while the control file runs, each SSH host of one of the job's machines runs
+:func:`mark_command` once it is connected, before its first command (the job context's
+``first_command`` hook, :func:`marking`), at most :data:`MARK_TIMEOUT` seconds, failures
+only logged; :func:`parse_marks` of its output goes to ``<results>/.logmarks/<host>``
+(:func:`mark_path`; the first mark of a host in the job wins).  ``$AUTOSERV_CRASHINFO_SYSLOG``
+(paths on the hosts, ``:``-separated) replaces the two system log files, for tests and for
+labs that log elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
+import re
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from autoserv import hooks as hooks_mod
@@ -33,8 +48,9 @@ from autoserv import jobmark
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError
 
-__all__ = ["COMMAND_TIMEOUT", "MAX_BYTES", "MACHINE_BUDGET", "collect", "collect_segment",
-           "commands"]
+__all__ = ["COMMAND_TIMEOUT", "MAX_BYTES", "MACHINE_BUDGET", "LogMarks", "collect",
+           "collect_segment", "commands", "mark_command", "parse_marks", "mark_path", "mark_logs",
+           "read_marks", "marking", "syslog_files"]
 
 log = logging.getLogger("autoserv.crashinfo")
 
@@ -45,22 +61,98 @@ CONNECT_TIMEOUT = 10.0
 #: Client results larger than this (KiB) are not copied.
 MAX_CLIENT_RESULTS_KB = 50_000
 AUTODIRS = ("/usr/local/autotest", "/home/autotest")
+#: The system log files read on hosts without a journal (or besides it).
+SYSLOG_FILES = ("/var/log/messages", "/var/log/syslog")
+#: Replaces :data:`SYSLOG_FILES` (``:``-separated paths on the hosts).
+SYSLOG_ENV = "AUTOSERV_CRASHINFO_SYSLOG"
+#: Where the job keeps each host's log marks, in its results directory.
+MARKS_DIR = ".logmarks"
+#: At most this long (seconds) for taking one host's marks.
+MARK_TIMEOUT = 10.0
+#: Lines of a system log file collected when the job took no mark of it.
+TAIL_LINES = 2000
 
 
 def _bounded(command: str) -> str:
     return f"{{ {command} ; }} 2>&1 | tail -c {MAX_BYTES}"
 
 
-def commands(since_host: int | None, mark: str | None) -> dict[str, str]:
-    """The file name → remote command of each piece collected (pure)."""
+@dataclass
+class LogMarks:
+    """Where a host's system logs stood when the job started using it."""
+
+    cursor: str | None = None  # the journal's last entry then
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (inode, size)
+
+
+def syslog_files() -> tuple[str, ...]:
+    """The system log files to read on the hosts (``$AUTOSERV_CRASHINFO_SYSLOG`` or the two)."""
+    value = os.environ.get(SYSLOG_ENV, "")
+    paths = tuple(p for p in value.split(":") if p)
+    return paths or SYSLOG_FILES
+
+
+def mark_command(files: Sequence[str]) -> str:
+    """Shell printing the log positions now: ``cursor <journal cursor>`` (if there is a
+    journal with entries), ``file <inode> <size> <path>`` per readable file (pure)."""
+    quoted = " ".join(shlex.quote(f) for f in files)
+    return (  # journald keeps its files in one of the two directories: no journalctl without
+        "c=; if [ -d /run/log/journal ] || [ -d /var/log/journal ]; then "
+        "c=$(journalctl -q -n1 -o export --no-pager 2>/dev/null | sed -n '1s/^__CURSOR=//p'); fi; "
+        "[ -n \"$c\" ] && printf 'cursor %s\\n' \"$c\"; "
+        f"for f in {quoted}; do [ -f \"$f\" ] && [ -r \"$f\" ] && "
+        "printf 'file %s %s\\n' \"$(stat -L -c '%i %s' -- \"$f\")\" \"$f\"; done; true"
+    )
+
+
+def parse_marks(output: str) -> LogMarks:
+    """The :class:`LogMarks` in :func:`mark_command`'s output (lines it does not know: ignored)."""
+    marks = LogMarks()
+    for line in output.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "cursor" and rest.strip():
+            marks.cursor = rest.strip()
+        elif kind == "file":
+            inode, _, rest = rest.partition(" ")
+            size, _, path = rest.partition(" ")
+            if inode.isdigit() and size.isdigit() and path:
+                marks.files[path] = (int(inode), int(size))
+    return marks
+
+
+def _file_command(path: str, mark: tuple[int, int] | None) -> str:
+    f = shlex.quote(path)
+    if mark is None:
+        return (f"[ -r {f} ] && {{ echo {shlex.quote(f'== {path} (its last {TAIL_LINES} lines)')}; "
+                f"tail -n {TAIL_LINES} -- {f}; }}")
+    inode, size = mark
+    since = shlex.quote(f"== {path} since the job started (from byte {size})")
+    cut = shlex.quote(f"== {path} since the job started: more than {MAX_BYTES} bytes, the last of them")
+    replaced = shlex.quote(f"== {path} was replaced since the job started (rotated?): its end")
+    # tail -c N of a file seeks to its end: bounded in time however much was logged
+    return (f"[ -r {f} ] && {{ set -- $(stat -L -c '%i %s' -- {f}); "
+            f"if [ \"$1\" != {inode} ] || [ \"$2\" -lt {size} ]; then echo {replaced}; "
+            f"tail -c {MAX_BYTES} -- {f}; elif [ $(($2 - {size})) -gt {MAX_BYTES} ]; then echo {cut}; "
+            f"tail -c {MAX_BYTES} -- {f}; else echo {since}; tail -c +{size + 1} -- {f}; fi; }}")
+
+
+def commands(since_host: int | None, mark: str | None, marks: LogMarks | None = None,
+             files: Sequence[str] = SYSLOG_FILES) -> dict[str, str]:
+    """The file name → remote command of each piece collected (pure).
+
+    ``marks``: the host's log positions at the job's start (else the time and a tail)."""
+    marks = marks or LogMarks()
     cmds = {
         "dmesg": _bounded("dmesg 2>/dev/null || journalctl -k -b --no-pager"),
-        "messages": _bounded("for f in /var/log/messages /var/log/syslog; do "
-                             "[ -r \"$f\" ] && { echo \"== $f\"; tail -n 2000 \"$f\"; }; done; true"),
+        "messages": _bounded("; ".join(_file_command(p, marks.files.get(p)) for p in files)
+                             + "; true"),
         "uptime": "uptime",
         "df": "df -P",
     }
-    if since_host is not None:
+    if marks.cursor is not None:
+        cmds["journal"] = _bounded("journalctl --no-pager --after-cursor="
+                                   + shlex.quote(marks.cursor))
+    elif since_host is not None:
         cmds["journal"] = _bounded(f"journalctl --no-pager --since=@{int(since_host)}")
     if mark is not None:
         env = shlex.quote(f"{jobmark.ENV}={mark}")
@@ -73,21 +165,92 @@ def commands(since_host: int | None, mark: str | None) -> dict[str, str]:
     return cmds
 
 
+def mark_path(directory: str, host: Any) -> str:
+    """The file of ``host``'s marks in the marks ``directory`` (pure)."""
+    raw = f"{host.hostname}:{getattr(host, 'port', '')}"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", raw)[:80]
+    return os.path.join(directory, f"{safe}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}")
+
+
+def mark_logs(host: Any, directory: str) -> LogMarks | None:
+    """Take ``host``'s log marks into ``directory`` unless the job has them already; never
+    raises an :class:`Exception` (a failure is logged: collection then uses the time)."""
+    path = mark_path(directory, host)
+    if os.path.exists(path):
+        return None
+    try:
+        output = host.run(mark_command(syslog_files()), timeout=MARK_TIMEOUT, ignore_status=True,
+                          verbose=False, stdout_tee=None, stderr_tee=None).stdout
+        marks = parse_marks(output)
+        os.makedirs(directory, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as f:  # the first mark in the job wins
+            json.dump({"cursor": marks.cursor, "files": marks.files}, f)
+        log.debug("%s: log marks for crash collection: %s", host.hostname, marks)
+        return marks
+    except FileExistsError:
+        return None
+    except Exception as exc:
+        log.warning("%s: could not mark the system logs' positions (crash collection will use "
+                    "the time): %s", host.hostname, _first_line(exc))
+        return None
+
+
+def read_marks(directory: str, host: Any) -> LogMarks | None:
+    """The marks :func:`mark_logs` took of ``host`` (None: none, or unreadable)."""
+    try:
+        with open(mark_path(directory, host), encoding="utf-8") as f:
+            data = json.load(f)
+        files = {str(p): (int(v[0]), int(v[1])) for p, v in dict(data.get("files") or {}).items()}
+        cursor = data.get("cursor")
+        return LogMarks(str(cursor) if cursor else None, files)
+    except (OSError, ValueError, TypeError, AttributeError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def marking(resultdir: str, machines: Sequence[Any]) -> Iterator[None]:
+    """While the block runs, the hosts of ``machines`` (parsed machines: their ``host``) take
+    their log marks into ``<resultdir>/.logmarks`` before their first command."""
+    from autoserv.hosts import context
+
+    directory = os.path.join(resultdir, MARKS_DIR)
+    names = {getattr(m, "host", m) for m in machines}
+
+    def first_command(host: Any) -> None:
+        if host.hostname in names:
+            mark_logs(host, directory)
+
+    previous = context.current()
+    context.update(first_command=first_command)
+    try:
+        yield
+    finally:
+        context.update(first_command=previous.first_command)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 README = """\
 Crash information collected by autoserv from {machine}: {why}.
 
 {listing}
 Bounds: each command at most {timeout:g} s and {max_bytes} bytes of output (the end is kept),
-at most {budget:g} s for this machine.  'journal' starts at the job's start ({since}, on the
-host's clock); 'messages' is a bounded tail of /var/log/messages or /var/log/syslog, which
-carry no position to start from.
+at most {budget:g} s for this machine.
+'journal' starts {journal_from}.
+'messages' holds {messages_from}.
 {notes}"""
 
 
 def collect(host: Any, dest: str, started: float | None, why: str = "the job failed",
-            hooks: hooks_mod.Hooks | None = None) -> list[str]:
+            hooks: hooks_mod.Hooks | None = None, marks: LogMarks | None = None) -> list[str]:
     """Collect ``host``'s crash information into ``dest``; the files written.  Never raises
-    :class:`AutoservError` or a hook's exception (they are noted in ``dest/README``)."""
+    :class:`AutoservError` or a hook's exception (they are noted in ``dest/README``).
+
+    ``marks``: where the host's logs stood when the job started using it (else the
+    journal starts at ``started`` and the log files are a bounded tail)."""
     os.makedirs(dest, exist_ok=True)
     deadline = Deadline(MACHINE_BUDGET)
     notes: list[str] = []
@@ -105,7 +268,7 @@ def collect(host: Any, dest: str, started: float | None, why: str = "the job fai
         notes.append(f"the host did not answer: {str(exc).strip().splitlines()[0]}")
     if not notes:
         mark = jobmark.process_mark(host.hostname)
-        for name, command in commands(since_host, mark).items():
+        for name, command in commands(since_host, mark, marks, syslog_files()).items():
             if deadline.expired():
                 notes.append(f"{name}: skipped, the {MACHINE_BUDGET:g} s budget was spent")
                 continue
@@ -134,9 +297,22 @@ def collect(host: Any, dest: str, started: float | None, why: str = "the job fai
     with open(os.path.join(dest, "README"), "w", encoding="utf-8") as f:
         f.write(README.format(
             machine=host.hostname, why=why, listing="Files:\n" + listing, timeout=COMMAND_TIMEOUT,
-            max_bytes=MAX_BYTES, budget=MACHINE_BUDGET, since=since_text,
+            max_bytes=MAX_BYTES, budget=MACHINE_BUDGET,
+            journal_from=(f"after the journal cursor marked when the job started using the host "
+                          f"({marks.cursor})" if marks and marks.cursor else
+                          f"at the job's start ({since_text}, on the host's clock)"),
+            messages_from=_messages_from(marks),
             notes="".join(f"Note: {n}\n" for n in notes)))
     return written
+
+
+def _messages_from(marks: LogMarks | None) -> str:
+    files = " or ".join(syslog_files())
+    if marks and marks.files:
+        marked = ", ".join(f"{p} from byte {size}" for p, (_, size) in sorted(marks.files.items()))
+        return (f"what was logged to {files} since the job started using the host ({marked}, "
+                f"the end if more; a file without a mark: its last {TAIL_LINES} lines)")
+    return f"the last {TAIL_LINES} lines of {files} (no position was marked at the job's start)"
 
 
 def _client_results(host: Any, dest: str, deadline: Deadline, written: list[str],
@@ -178,7 +354,8 @@ def _collector(job: Any, top: str, why: str, record: bool) -> Callable[[str], st
         dest = os.path.join(top, names[machine], "crashinfo")
         host = hosts.create_host(machine)
         try:
-            written = collect(host, dest, started, why)
+            written = collect(host, dest, started, why,
+                              marks=read_marks(os.path.join(top, MARKS_DIR), host))
         finally:
             host.close()
         if record:

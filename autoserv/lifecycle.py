@@ -26,11 +26,13 @@ control file, install-after, cleanup.  Each runs on every machine in parallel (o
 machine, as ``parallel_simple``) inside its own ``START``/``END`` group of the job's status.log;
 each machine records ``GOOD``/``FAIL <segment>`` with the reason in ``<machine>/status.log``.  A
 failed repair, verify or install stops the job before the control file runs.  When the control
-file fails or is aborted, crash information is collected (:mod:`autoserv.crashinfo`).
+file fails or is aborted, crash information is collected (:mod:`autoserv.crashinfo`); while it
+runs, each machine's system log positions are marked when the job first uses the host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shlex
@@ -588,7 +590,8 @@ def run_segments(job: Any, plan: Plan, run_control: Callable[[], None] | None) -
             return
         aborted = False
         try:
-            run_control()
+            with _log_marks(job, plan):
+                run_control()
             if job.failed and plan.crashinfo_on_failure and job.resultdir is not None:
                 _crashinfo_after_failure(job, False)  # failures recorded, nothing raised
         except BaseException as exc:
@@ -604,6 +607,15 @@ def run_segments(job: Any, plan: Plan, run_control: Callable[[], None] | None) -
     finally:
         hooks_mod.set_current(previous)
         jobmark.stop()
+
+
+def _log_marks(job: Any, plan: Plan) -> contextlib.AbstractContextManager[None]:
+    """While the control file runs: each machine's log positions marked for crash collection."""
+    from autoserv import crashinfo
+
+    if not plan.crashinfo_on_failure or job.resultdir is None:
+        return contextlib.nullcontext()
+    return crashinfo.marking(job.resultdir, job.parsed_machines)
 
 
 def _crashinfo_after_failure(job: Any, aborted: bool) -> None:

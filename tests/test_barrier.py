@@ -263,3 +263,26 @@ def test_two_autoserv_processes_meet(testbed_loopback: Testbed, tmp_path: Path) 
         (e,) = entries(tmp_path / f"r{i}" / "status.log")
         times.append(float(e.message))
     assert min(times) - start >= 0.9  # "second" waited for "first"
+
+
+def test_one_barrier_met_again_and_again() -> None:
+    """A participant that is released reconnects at once for the next round, maybe while
+    the master still closes the last round's socket: that connection is simply made again."""
+    port = fresh_port()
+    rounds: dict[str, Any] = {}
+
+    def loop(hostid: str) -> None:
+        b = barrier(hostid, "again", 10, port)
+        try:
+            for i in range(40):
+                b.rendezvous("a", "b", "c")
+                rounds[hostid] = i + 1
+        except BarrierError as exc:
+            rounds[hostid] = exc
+
+    threads = [threading.Thread(target=loop, args=(h,)) for h in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert rounds == dict.fromkeys("abc", 40), rounds

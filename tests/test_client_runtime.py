@@ -25,6 +25,7 @@ import pytest
 import autoserv.client as client_runtime
 from autoserv import status as autoserv_status
 from autoserv.deadline import Deadline
+from tests.cli_helpers import run_autoserv
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_TESTS = Path(__file__).resolve().parent / "data" / "client_tests"
@@ -674,10 +675,11 @@ def test_job_api_groups_parallel_and_no_ops(autodir: Path, tmp_path: Path) -> No
         "job.profilers.add('oprofile')\n"
         "job.profilers.delete('oprofile')\n"
         "job.add_repository(['http://example.invalid/tests'])\n"
+        "job.barrier('me', 'sync', 10).rendezvous('me')\n"  # alone: released at once
         "try:\n"
-        "    job.barrier('me', 'sync', 10)\n"
+        "    job.barrier('me', 'sync', 10).rendezvous('a', 'b')\n"
         "except JobError as e:\n"
-        "    job.record('INFO', None, 'barrier', str(e))\n"
+        "    job.record('INFO', None, 'barrier', '%s: %s' % (type(e).__name__, e))\n"
         "job.set_state('facts', [job.cpu_count(), os.path.isdir(job.tmpdir), job.resultdir, job.autodir,\n"
         "                        os.path.isdir(job.bindir)])\n"
         "job.record('WARN', None, 'custom', 'line one\\nline two', {'key': 'v'})\n"
@@ -698,7 +700,7 @@ def test_job_api_groups_parallel_and_no_ops(autodir: Path, tmp_path: Path) -> No
     info = {e.operation: e.message for e in parsed if e.status_code == "INFO"}
     assert "not collected" in info["profilers.add"]
     assert "ignored" in info["add_repository"]
-    assert info["barrier"] == "job.barrier() is not supported in the client runtime"
+    assert info["barrier"] == "BarrierError: barrier 'sync' (me): me is not one of the participants a, b"
     custom = next(e for e in parsed if e.operation == "custom")
     assert (custom.message, custom.fields["key"]) == ("line one\nline two", "v")
     import json
@@ -923,6 +925,105 @@ def test_reboot_and_continue_on_a_testbed_host(host, tmp_path: Path) -> None:
     assert new[3].message == "word 2 phase=3"  # set_state survived the reboot
     assert FINISHED.match(text.splitlines()[-1])
     print(f"client job with a reboot on {host.hostname}: {elapsed:.2f} s")
+
+
+# -- job.barrier: client jobs on netns test-bed hosts meet over TCP --------------------------
+
+_barrier_port = iter(range(23000 + os.getpid() % 4000 * 5, 10**9))
+
+#: The client control each machine runs (filled in by the server control below).
+CLIENT_BARRIER = """\
+import time
+time.sleep(%(delay)r)
+b = job.barrier(%(me)r, 'start', %(timeout)r, %(port)r)
+job.record('INFO', None, 'arrived', '%%.3f' %% time.time())
+%(call)s
+job.record('GOOD', None, 'released', '%%.3f' %% time.time())
+"""
+
+#: args: port, timeout, rendezvous | rendezvous_servers, the absent id (or -), then
+#: machine=address for each machine: the ids are the hosts' addresses on the lab bridge.
+SERVER_BARRIER = """\
+port, timeout, how, absent = int(args[0]), float(args[1]), args[2], args[3]
+address = dict(a.split("=", 1) for a in args[4:])
+everyone = sorted([address[m] for m in machines] + ([absent] if absent != "-" else []))
+late = sorted(address[m] for m in machines)[-1]
+
+def work(machine):
+    me = address[machine]
+    if how == "rendezvous":
+        call = "b.rendezvous(*%r)" % (everyone,)
+    else:  # the late one is the master: the others wait for it to listen
+        call = "b.rendezvous_servers(%r, *%r)" % (late, [m for m in everyone if m != late])
+    control = CLIENT % dict(me=me, timeout=timeout, port=port, call=call,
+                             delay=1.5 if me == late else 0.0)
+    autotest_remote.Autotest(hosts.create_host(machine)).run(control)
+
+parallel_simple(work, machines)
+"""
+
+
+def _barrier_job(tb, tmp_path: Path, present: list, how: str, timeout: float,
+                 absent: str = "-") -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run SERVER_BARRIER on the test-bed hosts ``present``."""
+    control = tmp_path / "barrier.control"
+    control.write_text(f"CLIENT = {CLIENT_BARRIER!r}\n" + SERVER_BARRIER)
+    results = tmp_path / "r"
+    proc = run_autoserv(control, "-r", results, "-m", ",".join(h.name for h in present),
+                        "--ssh-config", str(tb.ssh_config), "--install-in-tmpdir", "-a",
+                        f"{next(_barrier_port)} {timeout} {how} {absent} "
+                        + " ".join(f"{h.name}={h.address}" for h in present), cwd=tmp_path)
+    return proc, results
+
+
+def _client_entries(results: Path, machine: str, operation: str) -> list[autoserv_status.StatusEntry]:
+    return [e for e in autoserv_status.parse_file(str(results / machine / "status.log"))
+            if e.operation == operation]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["rendezvous", "rendezvous_servers"])
+def test_job_barrier_between_two_netns_hosts(testbed_netns, tmp_path: Path, how: str) -> None:
+    tb = testbed_netns
+    first, second = tb.hosts[:2]
+    assert first.address != second.address  # each host its own address on the lab bridge ...
+    with _ssh_host(tb, first.name) as h:  # ... and they reach each other (second's sshd)
+        probe = ("import socket; "
+                 f"print(socket.create_connection(({second.address!r}, 22), 5).recv(8).decode())")
+        banner = h.run(f"python3 -c {shlex.quote(probe)}").stdout
+    assert banner.startswith("SSH-"), banner
+    start = time.time()
+    proc, results = _barrier_job(tb, tmp_path, [first, second], how, 60)
+    assert proc.returncode == 0, proc.stderr
+    late = max([first, second], key=lambda h: h.address).name
+    names = [first.name, second.name]
+    arrived = {m: float(_client_entries(results, m, "arrived")[0].message) for m in names}
+    released = {m: float(_client_entries(results, m, "released")[0].message) for m in names}
+    assert arrived[late] - start >= 1.5
+    for machine in names:  # nobody was released before the late one arrived
+        assert released[machine] >= arrived[late], (arrived, released)
+        assert _client_entries(results, machine, "released")[0].status_code == "GOOD"
+
+
+@pytest.mark.slow
+def test_job_barrier_timeout_names_who_never_arrived(testbed_netns, tmp_path: Path) -> None:
+    tb = testbed_netns
+    ordered = sorted(tb.hosts, key=lambda h: h.address)
+    absent = ordered[-1].address  # a real host on the bridge whose client never runs (not the master)
+    present = ordered[:-1]
+    proc, results = _barrier_job(tb, tmp_path, present, "rendezvous", 3, absent)
+    assert proc.returncode == 1
+    for h in present:
+        text = (results / h.name / "status.log").read_text()
+        assert f"BarrierError: barrier 'start' ({h.address}): timed out after 3.0 s: " \
+               f"never arrived: {absent}" in text, text
+        assert not _client_entries(results, h.name, "released")
+
+
+def _ssh_host(tb, machine: str):
+    from autoserv import hosts
+
+    return hosts.SSHHost(machine, ssh_config=str(tb.ssh_config))
 
 
 def test_tests_dirs_come_before_the_builtin_tests(autodir: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ nothing a test fills or repairs is outside that host.  A host shutting down is t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from autoserv import cli, hosts, lifecycle, status
+from autoserv import cli, crashinfo, hosts, lifecycle, status
 from autoserv.errors import AutoservUsageError
 from autoserv.lab.testbed import Testbed
 from autoserv.lifecycle import Problem
@@ -721,6 +722,106 @@ def test_crashinfo_of_a_failed_job(testbed_loopback: Testbed, tmp_path: Path) ->
         assert "at most 30 s and 1000000 bytes" in readme
         # a worker's status.log is the job's: crash collection adds nothing to it
         assert [o for _, o, _ in entries(results / machine / "status.log")] == [""]
+
+
+@pytest.mark.parametrize(
+    ("output", "cursor", "files"),
+    [
+        ("", None, {}),
+        ("cursor s=abc;i=5;b=x\nfile 12 340 /var/log/syslog\n", "s=abc;i=5;b=x",
+         {"/var/log/syslog": (12, 340)}),
+        ("file 7 0 /tmp/a log\nfile x 1 /bad\nnoise\ncursor \n", None, {"/tmp/a log": (7, 0)}),
+    ],
+)
+def test_parse_marks(output: str, cursor: str | None, files: dict) -> None:
+    assert crashinfo.parse_marks(output) == crashinfo.LogMarks(cursor, files)
+
+
+def test_commands_start_at_the_marks() -> None:
+    marks = crashinfo.LogMarks("s=1;i=2 'q'", {"/l/a": (5, 100)})
+    cmds = crashinfo.commands(1000, None, marks, ["/l/a", "/l/b"])
+    assert "journalctl --no-pager --after-cursor='s=1;i=2 '\"'\"'q'\"'\"''" in cmds["journal"]
+    assert "tail -c +101 -- /l/a" in cmds["messages"]
+    assert "tail -n 2000 -- /l/b" in cmds["messages"]  # no mark of this one: a tail
+    unmarked = crashinfo.commands(1000, None, None, ["/l/a"])
+    assert "--since=@1000" in unmarked["journal"] and "tail -c +" not in unmarked["messages"]
+    assert "journal" not in crashinfo.commands(None, None)
+
+
+def _sh(command: str) -> str:
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+
+
+def test_mark_and_read_from_it_in_a_real_shell(tmp_path: Path) -> None:
+    """The builders run by sh on local files: marked, grown, replaced, grown past the bound."""
+    log = tmp_path / "sys log"
+    log.write_text("before 1\nbefore 2\n")
+    marks = crashinfo.parse_marks(_sh(crashinfo.mark_command([str(log), str(tmp_path / "none")])))
+    assert marks.files == {str(log): (log.stat().st_ino, len("before 1\nbefore 2\n"))}
+    with log.open("a") as f:
+        f.write("after 1\n")
+    out = _sh(crashinfo.commands(None, None, marks, [str(log)])["messages"])
+    assert out == f"== {log} since the job started (from byte 18)\nafter 1\n"
+    log.rename(tmp_path / "old")
+    log.write_text("new file\n")
+    out = _sh(crashinfo.commands(None, None, marks, [str(log)])["messages"])
+    assert out.endswith("(rotated?): its end\nnew file\n"), out
+    marks = crashinfo.parse_marks(_sh(crashinfo.mark_command([str(log)])))
+    with log.open("a") as f:
+        f.write("x" * (crashinfo.MAX_BYTES + 10))
+    out = _sh(crashinfo.commands(None, None, marks, [str(log)])["messages"])
+    assert len(out) <= crashinfo.MAX_BYTES and out.endswith("x" * 1000) and "new file" not in out
+
+
+def test_marking_is_never_fatal(tmp_path: Path) -> None:
+    host = hosts.SSHHost("127.0.0.1:1")
+    host.close()  # every command now raises AutoservError
+    assert crashinfo.mark_logs(host, str(tmp_path / "marks")) is None
+    assert crashinfo.read_marks(str(tmp_path / "marks"), host) is None
+    (tmp_path / "bad").mkdir()
+    Path(crashinfo.mark_path(str(tmp_path / "bad"), host)).write_text("{not json")
+    assert crashinfo.read_marks(str(tmp_path / "bad"), host) is None
+
+
+MARKED_JOB = """\
+log = args[0]
+host = hosts.create_host(machines[0])
+host.run("echo after-the-mark-1 >> %s" % log)
+host.run("echo after-the-mark-2 >> %s" % log)
+raise TestFail("the test broke")
+"""
+
+
+@pytest.mark.slow
+def test_crashinfo_reads_the_system_log_from_the_jobs_mark(testbed_loopback: Testbed,
+                                                           tmp_path: Path) -> None:
+    """The log position is marked when the job first uses the host: crashinfo's 'messages'
+    has the lines logged after it and none of those before (the file is in the host's own
+    work dir, named by $AUTOSERV_CRASHINFO_SYSLOG)."""
+    tb = testbed_loopback
+    machine = tb.machines[0]
+    log = Path(tb.hosts[0].workdir) / f"syslog.{tmp_path.name}.{os.getpid()}"
+    before = "".join(f"before-the-job-{i}\n" for i in range(5))
+    log.write_text(before)
+    inode = log.stat().st_ino
+    (tmp_path / "job.control").write_text(MARKED_JOB)
+    results = tmp_path / "r"
+    try:
+        proc = run_autoserv(tmp_path / "job.control", "-r", results, *bed(tb, [machine]),
+                            "-a", str(log), cwd=tmp_path, AUTOSERV_CRASHINFO_SYSLOG=str(log))
+    finally:
+        log.unlink()
+    assert proc.returncode == 1, proc.stderr
+    (mark,) = (results / ".logmarks").iterdir()  # taken before the job's first command
+    assert json.loads(mark.read_text())["files"] == {str(log): [inode, len(before)]}
+    info = results / machine / "crashinfo"
+    messages = (info / "messages").read_text()
+    assert messages == (f"== {log} since the job started (from byte {len(before)})\n"
+                        "after-the-mark-1\nafter-the-mark-2\n"), messages
+    readme = (info / "README").read_text()
+    assert f"'messages' holds what was logged to {log} since the job started using the host " \
+           f"({log} from byte {len(before)}" in readme, readme
+    assert "at most 30 s and 1000000 bytes" in readme
 
 
 @pytest.mark.slow

@@ -11,11 +11,13 @@ on the host.  Run it there with::
 The runner's docstring (``site/autotest/client/runner.py``) documents the files it writes,
 its exit statuses and the reboot/continue protocol.
 
-Four modules of autoserv itself are shipped as
-``autotest/client/shared/{status,legacy,result,outcomes}.py`` (:data:`SHARED_MODULES`):
-:mod:`autoserv.status`, :mod:`autoserv.legacy`, :mod:`autoserv.result` and
-:mod:`autoserv.outcomes` are stdlib-only, so the host gets the very same status.log grammar,
-Python 2 translator, CmdResult and test-outcome exceptions, with no copy to keep in step.
+Six modules of autoserv itself are shipped as
+``autotest/client/shared/{status,legacy,result,outcomes,deadline,barrier_protocol}.py``
+(:data:`SHARED_MODULES`): :mod:`autoserv.status`, :mod:`autoserv.legacy`,
+:mod:`autoserv.result`, :mod:`autoserv.outcomes`, :mod:`autoserv.deadline` and
+:mod:`autoserv.barrier_protocol` are stdlib-only, so the host gets the very same status.log
+grammar, Python 2 translator, CmdResult, test-outcome exceptions and barrier protocol, with no
+copy to keep in step.
 
 :func:`site_files` lists what to send and :data:`RUNTIME_VERSION` changes whenever any of
 those files changes, so a server installs the runtime once per host and version.
@@ -37,6 +39,8 @@ SHARED_MODULES = {
     "autotest/client/shared/legacy.py": "legacy.py",
     "autotest/client/shared/result.py": "result.py",
     "autotest/client/shared/outcomes.py": "outcomes.py",
+    "autotest/client/shared/deadline.py": "deadline.py",
+    "autotest/client/shared/barrier_protocol.py": "barrier_protocol.py",
 }
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = (".pyc", ".pyo")

@@ -4,11 +4,12 @@ A :class:`JobContext` is one immutable value.  :meth:`ServerJob.run
 <autoserv.job.ServerJob.run>` activates its own for the length of the job
 (:func:`activate` / :func:`restore`, or :func:`job_context` as a ``with``
 block) and restores the previous one at the end, so nothing of a job
-outlives it.  Hosts read :func:`current`: SSH hosts their defaults, ``reboot``
-the hook that writes status.log lines, guests the results directory for
-their console logs.  A forked ``parallel_simple`` worker inherits its
-parent's context; a worker *thread* keeps the context it changes in its own
-:mod:`autoserv.scope` (so the guest console logs of each machine go to its subdir).
+outlives it.  Hosts read :func:`current`: SSH hosts their defaults and the hook
+run before their first command, ``reboot`` the hook that writes status.log lines,
+guests the results directory for their console logs.  A forked ``parallel_simple``
+worker inherits its parent's context; a worker *thread* keeps the context it
+changes in its own :mod:`autoserv.scope` (so the guest console logs of each
+machine go to its subdir).
 Outside a job the context is empty (built-in defaults, no results, no status hook).
 """
 
@@ -37,6 +38,9 @@ class JobContext:
     ssh: SSHDefaults = field(default_factory=SSHDefaults)
     resultdir: str | None = None
     record: StatusHook | None = None
+    #: Called with an SSH host once it is connected, before the first command that host
+    #: object runs (crash collection marks the system logs' positions); must not raise.
+    first_command: Callable[[Any], None] | None = None
 
 
 _current = JobContext()  # the one piece of job state in the hosts package

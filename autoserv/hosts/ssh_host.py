@@ -23,7 +23,7 @@ import scp
 from autoserv import journal
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutError, AutoservSSHTimeout
-from autoserv.hosts import paramiko_ext, transfer
+from autoserv.hosts import context, paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.machine import Machine
 from autoserv.hosts.scp_client import SCPClient, safe_scp_path
@@ -114,6 +114,7 @@ class SSHHost(RemoteHost):
         #: (pid, marker) of commands left running when the host stopped answering; the
         #: next command that reaches the host ends them first
         self.orphans: list[tuple[int, bytes]] = []
+        self._first_command = True  # the job context's first_command hook is still to run
         POOL.acquire(self.params)
 
     @property
@@ -171,6 +172,15 @@ class SSHHost(RemoteHost):
             self._kill_orphans(connect_timeout)
         connect = self.params.deadline(connect_timeout)
         chan = self._open_session(connect)
+        if self._first_command:  # connected: the hook costs no connect timeout of its own
+            self._first_command = False
+            hook = context.current().first_command
+            if hook is not None:
+                try:
+                    hook(self)
+                except BaseException:
+                    chan.close()
+                    raise
         marker = new_marker()
         execution = SSHExecution(self, chan, out, err, marker)
         journal.record("command", self, channel=chan, command=command)  # for autoserv cleanup

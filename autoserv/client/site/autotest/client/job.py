@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from autotest.client.shared import barrier as barrier_module
 from autotest.client.shared import error, status, utils
 from autotest.client.shared.test import find_test, runtest
 
@@ -564,8 +565,11 @@ class ClientJob:
         self.record("INFO", None, "add_repository",
                     f"add_repository({repo_urls!r}) ignored: tests come from autoserv")
 
-    def barrier(self, *args: Any, **dargs: Any) -> None:
-        raise error.JobError("job.barrier() is not supported in the client runtime")
+    def barrier(self, hostid: Any, tag: str, timeout: float | None = None,
+                port: int | None = barrier_module.DEFAULT_PORT) -> barrier_module.barrier:
+        """A participant of the barrier ``tag`` between hosts (``autotest.client.shared.barrier``):
+        ``.rendezvous(*hostids)`` / ``.rendezvous_servers(master, *hostids)`` wait for the others."""
+        return barrier_module.barrier(hostid, tag, timeout, port)
 
     def kernel(self, *args: Any, **dargs: Any) -> None:
         raise error.JobError("job.kernel() (building and booting kernels) is not supported in the "

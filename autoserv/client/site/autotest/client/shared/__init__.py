@@ -1,5 +1,6 @@
 """Modules shared by the client runtime and its tests: errors, utils, status, keyvals.
 
-``status``, ``legacy`` and ``result`` are byte-identical copies of autoserv's own modules
-(autoserv ships them so the host never needs autoserv installed; a test keeps them equal).
+``status``, ``legacy``, ``result``, ``outcomes``, ``deadline`` and ``barrier_protocol`` are
+autoserv's own modules, shipped as they are (see ``autoserv/client/__init__.py``), so the host
+never needs autoserv installed.
 """

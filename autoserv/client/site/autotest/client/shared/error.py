@@ -23,6 +23,8 @@ __all__ = [
     "JobError",
     "UnhandledJobError",
     "JobRebootNotSupported",
+    "BarrierError",
+    "BarrierAbortError",
     "NotAvailableError",
     "UnhandledTestError",
     "UnhandledTestFail",
@@ -42,6 +44,15 @@ class UnhandledJobError(JobError):
 
 class JobRebootNotSupported(JobError):
     """``job.reboot()`` was called where the runtime cannot reboot (a test or parallel task)."""
+
+
+class BarrierError(JobError):
+    """A ``job.barrier`` rendezvous failed: timed out (naming who never arrived), or a
+    participant left."""
+
+
+class BarrierAbortError(BarrierError):
+    """A participant of a barrier asked everyone to abort (``rendezvous(..., abort=True)``)."""
 
 
 class NotAvailableError(AutotestError):
