@@ -31,6 +31,7 @@ __all__ = [
     "AutoservSshPermissionDeniedError",
     "AutoservHostKeyError",
     "AutoservVirtError",
+    "AutoservGuestDiedError",
     "AutoservUnsupportedError",
     "AutoservHostError",
     "AutoservRebootError",
@@ -89,6 +90,11 @@ class AutoservHostKeyError(AutoservError):
 
 class AutoservVirtError(AutoservError):
     """Virtualization failure: KVM modules, qemu start-up, address pool, guests."""
+
+
+class AutoservGuestDiedError(AutoservRunError, AutoservVirtError):
+    """A guest's virtual machine ended (its qemu died or was killed) under a command: the
+    message names the guest and its KVM host; ``result_obj`` keeps the partial output."""
 
 
 class AutoservUnsupportedError(AutoservError):

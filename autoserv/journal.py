@@ -20,20 +20,28 @@ and ``kind``:
     characters, secrets masked).
 ``tmpdir``
     a remote temp dir was made: ``host`` and ``path``.
+``guest``
+    a qemu guest was started: ``host`` (its KVM host), ``state_dir`` (autoserv's directory
+    there), ``ip``, ``mac``, ``tap`` (null with user-mode networking), ``qemu_pid``,
+    ``owner`` (the lease's owner tag, :func:`autoserv.virt.leases.owner_tag`: unique to the
+    process that started it) and ``directory`` (the guest's files).
+``ended``
+    the job itself ended item ``item`` (a ``guest`` deleted).
 ``end``
     the job ended and closed its hosts itself: its commands are over.
 ``cleaned``
-    ``autoserv cleanup`` dealt with item ``item`` (the ``id`` of a ``command`` or
-    ``tmpdir`` line; for commands, the connection key ``host alias|connection``).
+    ``autoserv cleanup`` dealt with item ``item`` (the ``id`` of a ``command``,
+    ``tmpdir`` or ``guest`` line; for commands, the connection key ``host alias|connection``).
 
 ``host`` holds how to reach the host again: ``alias`` (the name as the job gave it),
 ``hostname``, ``port``, ``user``, ``key_files``, ``ssh_config``, ``known_hosts``,
 ``host_key_policy``, ``connect_timeout`` and ``password`` (true when a password was used —
 never the password itself: cleanup takes it from ``--ssh-pass`` or the environment again).
-Each ``command``/``tmpdir`` line has an ``id`` unique in the journal.
+Each ``command``/``tmpdir``/``guest`` line has an ``id`` unique in the journal.
 
 Hooks: :func:`record` is called by the hosts layer where it starts a command and where it
-makes a temp dir; it does nothing when no journal is open (a library user, ``-N``).
+makes a temp dir, and by :mod:`autoserv.kvm` where it starts a guest (:func:`ended` where it
+deletes it); they do nothing when no journal is open (a library user, ``-N``).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["JOURNAL_NAME", "VERSION", "open_journal", "close_journal", "record", "read",
+__all__ = ["JOURNAL_NAME", "VERSION", "open_journal", "close_journal", "record", "ended", "read",
            "append", "host_fields", "process_start", "active"]
 
 JOURNAL_NAME = "journal"
@@ -161,15 +169,16 @@ def _connection(channel: Any) -> str | None:
     return f"{local[0]} {local[1]} {peer[0]} {peer[1]}"
 
 
-def record(kind: str, host: Any, **fields: Any) -> None:
-    """Journal that ``kind`` (``command``, ``tmpdir``) was started on ``host``.
+def record(kind: str, host: Any, **fields: Any) -> str | None:
+    """Journal that ``kind`` (``command``, ``tmpdir``, ``guest``) was started on ``host``;
+    returns the entry's ``id`` (None when nothing was journaled).
 
     The hosts layer calls this where it starts a remote command (``channel=``,
-    ``command=``) and where it makes a remote temp dir (``path=``).  Nothing happens when
-    no journal is open; it never raises.
+    ``command=``) and where it makes a remote temp dir (``path=``); the KVM layer where it
+    starts a guest.  Nothing happens when no journal is open; it never raises.
     """
     if _fd is None:
-        return
+        return None
     try:
         entry: dict[str, Any] = {"kind": kind, "id": uuid.uuid4().hex[:12],
                                  "host": host_fields(host)}
@@ -182,8 +191,15 @@ def record(kind: str, host: Any, **fields: Any) -> None:
             entry["command"] = logging_setup.redact(str(fields.pop("command", "")))[:120]
         entry.update(fields)
         _write(entry)
+        return str(entry["id"])
     except Exception:  # a journal must never break the job
-        pass
+        return None
+
+
+def ended(item: str | None) -> None:
+    """Journal that the job itself ended ``item`` (an id :func:`record` returned); never raises."""
+    if item is not None:
+        _write({"kind": "ended", "item": item})
 
 
 def read(path: str) -> Iterator[dict[str, Any]]:

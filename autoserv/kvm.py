@@ -16,7 +16,11 @@ Everything it keeps on the host lives under ``state_dir`` (default
 (``leases/<ip>.lease``) and each guest's pidfile, monitor and console sockets
 and serial log (``guests/<ip>/``).  Leases are taken and freed under
 ``flock`` on ``<state_dir>/lock``, so several autoserv processes sharing a host
-never hand out the same MAC or IP; a lease whose qemu has died is reclaimed.
+never hand out the same MAC or IP; a lease whose qemu has died is reclaimed, and
+so is the guest of an owner process that died (SIGKILL, OOM): its qemu is killed
+when the next KVM object on the host starts a guest or refreshes
+(:func:`~autoserv.virt.leases.owner_dead`).  In a job each guest is journaled
+(:mod:`autoserv.journal`), so ``autoserv cleanup RESULTS_DIR`` ends it too.
 
 Process-wide knobs (for control files that cannot pass arguments):
 ``AUTOSERV_KVM_ACCEL`` = ``auto`` (default: KVM when ``/dev/kvm`` really works
@@ -36,11 +40,11 @@ import os
 import posixpath
 import random
 import shlex
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from typing import IO, TYPE_CHECKING
 
+from autoserv import journal
 from autoserv.errors import AutoservError, AutoservInstallError, AutoservVirtError
 from autoserv.hosts import registry
 from autoserv.virt import guests as _guests
@@ -50,7 +54,15 @@ from autoserv.virt.addresses import Address, parse_addresses
 from autoserv.virt.guests import GuestRecord
 from autoserv.virt.hypervisor import GuestHypervisor, Hypervisor
 from autoserv.virt.install import choose_accel, locate_binaries, send_and_build, write_file
-from autoserv.virt.leases import Lease, acquire_lease, parse_leases, run_lease
+from autoserv.virt.leases import (
+    Lease,
+    acquire_lease,
+    owner_dead,
+    owner_tag,
+    parse_leases,
+    reap_lease,
+    run_lease,
+)
 from autoserv.virt.scripts import (
     BIOS_DIR_CANDIDATES,
     HOST_BIOS_DIRS,
@@ -63,6 +75,7 @@ from autoserv.virt.scripts import (
 from autoserv.virt.source import Source, archive_tar_flag
 
 if TYPE_CHECKING:
+    from autoserv.hosts.ssh_exec import HostWatch
     from autoserv.hosts.ssh_host import SSHHost
 
 __all__ = [
@@ -136,7 +149,9 @@ class KVM(Hypervisor):
         self._source = Source(self.log)
         self._accel_used: str | None = None
         self._use_tap: bool | None = None
-        self._tag = f"{socket.gethostname()}:{os.getpid()}"
+        self._tag = owner_tag()
+        self._journaled: dict[str, str | None] = {}  # guest ip -> its journal entry
+        self._watcher = _guests.QemuWatcher(host, self.log)
         self._closed = False
         registry.register(self)  # the job closes it: no guest of ours outlives autoserv
 
@@ -237,6 +252,7 @@ class KVM(Hypervisor):
         if self.qemu_binary is None or not self.addresses:
             raise AutoservVirtError("KVM is not installed: call install(addresses) first")
         options = qemu.split_options(qemu_options)
+        self._reap_dead_owners(self.leases())
         mac, ip = acquire_lease(self.host, self.state_dir, self._tag, self.addresses)
         try:
             record = _guests.launch(
@@ -245,10 +261,15 @@ class KVM(Hypervisor):
                 options=options, network_for=lambda: self._network_for(ip), log=self.log,
             )
             self.guests[ip] = record
+            self._journaled[ip] = journal.record(
+                "guest", self.host, state_dir=self.state_dir, ip=ip, mac=mac, qemu_pid=record.pid,
+                tap=record.network.ifname if isinstance(record.network, qemu.TapNetwork) else None,
+                owner=self._tag, directory=record.paths.directory)  # for autoserv cleanup
             try:
                 _guests.check_started(self.host, record, self.start_check, self.log)
             except AutoservVirtError:
                 self.guests.pop(ip, None)
+                journal.ended(self._journaled.pop(ip, None))
                 raise
         except BaseException:
             with contextlib.suppress(Exception):
@@ -263,6 +284,12 @@ class KVM(Hypervisor):
     def guest_failure(self, ip: str) -> str:
         """What a dead guest left behind: qemu's stderr and the tail of its console."""
         return _guests.failure_report(self.host, self.guest(ip))
+
+    def watch_guest(self, ip: str) -> HostWatch | None:
+        """A watch on guest ``ip``'s qemu (one remote watcher for all guests of this object):
+        it reports at once when qemu ends; None when the KVM host cannot be reached now."""
+        return _guests.start_watch(self._watcher, list(self.guests.values()), self.guest(ip),
+                                   self.log)
 
     def guest(self, ip: str) -> GuestRecord:
         """The record of a guest this object started."""
@@ -296,20 +323,46 @@ class KVM(Hypervisor):
             self.log.warning("qemu %d of guest %s still running after SIGKILL", rec.pid, ip)
         run_lease(self.host, self.state_dir, "release", ip, ignore_status=True)
         self.guests.pop(ip, None)
+        journal.ended(self._journaled.pop(ip, None))
         self.log.info("guest %s deleted in %.1f s", ip, time.monotonic() - t0)
 
     def refresh_guests(self) -> list[str]:
-        """Reclaim leases whose qemu is gone (any owner); forget our guests that died.
+        """Reclaim leases whose qemu is gone (any owner) and the guests of owners that died
+        (their qemu killed); forget our guests that died.
 
         Returns the IPs of this object's guests that are still running.
         """
         leases = parse_leases(run_lease(self.host, self.state_dir, "reclaim").stdout)
-        alive = {lease.ip for lease in leases if lease.state in ("alive", "starting")}
+        reaped = self._reap_dead_owners(leases)
+        alive = {lease.ip for lease in leases if lease.state in ("alive", "starting")} - reaped
         for ip in list(self.guests):
             if ip not in alive:
                 self.log.info("guest %s is gone: lease freed", ip)
                 self.guests.pop(ip)
+                journal.ended(self._journaled.pop(ip, None))
         return sorted(self.guests, key=lambda a: tuple(int(x) for x in a.split(".")))
+
+    def _reap_dead_owners(self, leases: list[Lease]) -> set[str]:
+        """End the guests in ``leases`` whose owner process died (:func:`owner_dead`), even
+        when their qemu still runs; returns their IPs."""
+        reaped = set()
+        for lease in leases:
+            if lease.state in ("dead", "reclaimed") or lease.owner == self._tag:
+                continue
+            if not owner_dead(lease.owner):
+                continue
+            try:
+                what = reap_lease(self.host, self.state_dir, lease.ip, lease.pid, lease.owner)
+            except AutoservVirtError as exc:
+                self.log.warning("%s", exc)
+                continue
+            if what.split()[0] in ("killed", "freed"):
+                reaped.add(lease.ip)
+                self.log.warning("guest %s on %s belonged to %s, which is dead: %s", lease.ip,
+                                 self.host.hostname, lease.owner,
+                                 "qemu killed, lease freed" if what.startswith("killed")
+                                 else "lease freed")
+        return reaped
 
     def leases(self) -> list[Lease]:
         """Every lease on the host (all autoserv processes), with its state."""
@@ -327,6 +380,7 @@ class KVM(Hypervisor):
             return
         self._closed = True
         try:
+            self._watcher.close()
             for ip in list(self.guests):
                 try:
                     self.delete_guest(ip)
@@ -339,6 +393,7 @@ class KVM(Hypervisor):
     def deinitialize(self) -> None:
         """Delete every guest this object started and remove the modules it inserted."""
         errors = []
+        self._watcher.close()
         for ip in list(self.guests):
             try:
                 self.delete_guest(ip)

@@ -5,9 +5,11 @@
   it, and each runs its own abort path (remote command killed, hosts closed, ``END ABORT``).
 * ``autoserv cleanup RESULTS`` (:func:`main`): reads the job's journal
   (:mod:`autoserv.journal`) and, for every host, kills what is still running of the job's
-  remote commands (the process groups whose ``SSH_CONNECTION`` is the job's connection) and
-  removes the job's remote temp dirs, one line per item; each item done is journaled, so a
-  second cleanup has nothing left to do.  Passwords are never in the journal: they come from
+  remote commands (the process groups whose ``SSH_CONNECTION`` is the job's connection),
+  removes the job's remote temp dirs and ends the job's qemu guests still running (qemu
+  killed, tap, files and address lease freed: :func:`autoserv.virt.leases.reap_lease`, only
+  while the lease still names the job's process), one line per item; each item done is
+  journaled, so a second cleanup has nothing left to do.  Passwords are never in the journal: they come from
   ``--ssh-pass`` or ``AUTOSERV_SSH_PASS`` again.
 """
 
@@ -81,6 +83,7 @@ class _Host:
         self.fields = fields
         self.connections: dict[str, list[str]] = {}  # connection -> command ids
         self.tmpdirs: dict[str, str] = {}  # id -> path
+        self.guests: dict[str, dict[str, Any]] = {}  # id -> guest entry
 
 
 def _connect(fields: dict[str, Any], password: str | None) -> Any:
@@ -118,7 +121,7 @@ def cleanup(resultdir: str, password: str | None, out: Any) -> int:
         out.write(f"the job is still running (pid {pid}): stop it first\n")
         return 1
     ended = any(e.get("kind") == "end" for e in entries)
-    done = {e.get("item") for e in entries if e.get("kind") == "cleaned"}
+    done = {e.get("item") for e in entries if e.get("kind") in ("cleaned", "ended")}
     by_host: dict[str, _Host] = {}
     for e in entries:
         host = e.get("host")
@@ -132,7 +135,9 @@ def cleanup(resultdir: str, password: str | None, out: Any) -> int:
         elif e.get("kind") == "tmpdir" and isinstance(e.get("path"), str):
             if e.get("id") not in done:
                 h.tmpdirs[str(e.get("id"))] = e["path"]
-    todo = [h for h in by_host.values() if h.connections or h.tmpdirs]
+        elif e.get("kind") == "guest" and _guest_entry(e) and e.get("id") not in done:
+            h.guests[str(e.get("id"))] = e
+    todo = [h for h in by_host.values() if h.connections or h.tmpdirs or h.guests]
     if not todo:
         out.write(f"nothing left to clean up in {resultdir}\n")
         return 0
@@ -150,6 +155,7 @@ def cleanup(resultdir: str, password: str | None, out: Any) -> int:
             failures += 1
             continue
         with host:
+            failures += _reap_guests(host, alias, h.guests, path, out)
             for connection, ids in h.connections.items():
                 try:
                     res = host.run(kill_connection_command(connection), timeout=60,
@@ -184,6 +190,38 @@ def cleanup(resultdir: str, password: str | None, out: Any) -> int:
     return 1 if failures else 0
 
 
+def _guest_entry(e: dict[str, Any]) -> bool:
+    return (all(isinstance(e.get(k), str) for k in ("state_dir", "ip", "owner"))
+            and isinstance(e.get("qemu_pid"), int | None))
+
+
+def _reap_guests(host: Any, alias: str, guests: dict[str, dict[str, Any]], path: str,
+                 out: Any) -> int:
+    """End the journaled ``guests`` on ``host`` (before its commands: a guest's qemu is not in
+    a process group of the job's connection); returns the number of failures."""
+    from autoserv.virt.leases import reap_lease
+
+    failures = 0
+    for item, g in guests.items():
+        try:
+            answer = reap_lease(host, g["state_dir"], g["ip"], g.get("qemu_pid"), g["owner"])
+        except Exception as exc:
+            out.write(f"{alias}: could not end guest {g['ip']}: {_first(exc)}\n")
+            failures += 1
+            continue
+        word, _, tap = answer.partition(" ")
+        tap_text = f", tap {g.get('tap')} removed" if tap else ""
+        line = {
+            "killed": f"killed guest {g['ip']} (qemu {g.get('qemu_pid')}), freed its lease{tap_text}",
+            "freed": f"guest {g['ip']} had stopped: freed its lease{tap_text}",
+            "gone": f"guest {g['ip']}: already gone",
+            "taken": f"guest {g['ip']}: its address is leased by another job now: left alone",
+        }[word]
+        out.write(f"{alias}: {line}\n")
+        journal.append(path, {"kind": "cleaned", "item": item})
+    return failures
+
+
 def _first(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -198,8 +236,9 @@ def main(argv: Sequence[str]) -> int:
 
     parser = UsageParser(
         prog="autoserv cleanup",
-        description="End the remote commands and remove the remote temp dirs a killed job "
-                    "left behind, as its journal (RESULTS_DIR/journal) lists them.")
+        description="End the remote commands, remove the remote temp dirs and end the qemu "
+                    "guests a killed job left behind, as its journal (RESULTS_DIR/journal) "
+                    "lists them.")
     parser.add_argument("resultdir", metavar="RESULTS_DIR")
     parser.add_argument("--ssh-pass", metavar="PASSWORD",
                         help=f"password for hosts the job reached with one (better: "

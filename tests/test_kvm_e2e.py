@@ -23,7 +23,12 @@ import pytest
 
 from autoserv import hosts, kvm
 from autoserv.deadline import Deadline
-from autoserv.errors import AutoservError, AutoservInstallError, AutoservVirtError
+from autoserv.errors import (
+    AutoservError,
+    AutoservGuestDiedError,
+    AutoservInstallError,
+    AutoservVirtError,
+)
 from autoserv.lab.demo import (
     SEED_DISK,
     SEED_POOL,
@@ -291,6 +296,30 @@ def test_wait_up_on_a_guest_that_died_is_a_clear_error(k: kvm.KVM, seed: tuple,
         g.close()
 
 
+def test_run_in_a_guest_whose_qemu_dies_ends_at_once(k: kvm.KVM, seed: tuple) -> None:
+    tb, image, config = seed
+    with hosts.KVMGuest(k, fast_boot(image), ssh_config=str(config)) as g:
+        assert g.wait_up(timeout=120)
+        (pid,) = kh.qemu_pids(tb, tb.hosts[0])
+        assert pid == k.guest(g.ip).pid
+        killer = threading.Timer(2.0, os.kill, (pid, signal.SIGKILL))  # qemu dies mid-command
+        killer.start()
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(AutoservGuestDiedError,
+                               match=f"guest {g.ip} on tb1 died while running a command"):
+                g.run("sleep 3600", timeout=600, ignore_status=True)
+        finally:
+            killer.cancel()
+        elapsed = time.monotonic() - t0
+        print(f"run() in a guest whose qemu was killed ended {elapsed - 2:.1f} s after the kill")
+        assert elapsed < 30  # generous (keepalives would take 45 s); the timeout is 600 s
+        t0 = time.monotonic()
+        with pytest.raises(AutoservGuestDiedError, match="before the command could start"):
+            g.run("true")
+        assert time.monotonic() - t0 < 30
+
+
 _HOLDER = textwrap.dedent("""
     import sys
     from autoserv import hosts, kvm
@@ -511,6 +540,78 @@ def test_user_mode_networking_guest(host: hosts.SSHHost, seed: tuple) -> None:
             assert g.run("cat /sys/class/net/eth0/address").stdout.strip() == SEED_POOL[0]["mac"]
             assert kh.taps(tb.hosts[0]) == []  # no tap: user-mode networking
             assert "restrict=on" in " ".join(k.guest(g.ip).argv)
+    finally:
+        k.deinitialize()
+    assert_clean(tb)
+
+
+# --- SIGKILL of autoserv: its guests are ended by cleanup or by the next job -----------------
+
+
+def start_and_sigkill(seed: tuple, tmp_path: Path, name: str) -> tuple[Path, int]:
+    """An autoserv job that starts a guest (``-S``: it never boots, qemu just runs) and is then
+    SIGKILLed with everything it started locally; returns its results dir and the qemu pid."""
+    tb, _image, config = seed
+    control = tmp_path / f"{name}.control"
+    control.write_text(textwrap.dedent(f"""
+        import time
+        k = kvm.KVM(hosts.SSHHost("tb1"), accel="tcg", powerdown_grace=1)
+        k.get({str(SEED_TARBALL)!r})
+        k.install({SEED_POOL[:1]!r}, build=False, insert_modules=False)
+        print("STARTED", k.new_guest("-S -m 64"), k.guest("192.168.2.1").pid, flush=True)
+        time.sleep(600)
+    """))
+    results = tmp_path / f"{name}-results"
+    proc = subprocess.Popen(seed_command(config, results, control), env=seed_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "STARTED " in line:  # (after the console's time and level)
+                break
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # autoserv and all it forked: nothing cleans up
+        proc.communicate(timeout=60)
+    started = [line.split("STARTED ", 1)[1].split() for line in lines if "STARTED " in line]
+    assert started and started[0][0] == "192.168.2.1", "".join(lines)
+    pid = int(started[0][1])
+    assert kh.qemu_pids(tb, tb.hosts[0]) == [pid] and kh.leases(tb.hosts[0]) == ["192.168.2.1.lease"]
+    assert len(kh.taps(tb.hosts[0])) == 1
+    return results, pid
+
+
+def test_cleanup_ends_the_guests_of_a_sigkilled_job(seed: tuple, tmp_path: Path) -> None:
+    tb, _image, _ = seed
+    results, pid = start_and_sigkill(seed, tmp_path, "killed")
+    entries = [e for e in (results / "journal").read_text().splitlines() if '"kind":"guest"' in e]
+    assert len(entries) == 1 and f'"qemu_pid":{pid}' in entries[0] and '"tap":"kvmc0a80201"' in entries[0]
+    cleanup = subprocess.run([sys.executable, "-m", "autoserv", "cleanup", str(results)], env=seed_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+    assert f"tb1: killed guest 192.168.2.1 (qemu {pid}), freed its lease" in cleanup.stdout, cleanup.stdout
+    assert_clean(tb)
+    again = subprocess.run([sys.executable, "-m", "autoserv", "cleanup", str(results)], env=seed_env(),
+                           capture_output=True, text=True, timeout=120)
+    assert again.stdout == f"nothing left to clean up in {results}\n", again.stdout + again.stderr
+
+
+def test_the_next_job_reclaims_the_guests_of_a_sigkilled_one(seed: tuple, tmp_path: Path,
+                                                             host: hosts.SSHHost) -> None:
+    tb, image, config = seed
+    k = make_kvm(host, image, pool=SEED_POOL[:1])
+    try:
+        # refresh_guests() reaps a guest whose owner died, though its qemu still runs
+        _results, pid = start_and_sigkill(seed, tmp_path, "first")
+        assert [(x.ip, x.state, x.pid) for x in k.leases()] == [("192.168.2.1", "alive", pid)]
+        assert k.refresh_guests() == []
+        assert_clean(tb)
+        # and so does the next guest start: the one address of the pool is free again
+        _results, pid = start_and_sigkill(seed, tmp_path, "second")
+        ip = k.new_guest("-S -m 64")
+        assert ip == "192.168.2.1" and kh.qemu_pids(tb, tb.hosts[0]) == [k.guest(ip).pid] != [pid]
     finally:
         k.deinitialize()
     assert_clean(tb)

@@ -262,6 +262,8 @@ def test_shell_builders_parse() -> None:
                  scripts.accel_probe_command("/q b/qemu"), find_qemu_binary_script("/t/kvm 33"),
                  scripts.lease_command("/s", "list"), scripts.alive_command(1, "/p q/qemu.pid"),
                  scripts.stop_command(1, "/p q/qemu.pid", 0.5),
+                 scripts.watch_command("M_1", [(1, "/p q/qemu.pid"), (2, "/x")]),
+                 scripts.lease_command("/s", "reap", "10.0.0.1", "-", "o"),
                  scripts.install_command("/s/a.tgz", "/s/t", "z", ".m", build=True, patched_kernel=False,
                                          jobs=2, configure_args=["--x=a b"])):
         subprocess.run(["sh", "-n", "-c", text], check=True)
@@ -475,3 +477,93 @@ def test_virt_module_all_is_exact(name: str) -> None:
     defined = {n for n, obj in vars(mod).items() if not n.startswith("_")
                and getattr(obj, "__module__", None) == mod.__name__}
     assert defined - set(mod.__all__) == set()
+
+
+# --- the guest watcher and the reaping of a dead owner's guest, run for real -----------------
+
+
+def _fake_qemu(pidfile: str) -> subprocess.Popen[bytes]:
+    """A process whose command line names ``pidfile``, as the guest's qemu does."""
+    return subprocess.Popen(["sh", "-c", "sleep 60; :", "qemu", pidfile])
+
+
+def test_watch_script_reports_each_qemu_that_ends_and_ends_with_its_stdin(tmp_path: Path) -> None:
+    a, b = _fake_qemu(str(tmp_path / "a.pid")), _fake_qemu(str(tmp_path / "b.pid"))
+    other = subprocess.Popen(["sleep", "60"])  # a pid whose command line lacks the pidfile
+    cmd = scripts.watch_command("M_7", [(a.pid, str(tmp_path / "a.pid")), (b.pid, str(tmp_path / "b.pid")),
+                                        (other.pid, str(tmp_path / "c.pid"))])
+    watcher = subprocess.Popen(["sh", "-c", cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               start_new_session=True)
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline() == f"M_7 {other.pid}\n".encode()  # not our qemu: ended
+        a.kill()
+        a.wait()
+        assert watcher.stdout.readline() == f"M_7 {a.pid}\n".encode()
+        assert _alive(b.pid)
+        watcher.stdin.close()  # type: ignore[union-attr]  # the channel closed: the watcher ends
+        assert watcher.wait(timeout=30) == 0
+        deadline = time.monotonic() + 30
+        while localsys.descendants(watcher.pid) or _group_alive(watcher.pid):
+            assert time.monotonic() < deadline, "the watcher's loop outlived it"
+            time.sleep(0.1)
+    finally:
+        for p in (a, b, other):
+            p.kill()
+            p.wait()
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+
+
+def _alive(pid: int) -> bool:
+    return localsys.pid_alive(pid)
+
+
+def _group_alive(pgid: int) -> bool:
+    return _sh(localsys.GROUP_ALIVE_SH + f"\ngroup_alive {pgid}") == 0
+
+
+def test_watch_command_refuses_a_marker_that_needs_quoting() -> None:
+    with pytest.raises(ValueError, match="marker"):
+        scripts.watch_command("a b", [(1, "/p")])
+
+
+def test_lease_reap_ends_only_the_named_owners_guest(tmp_path: Path) -> None:
+    pool = leases.pool_lines(POOL[:2])
+    assert lease(tmp_path, "acquire", "dead-owner", stdin=pool).returncode == 0
+    paths = qemu.guest_paths(str(tmp_path), "10.99.0.1")
+    proc = _fake_qemu(paths.pidfile)
+    try:
+        assert lease(tmp_path, "commit", "10.99.0.1", str(proc.pid)).returncode == 0
+        assert lease(tmp_path, "reap", "10.99.0.1", str(proc.pid), "someone-else").stdout == "taken\n"
+        assert lease(tmp_path, "reap", "10.99.0.1", "1", "dead-owner").stdout == "taken\n"  # other pid
+        assert _alive(proc.pid) and (tmp_path / "leases" / "10.99.0.1.lease").exists()
+        res = lease(tmp_path, "reap", "10.99.0.1", str(proc.pid), "dead-owner")
+        assert (res.returncode, res.stdout) == (0, "killed\n"), res.stderr
+        assert proc.wait(timeout=10) is not None
+        assert not (tmp_path / "leases" / "10.99.0.1.lease").exists() and not Path(paths.directory).exists()
+        assert lease(tmp_path, "reap", "10.99.0.1", str(proc.pid), "dead-owner").stdout == "gone\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    # a lease taken but never committed (the owner died before qemu started): freed
+    assert lease(tmp_path, "acquire", "dead-owner", stdin=pool).returncode == 0
+    assert lease(tmp_path, "reap", "10.99.0.1", "-", "dead-owner").stdout == "freed\n"
+    assert leases.parse_leases(lease(tmp_path, "list").stdout) == []
+
+
+def test_owner_tags_name_a_process_and_only_a_dead_one_here_is_dead() -> None:
+    me = leases.owner_tag()
+    host, pid, start, ns, job = me.split(":")
+    assert int(pid) == os.getpid() and int(start) == localsys.start_time(os.getpid())
+    assert re.fullmatch(r"[0-9a-f]{12}", ns) and job == "-" and not any(c.isspace() for c in me)
+    child = subprocess.Popen(["sleep", "60"])
+    tag = leases.owner_tag(child.pid)
+    assert not leases.owner_dead(tag)
+    child.kill()
+    child.wait()
+    assert leases.owner_dead(tag)
+    elsewhere = tag.replace(f":{ns}:", ":000000000000:")  # another machine or pid namespace
+    for never in (me, elsewhere, f"{host}:{child.pid}", "", "garbage"):
+        assert not leases.owner_dead(never), never

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from autoserv import hosts
-from autoserv.lab.testbed import Testbed, TestbedError, _netns_list, _registered, ssh_config_word
+from autoserv.lab.testbed import (
+    Testbed,
+    TestbedError,
+    _netns_list,
+    _registered,
+    bridge_mac,
+    ssh_config_word,
+)
 from autoserv.localsys import pid_alive as _alive
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, sshd)")
@@ -106,3 +113,37 @@ def test_ssh_config_word(path: str, word: str) -> None:
 def test_ssh_config_word_refuses_what_openssh_cannot_hold(path: str) -> None:
     with pytest.raises(TestbedError, match="OpenSSH config files cannot hold it"):
         ssh_config_word(path)
+
+
+@pytest.mark.parametrize("name", ["asv1234lab/br0", "asv1234h1/br0", "x", "ü/br0"])
+def test_bridge_mac_is_locally_administered_unicast_and_fixed(name: str) -> None:
+    mac = bridge_mac(name)
+    first = int(mac.split(":")[0], 16)
+    assert len(mac.split(":")) == 6 and first & 0x02 and not first & 0x01
+    assert bridge_mac(name) == mac and bridge_mac(name + "x") != mac
+
+
+def _mac(ns: str, dev: str) -> str:
+    out = subprocess.run(["ip", "-n", ns, "-o", "link", "show", "dev", dev], capture_output=True,
+                         text=True, check=True).stdout
+    return out.split("link/ether ", 1)[1].split()[0]
+
+
+@pytest.mark.netns
+def test_bridges_keep_their_mac_when_a_port_with_a_lower_one_comes_and_goes(testbed_netns: Testbed) -> None:
+    """A bridge takes the lowest MAC of its ports unless it has one of its own: a guest's tap
+    coming and going (its qemu died) then changes the KVM host's MAC under the controller."""
+    tb = testbed_netns
+    namespaces = [tb.state.lab_netns, *(h.netns for h in tb.hosts)]
+    for ns in namespaces:
+        assert _mac(ns, "br0") == bridge_mac(f"{ns}/br0"), ns
+    ns = tb.hosts[0].netns
+    port = f"asvlow{os.getpid() % 100000}"
+    subprocess.run(["ip", "-n", ns, "link", "add", port, "address", "00:00:00:00:00:01", "type", "veth",
+                    "peer", "name", port + "p"], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", port, "master", "br0", "up"], check=True)
+        assert _mac(ns, "br0") == bridge_mac(f"{ns}/br0")
+    finally:
+        subprocess.run(["ip", "-n", ns, "link", "del", port], check=True)
+    assert _mac(ns, "br0") == bridge_mac(f"{ns}/br0")

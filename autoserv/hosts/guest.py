@@ -13,6 +13,12 @@ job and on SIGINT/SIGTERM) copies the serial log into the job's results
 directory, deletes the guest (its qemu, files and lease) and disconnects.
 ``g.console`` is a pexpect handle on the serial console, reached through the
 KVM host's SSH connection (no network to the guest needed).
+
+A command in the guest also waits on a watch of its qemu on the KVM host
+(``kvm.watch_guest``): when the virtual machine dies under it, ``run()`` ends at
+once with :class:`~autoserv.errors.AutoservGuestDiedError` (even with
+``ignore_status``), instead of waiting on a connection that no longer answers
+until the command's timeout.
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ import paramiko
 import pexpect.fdpexpect
 
 from autoserv.deadline import Deadline
-from autoserv.errors import AutoservError, AutoservVirtError
+from autoserv.errors import AutoservError, AutoservGuestDiedError, AutoservVirtError
 from autoserv.hosts import context
+from autoserv.hosts.ssh_exec import SSHExecution
 from autoserv.hosts.ssh_host import SSHHost
+from autoserv.result import CmdResult
+from autoserv.run_core import Execution, Failure, Stdin
+from autoserv.streams import StreamCollector
 from autoserv.virt.hypervisor import GuestHypervisor
 from autoserv.virt.qemu import UserNetwork
 from autoserv.virt.scripts import console_command
@@ -153,25 +163,61 @@ class KVMGuest(Guest):
     def wait_up(self, timeout: float | None = None) -> bool:
         """Wait until the guest answers over SSH; False when ``timeout`` passes first.
 
-        Every ``LIVENESS_INTERVAL`` seconds the guest's qemu is checked on the
-        KVM host: a guest that died (kernel panic with ``-no-reboot``, qemu
-        crash, killed) is an :class:`AutoservVirtError` with qemu's stderr and
-        the console tail, instead of a wait that never ends.
+        A guest that died (kernel panic with ``-no-reboot``, qemu crash, killed)
+        is an :class:`~autoserv.errors.AutoservGuestDiedError` (an
+        :class:`AutoservVirtError`) with qemu's stderr and the console tail,
+        instead of a wait that never ends: the watch of its qemu fires at once,
+        and every ``LIVENESS_INTERVAL`` seconds qemu is checked on the KVM host.
         """
         deadline = Deadline(timeout)
         while True:
-            if super().wait_up(deadline.remaining(self.LIVENESS_INTERVAL)):
-                return True
+            try:
+                if super().wait_up(deadline.remaining(self.LIVENESS_INTERVAL)):
+                    return True
+                died = not deadline.expired() and not self.kvm.guest_running(self.ip)
+            except AutoservGuestDiedError:  # a probe saw the watch of its qemu fire
+                died = True
+            if died:
+                raise self._died(f"while waiting for it to come up (after {deadline.elapsed():.0f} s)",
+                                 None) from None
             if deadline.expired():
                 return False
-            if not self.kvm.guest_running(self.ip):
-                detail = self.kvm.guest_failure(self.ip)
-                raise AutoservVirtError(
-                    f"guest {self.ip} on {self.kvm.host.hostname} died while waiting for it to come up"
-                    f" (after {deadline.elapsed():.0f} s)" + (f"\n{detail}" if detail else "")
-                )
             self.log.debug("guest %s: qemu running, SSH not answering yet (%.0f s)",
                            self.ip, deadline.elapsed())
+
+    # -- run: the command also waits on the watch of the guest's qemu ----------------------
+    def _died(self, while_: str, result: CmdResult | None) -> AutoservGuestDiedError:
+        """The error for a guest whose qemu ended (the connection to it is dropped: it stalls)."""
+        self.disconnect()
+        detail = ""
+        with contextlib.suppress(AutoservError):
+            detail = self.kvm.guest_failure(self.ip)
+        return AutoservGuestDiedError(
+            f"guest {self.ip} on {self.kvm.host.hostname} died {while_}"
+            + (f"\n{detail}" if detail else ""), result)
+
+    def _answers(self, timeout: float) -> bool:
+        """Before each probe of :meth:`wait_up`: a guest whose qemu ended never will."""
+        watch = self.kvm.watch_guest(self.ip) if self.ip in self.kvm.guests else None
+        if watch is not None and watch.gone():
+            raise AutoservGuestDiedError(f"guest {self.ip} died", None)  # (wait_up says more)
+        return super()._answers(timeout)
+
+    def _start(self, command: str, stdin: Stdin, out: StreamCollector, err: StreamCollector,
+               connect_timeout: float | None) -> Execution:
+        watch = self.kvm.watch_guest(self.ip) if self.ip in self.kvm.guests else None
+        if watch is not None and watch.gone():
+            raise self._died("before the command could start", None)
+        execution = super()._start(command, stdin, out, err, connect_timeout)
+        if isinstance(execution, SSHExecution):
+            execution.watch = watch
+        return execution
+
+    def _run_error(self, failure: Failure, result: CmdResult, execution: Execution,
+                   timeout: float | None) -> Exception:
+        if failure == "lost" and isinstance(execution, SSHExecution) and execution.gone:
+            return self._died("while running a command", result)
+        return super()._run_error(failure, result, execution, timeout)
 
     @property
     def console(self) -> GuestConsole:

@@ -8,8 +8,9 @@ sends the exec request within the connect deadline; :class:`SSHExecution`
 reads both streams, feeds stdin, and on a timeout, a Ctrl-C or any exception
 kills the remote process group — the command and all its children — from a
 second channel (:func:`kill_command`), instead of only abandoning the local
-side.  :class:`~autoserv.hosts.ssh_host.SSHHost` wires it into
-:mod:`autoserv.run_core`.
+side.  An execution may also watch a :class:`HostWatch` (a guest's virtual
+machine): when it reports the host gone, the wait ends at once (``gone``).
+:class:`~autoserv.hosts.ssh_host.SSHHost` wires it into :mod:`autoserv.run_core`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import secrets
 import select
 import shlex
 import threading
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import paramiko
 
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from autoserv.hosts.ssh_host import SSHHost
 
 __all__ = ["new_marker", "wrap_command", "wrap_exec", "skip_to_marker", "kill_command", "send_command",
-           "MarkerFilter", "SSHExecution"]
+           "MarkerFilter", "SSHExecution", "HostWatch"]
 
 _MARK_PREFIX = "AUTOSERV_"
 _KILL_GRACE = 2.0
@@ -220,8 +221,32 @@ def skip_to_marker(chan: paramiko.Channel, marker: bytes, deadline: Deadline, wh
                            f"(no start marker on its output)")
 
 
+class HostWatch(Protocol):
+    """Something that knows when the host of a command is gone for good (e.g. a guest whose
+    qemu ended): then the host's connection stalls rather than closes."""
+
+    def fileno(self) -> int:
+        """Readable when there is news (``select`` on it)."""
+        ...
+
+    def gone(self) -> bool:
+        """The host is gone."""
+        ...
+
+    def watching(self) -> bool:
+        """The watch still works (else a waiter stops selecting on it)."""
+        ...
+
+
 class SSHExecution(Execution):
-    """A command in an exec channel: streams read from the channel, killed from a second one."""
+    """A command in an exec channel: streams read from the channel, killed from a second one.
+
+    With ``watch`` set, a host gone under the command ends the wait at once: ``lost`` and
+    ``gone`` are set, and nothing tries to reach the host again to kill the command.
+    """
+
+    watch: HostWatch | None = None
+    gone: bool = False
 
     def __init__(
         self, host: SSHHost, chan: paramiko.Channel, out: StreamCollector, err: StreamCollector,
@@ -286,8 +311,16 @@ class SSHExecution(Execution):
             return True
         chan = self.chan
         transport = chan.get_transport()
+        watch = self.watch
         try:
             while True:
+                if watch is not None:
+                    if watch.gone():
+                        self._drain()
+                        self.gone = self.lost = True
+                        return True
+                    if not watch.watching():
+                        watch = None  # (its connection dropped): wait for the command alone
                 self._drain()
                 if chan.eof_received and chan.exit_status_ready():
                     self._drain_all()  # what raced in with EOF
@@ -303,7 +336,8 @@ class SSHExecution(Execution):
                 if chan.eof_received:
                     chan.status_event.wait(wait)
                 else:
-                    select.select([chan], [], [], wait)
+                    waiting: list[Any] = [chan] if watch is None else [chan, watch]
+                    select.select(waiting, [], [], wait)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.host.log.debug("connection error while running a command: %s", exc)
             self.lost = True
@@ -395,7 +429,7 @@ class SSHExecution(Execution):
         if self._finished:
             return
         self._finished = True
-        if self.lost:
+        if self.lost and not self.gone:
             self._kill_orphan(budget)
         with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
             if self.chan.closed or self.chan.eof_received:

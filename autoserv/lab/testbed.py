@@ -94,6 +94,19 @@ def lab_prefixlen(count: int) -> int:
     return prefixlen
 
 
+def bridge_mac(name: str) -> str:
+    """The fixed MAC of the test bed bridge ``name`` (e.g. ``<netns>/br0``): locally
+    administered, unicast, the same for the same name.
+
+    A bridge without an address of its own takes the lowest MAC of its ports, so a
+    guest's tap sorting lower than ``eth0`` changes the KVM host's MAC on the lab network
+    when the tap comes and again when its qemu dies, and the controller's connection to
+    the host stalls on a stale neighbour entry.  A MAC set at creation never changes.
+    """
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).digest()
+    return ":".join(f"{b:02x}" for b in (0x0A, *digest[:5]))
+
+
 def guest_offset(count: int) -> int:
     """Where the guest addresses start in a lab subnet with ``count`` hosts (100 for small beds)."""
     return max(100, HOST_OFFSET + count + 1)
@@ -588,7 +601,8 @@ class Testbed:
         self._save()  # recorded before it exists: a killed up() still gets it deleted
         _run(["ip", "netns", "add", lab])
         _run(["ip", "-n", lab, "link", "set", "lo", "up"])
-        _run(["ip", "-n", lab, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "-n", lab, "link", "add", "br0", "address", bridge_mac(f"{lab}/br0"),
+              "type", "bridge"])
         _run(["ip", "-n", lab, "link", "set", "br0", "up"])
         ctl = f"asvc{k}x{os.getpid() % 10000}"[:15]
         _run(["ip", "link", "add", ctl, "type", "veth", "peer", "name", "ctl", "netns", lab])
@@ -658,7 +672,8 @@ class Testbed:
         _run(["ip", "-n", lab, "link", "set", f"h{index}", "master", "br0"])
         _run(["ip", "-n", lab, "link", "set", f"h{index}", "up"])
         _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        _run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge"])
+        _run(["ip", "-n", ns, "link", "add", "br0", "address", bridge_mac(f"{ns}/br0"),
+              "type", "bridge"])
         _run(["ip", "-n", ns, "link", "set", "eth0", "master", "br0"])
         _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
         prefixlen = ipaddress.ip_network(self.state.subnet).prefixlen

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from autoserv.hosts.ssh_exec import HostWatch
     from autoserv.hosts.ssh_host import SSHHost
     from autoserv.virt.guests import GuestRecord
 
@@ -62,6 +63,11 @@ class GuestHypervisor(Protocol):
 
     def guest_failure(self, ip: str) -> str:
         """What a dead guest left behind (for an error message)."""
+        ...
+
+    def watch_guest(self, ip: str) -> HostWatch | None:
+        """A watch that reports at once when the guest's virtual machine ends (None: cannot
+        watch now); a command in the guest waits on it too."""
         ...
 
     def reset_guest(self, ip: str) -> None:

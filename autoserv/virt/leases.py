@@ -5,15 +5,30 @@ lease is taken, committed, released, listed and reclaimed by the remote lease
 script (:data:`~autoserv.virt.scripts.LEASE_SCRIPT`) under the host's lock, so
 several autoserv processes sharing a host never hand out the same MAC or IP.
 This module feeds the script and reads its answers.
+
+Each lease names its owner, the controller process that took it
+(:func:`owner_tag`): its host name, pid and start time, and a digest of the
+kernel boot and pid namespace the pid is valid in.  A controller in the same
+namespace can tell whether that process still runs (:func:`owner_dead`); a
+guest whose owner died (SIGKILL, OOM, power cut) is then reaped with
+:func:`reap_lease` — qemu killed, tap, files and lease freed — by the next job
+on that KVM host or by ``autoserv cleanup``.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import re
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from autoserv import jobmark
 from autoserv.errors import AutoservVirtError
+from autoserv.localsys import pid_alive, start_time
 from autoserv.result import CmdResult
 from autoserv.virt.qemu import tap_name
 from autoserv.virt.scripts import lease_command
@@ -21,7 +36,8 @@ from autoserv.virt.scripts import lease_command
 if TYPE_CHECKING:
     from autoserv.hosts.ssh_host import SSHHost
 
-__all__ = ["Lease", "pool_lines", "parse_leases", "run_lease", "acquire_lease"]
+__all__ = ["Lease", "pool_lines", "parse_leases", "run_lease", "acquire_lease", "owner_tag",
+           "owner_dead", "reap_lease", "REAP_ANSWERS"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +98,54 @@ def acquire_lease(host: SSHHost, state_dir: str, tag: str, pool: Iterable[object
                                 f"{res.stderr.strip() or res.stdout.strip()}")
     mac, ip = res.stdout.split()
     return mac, ip
+
+
+@functools.cache
+def _namespace() -> str:
+    """A digest of this kernel boot and pid namespace: where a pid in an owner tag is valid."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "unknown"
+    return hashlib.sha256(f"{boot} {ns}".encode()).hexdigest()[:12]
+
+
+_TAG = re.compile(r"^(?P<host>[^\s:]+):(?P<pid>\d+):(?P<start>\d+):(?P<ns>[0-9a-f]{12})"
+                  r":(?P<job>[0-9a-f]+|-)$")
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """The owner written into the leases process ``pid`` (default: this one) takes:
+    ``<host>:<pid>:<start ticks>:<namespace digest>:<job id or ->``."""
+    pid = os.getpid() if pid is None else pid
+    host = re.sub(r"[\s:]", "_", socket.gethostname()) or "localhost"
+    return f"{host}:{pid}:{start_time(pid)}:{_namespace()}:{jobmark.current() or '-'}"
+
+
+def owner_dead(tag: str) -> bool:
+    """True when ``tag`` (from :func:`owner_tag`) names a process of this pid namespace that
+    no longer runs.  A tag of another machine or namespace, or of an older format, is never
+    taken for dead: its owner cannot be checked from here."""
+    m = _TAG.match(tag)
+    if m is None or m["ns"] != _namespace():
+        return False
+    return not pid_alive(int(m["pid"]), int(m["start"]))
+
+
+#: What :func:`reap_lease` may answer: the lease is gone already, belongs to someone else
+#: now, was freed (its qemu had ended) or its qemu was killed; ``+ " tap"``: a tap removed.
+REAP_ANSWERS = ("gone", "taken", "freed", "killed")
+
+
+def reap_lease(host: SSHHost, state_dir: str, ip: str, pid: int | None, owner: str) -> str:
+    """End the guest holding ``ip`` on ``host`` if its lease still names ``owner`` and
+    ``pid``: kill its qemu, remove its tap, files and lease.  Returns the script's answer
+    (see :data:`REAP_ANSWERS`); a qemu that survives SIGKILL is an :class:`AutoservVirtError`."""
+    res = run_lease(host, state_dir, "reap", ip, str(pid) if pid else "-", owner, ignore_status=True)
+    answer = res.stdout.strip()
+    if res.exit_status != 0 or answer.split(" ", 1)[0] not in REAP_ANSWERS:
+        raise AutoservVirtError(f"cannot reap guest {ip} on {host.hostname}: "
+                                f"{res.stderr.strip() or answer or f'exit status {res.exit_status}'}")
+    return answer

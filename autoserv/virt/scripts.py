@@ -2,7 +2,8 @@
 
 Each builder returns one shell line (or a whole script) with every argument
 quoted; a unit test runs ``sh -n`` over each.  Here: the zombie-aware
-liveness check of a guest's qemu and the stop sequence, the lock
+liveness check of a guest's qemu, the stop sequence and the watcher that reports a
+qemu's end at once, the lock
 (``flock`` or a ``mkdir`` lock), the lease script, the unpack-and-build
 script, the lookup of the built binary and BIOS directories, the KVM
 acceleration probe, the HMP monitor and serial console clients, and the
@@ -24,6 +25,9 @@ from autoserv.virt.qemu import GuestPaths
 __all__ = [
     "alive_command",
     "stop_command",
+    "WATCH_INTERVAL",
+    "WATCH_SCRIPT",
+    "watch_command",
     "LOCK_SCRIPT",
     "locked",
     "LEASE_START_GRACE",
@@ -70,6 +74,42 @@ def stop_command(pid: int, pidfile: str, grace: float) -> str:
     return shlex.join(["sh", "-c", script, "stop", str(pid), pidfile])
 
 
+#: Seconds between two looks of the guest watcher at its qemu processes.
+WATCH_INTERVAL = 0.5
+
+# The guest watcher: `sh -c WATCH_SCRIPT watch <marker> <pid> <pidfile> [<pid> <pidfile>...]`.
+# A background loop prints "<marker> <pid>" for each qemu that ends (zombie-aware, reused pids
+# do not count: the command line must name the pidfile) and stops when none is left; the
+# shell itself reads its stdin, which ends when the channel is closed or the controller's
+# connection dies, and then stops the loop: no watcher outlives its controller.
+WATCH_SCRIPT = ALIVE_SH + r"""
+m=$1; shift
+(
+    while [ $# -gt 0 ]; do
+        n=$#; i=0
+        while [ $i -lt $n ]; do
+            pid=$1; pf=$2; shift 2; i=$((i + 2))
+            if alive "$pid" "$pf"; then set -- "$@" "$pid" "$pf"; else echo "$m $pid" || exit 0; fi
+        done
+        [ $# -eq 0 ] || sleep @INTERVAL@
+    done
+) &
+w=$!
+cat >/dev/null
+kill "$w" 2>/dev/null
+exit 0
+""".replace("@INTERVAL@", str(WATCH_INTERVAL))
+
+
+def watch_command(marker: str, guests: Sequence[tuple[int, str]]) -> str:
+    """Shell that watches the qemu processes ``guests`` (``(pid, pidfile)`` pairs) and prints
+    ``<marker> <pid>`` for each that ends, until its stdin closes (see :data:`WATCH_SCRIPT`)."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", marker):
+        raise ValueError(f"a watcher marker is letters, digits and '_', not {marker!r}")
+    words = [w for pid, pidfile in guests for w in (str(int(pid)), pidfile)]
+    return shlex.join(["sh", "-c", WATCH_SCRIPT, "watch", marker, *words])
+
+
 # --- the lock --------------------------------------------------------------------------------
 
 # Run "$@" holding the lock file $1 (waiting at most $2 s): flock(1) when the host has it,
@@ -105,7 +145,8 @@ LEASE_START_GRACE = 120
 # The lease script: run as `flock -w 60 <dir>/lock sh -c LEASE_SCRIPT lease <cmd> <dir> [args]`.
 # One file per address, <dir>/leases/<ip>.lease, `key=value` lines.  A lease is alive while
 # its qemu pid (recorded after start) runs, or — before a pid is recorded — for
-# LEASE_START_GRACE seconds after it was taken.
+# LEASE_START_GRACE seconds after it was taken.  `reap` ends a guest whose owner is dead
+# (the controller tells, see autoserv.virt.leases.owner_dead) even if its qemu still runs.
 LEASE_SCRIPT = r"""
 set -u
 cmd=$1; dir=$2; shift 2
@@ -154,6 +195,27 @@ commit)
     echo "pid=$2" >> "$f" ;;
 release)
     drop "$1" ;;
+reap)
+    # reap IP PID OWNER: end the guest of a dead owner (its qemu, tap, files and lease), only
+    # while the lease still names that owner and pid ("-": none recorded)
+    f=$leases/$1.lease
+    [ -e "$f" ] || { echo gone; exit 0; }
+    pid=$(field "$f" pid)
+    if [ "$(field "$f" owner)" != "$3" ] || [ "${pid:--}" != "$2" ]; then echo taken; exit 0; fi
+    pidfile=$(field "$f" pidfile); tap=$(field "$f" tap); what=freed
+    if alive "$pid" "$pidfile"; then
+        what=killed
+        kill -TERM "$pid" 2>/dev/null; i=0
+        while alive "$pid" "$pidfile" && [ $i -lt 30 ]; do sleep 0.1; i=$((i + 1)); done
+        kill -KILL "$pid" 2>/dev/null; i=0
+        while alive "$pid" "$pidfile" && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+        if alive "$pid" "$pidfile"; then echo "qemu $pid still runs after SIGKILL" >&2; exit 5; fi
+    fi
+    if [ -n "$tap" ] && [ -e "/sys/class/net/$tap" ] && ip link del "$tap" 2>/dev/null; then
+        what="$what tap"
+    fi
+    drop "$1"
+    echo "$what" ;;
 list|reclaim)
     for f in "$leases"/*.lease; do
         [ -e "$f" ] || continue
