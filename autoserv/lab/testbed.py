@@ -815,6 +815,11 @@ class Testbed:
         else:
             marker.unlink(missing_ok=True)
 
+    def sshd_pids(self) -> list[int]:
+        """Each host's sshd listener pid, in host order (0 where none is known): the process
+        that forks, and reaps, every SSH session of that host."""
+        return [_sshd_pid(h) for h in self.hosts]
+
     def status(self) -> list[tuple[TestbedHost, bool]]:
         """Each host and whether its sshd is still running."""
         return [(h, bool(h.pid) and pid_alive(h.pid)) for h in self.hosts]
