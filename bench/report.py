@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -236,6 +237,7 @@ def chart(comps: list[Comparison], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
     fan = fanouts(comps)
     if not fan:
@@ -256,7 +258,7 @@ def chart(comps: list[Comparison], path: Path) -> None:
                     xs_m.append(hosts_of(c))
                     mem.append(pss)
         if tool == fanout.FLOOR:
-            ax_t.plot(xs, ts, color="black", linestyle="--", linewidth=2, label=tool)
+            ax_t.plot(xs, ts, color="black", linestyle="--", marker="x", linewidth=2, label=tool)
             continue
         style = {"linewidth": 2.5} if tool in (OURS, OURS_THREADS) else {"linewidth": 1.2}
         ax_t.plot(xs, ts, marker="o", label=tool, **style)
@@ -268,13 +270,23 @@ def chart(comps: list[Comparison], path: Path) -> None:
     for ax in (ax_t, ax_c, ax_m):
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.minorticks_off()
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.grid(alpha=0.3, which="both")
-    ax_t.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = ax_t.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _minor_label(v: float, _pos: object) -> str:
+    """Label the 2 and 5 of each decade on a log axis, leave the other minor ticks bare."""
+    if v <= 0:
+        return ""
+    return f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""
 
 
 def write(comps: list[Comparison], meta: dict[str, Any], outdir: Path) -> list[Path]:

@@ -52,7 +52,7 @@ class Trials:
                       small_files=2, big_file=1, startup=3, guest=1)
 
     def scale(self) -> Trials:
-        """The fan-out curve up to 1000 hosts (``--scale``): a 1000-host test bed, ~1 min a trial."""
+        """The fan-out curve up to 1000 hosts (``--scale``): a 1000-host test bed, 2 trials (1 quick)."""
         more = 1 if self.fanout[-1][1] == 1 else 2
         return dataclasses.replace(self, fanout=(*self.fanout, (1000, more)))
 
@@ -119,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--only", action="append", choices=SECTIONS,
                         help="run only this section (repeatable; default: all)")
-    parser.add_argument("--quick", action="store_true", help="a few trials each (a smoke run, ~3 min)")
+    parser.add_argument("--quick", action="store_true", help="a few trials each (a smoke run, ~4 min)")
     parser.add_argument("--scale", action="store_true",
-                        help="fan-out up to 1000 hosts too (a 1000-host test bed; ~10 more minutes)")
+                        help="fan-out to 1000 hosts too (a 1000-host test bed; 15+ more minutes)")
     parser.add_argument("--sizes", type=_sizes, metavar="N,N,...",
                         help="fan-out only to these host counts (e.g. 1000)")
     parser.add_argument("--tools", action="append", choices=list(fanout.TOOL_KEYS),
