@@ -19,11 +19,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autoserv.localsys import descendants
+from autoserv.deadline import Deadline
+from autoserv.localsys import proc_stat
 
 log = logging.getLogger("bench")
 
 OURS = "autoserv"
+#: autoserv with its other worker model: ours too, never a peer
+OURS_THREADS = "autoserv (AUTOSERV_WORKERS=threads)"
 TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
@@ -58,6 +61,8 @@ class Comparison:
     ours: str
     measurements: list[Measurement] = field(default_factory=list)
     higher_is_better: bool = False
+    #: other tools that are ours as well (autoserv's other worker model): not peers
+    variants: tuple[str, ...] = ()
 
     def add(self, m: Measurement) -> Measurement:
         self.measurements.append(m)
@@ -65,6 +70,31 @@ class Comparison:
 
     def get(self, tool: str) -> Measurement | None:
         return next((m for m in self.measurements if m.tool == tool), None)
+
+    def peers(self) -> list[Measurement]:
+        """The peers' measurements that have a median (not ours, no variant, no context)."""
+        mine = {self.ours, *self.variants}
+        return [m for m in self.measurements if m.tool not in mine and not m.context and m.median]
+
+    def fastest_peer(self) -> Measurement | None:
+        """The peer with the best median (lowest time, or highest with ``higher_is_better``)."""
+        peers = self.peers()
+        if not peers:
+            return None
+        pick = max if self.higher_is_better else min
+        return pick(peers, key=lambda m: m.median or 0.0)
+
+    def ratios_to_fastest(self) -> dict[str, float]:
+        """``tool / fastest peer`` of the medians for ours and each variant that has one."""
+        best = self.fastest_peer()
+        if best is None or not best.median:
+            return {}
+        out: dict[str, float] = {}
+        for tool in (self.ours, *self.variants):
+            m = self.get(tool)
+            if m is not None and m.median:
+                out[tool] = m.median / best.median
+        return out
 
     def ratios(self) -> dict[str, float]:
         """``ours / peer`` of the medians (time: < 1 means we are faster)."""
@@ -85,6 +115,8 @@ class Comparison:
             "higher_is_better": self.higher_is_better,
             "measurements": [m.to_json() for m in self.measurements],
             "ratios_ours_over_peer": self.ratios(),
+            "fastest_peer": (best.tool if (best := self.fastest_peer()) else None),
+            "ratios_over_fastest_peer": self.ratios_to_fastest(),
         }
 
 
@@ -129,7 +161,7 @@ def guarded(m: Measurement, fn: Callable[[Measurement], None]) -> Measurement:
 
 @dataclass
 class ChildRun:
-    """One timed child process: wall time, exit status, peak memory of its tree."""
+    """One timed child process: wall time, exit status, CPU and peak memory of its tree."""
 
     wall: float
     status: int
@@ -137,6 +169,8 @@ class ChildRun:
     peak_pss_kib: int  # peak of the summed PSS of the whole tree, sampled
     stdout: str
     stderr: str
+    cpu: float = 0.0  # user + sys seconds of the whole tree (os.wait4: reaped descendants included)
+    stragglers: int = 0  # processes of its session still running when it exited (their CPU is missing)
 
 
 def _pss_kib(pid: int) -> int:
@@ -157,11 +191,19 @@ def run_child(
     env: dict[str, str] | None = None,
     cwd: str | Path | None = None,
 ) -> ChildRun:
-    """Run ``argv`` to completion; ``os.wait4`` gives the tree's peak RSS.
+    """Run ``argv`` to completion; ``os.wait4`` gives the tree's CPU and peak RSS.
 
-    With ``sample_memory`` a thread sums the PSS of the process tree every
-    20 ms (PSS splits pages shared by forked workers fairly, so the sum is the
-    real footprint, unlike a sum of RSS).
+    The CPU is the user + sys time of the child and of every descendant it (or
+    they) reaped, which is the whole tree of a tool that waits for its own
+    children; processes of its session still alive when it exits are counted
+    in :attr:`ChildRun.stragglers` (then killed).  The tool runs under GNU
+    ``time``, whose own ~1 ms is included.
+
+    With ``sample_memory`` a thread sums the PSS of the process tree (PSS
+    splits pages shared by forked workers fairly, so the sum is the real
+    footprint, unlike a sum of RSS) every 20 ms, or less often when a sample
+    itself takes long (a tree of 1000 processes): the sampler's CPU stays
+    below ~1/5 of a core.
     """
     out_path = Path(f"/tmp/bench-child-{os.getpid()}-{threading.get_ident()}.out")
     err_path = out_path.with_suffix(".err")
@@ -180,8 +222,9 @@ def run_child(
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, sum(_pss_kib(p) for p in [proc.pid, *descendants(proc.pid)]))
-            stop.wait(0.02)
+            t_sample = time.perf_counter()
+            peak = max(peak, sum(_pss_kib(p) for p in tree(proc.pid)))
+            stop.wait(max(0.02, 4 * (time.perf_counter() - t_sample)))
 
     sampler = threading.Thread(target=sample, daemon=True) if sample_memory else None
     if sampler is not None:
@@ -197,6 +240,7 @@ def run_child(
         if sampler is not None:
             sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
+    stragglers = len(session_members(proc.pid))
     _kill_group(proc.pid)  # stragglers of the child's session, if any
     stdout = out_path.read_text(errors="replace")
     stderr = err_path.read_text(errors="replace")
@@ -206,7 +250,71 @@ def run_child(
             maxrss = int(rss_path.read_text().split()[-1])
     for path in (out_path, err_path, rss_path):
         path.unlink(missing_ok=True)
-    return ChildRun(wall, proc.returncode, maxrss, peak, stdout, stderr)
+    return ChildRun(wall, proc.returncode, maxrss, peak, stdout, stderr,
+                    cpu=usage.ru_utime + usage.ru_stime, stragglers=stragglers)
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes of session ``sid``, from ``/proc``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = proc_stat(int(entry))
+            # after the command: state, ppid, pgrp, session
+            if len(fields) > 3 and int(fields[3]) == sid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cumulative_cpu(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` in seconds: its own CPU and that of every
+    child it reaped (and of theirs, as far as each parent reaped its own); 0 if it is gone."""
+    fields = proc_stat(pid)
+    if len(fields) < 15:
+        return 0.0
+    # fields[0] is the state (field 3 of proc(5)): utime..cstime are fields 14-17
+    return sum(int(v) for v in fields[11:15]) / CLK_TCK
+
+
+def children_of(pid: int) -> list[int]:
+    """The children of ``pid``, forked by any of its threads (``/proc/<pid>/task/*/children``)."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, walked down from it (its cost grows with the tree only,
+    unlike a scan of all of ``/proc``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children_of(p)
+    return out
+
+
+def wait_childless(pids: Sequence[int], timeout: float) -> list[int]:
+    """Wait until none of ``pids`` has a child left (each reaped what it forked); the pids that
+    still have one when ``timeout`` runs out."""
+    deadline = Deadline(timeout)
+    busy = list(pids)
+    while True:
+        busy = [p for p in busy if children_of(p)]
+        if not busy or deadline.expired():
+            return busy
+        deadline.sleep(0.02)
 
 
 def _kill_group(pgid: int) -> None:

@@ -1,16 +1,18 @@
-"""Results: the JSON record, the Markdown table with ratios and targets, the fan-out chart."""
+"""Results: the JSON record, the Markdown tables with ratios and targets, the fan-out chart."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import latency, transfers
-from bench.common import OURS, Comparison, Measurement
+from bench import fanout, latency, transfers
+from bench.common import OURS, OURS_THREADS, Comparison, Measurement
 
 MIB = 1024 * 1024
 
@@ -33,6 +35,31 @@ def _median(comp: Comparison | None, tool: str) -> float | None:
     return m.median if m else None
 
 
+def hosts_of(comp: Comparison) -> int:
+    """N of a fan-out scenario (``uname -a on N hosts``)."""
+    return int(comp.scenario.split()[3])
+
+
+def fanouts(comps: list[Comparison]) -> list[Comparison]:
+    """The fan-out comparisons, by N."""
+    return sorted((c for c in comps if c.section == "fanout"), key=hosts_of)
+
+
+def _median_extra(m: Measurement | None, key: str, scale: float = 1.0) -> float | None:
+    vals = (m.extra.get(key) or []) if m else []
+    return statistics.median(vals) * scale if vals else None
+
+
+def cpu_per_machine_ms(comp: Comparison, m: Measurement | None) -> float | None:
+    """Median user + sys CPU of the tool's process tree per host, in ms."""
+    return _median_extra(m, "cpu_s", 1e3 / hosts_of(comp))
+
+
+def sshd_cpu_per_machine_ms(comp: Comparison, m: Measurement | None) -> float | None:
+    """Median CPU of the hosts' sshd per host during the tool's runs, in ms."""
+    return _median_extra(m, "sshd_cpu_s", 1e3 / hosts_of(comp))
+
+
 def targets(comps: list[Comparison]) -> list[Target]:
     """The issue's targets, each judged from this run's medians."""
     out: list[Target] = []
@@ -46,16 +73,29 @@ def targets(comps: list[Comparison]) -> list[Target]:
         r = ssh / ours
         out.append(Target("run(\"true\") faster than ssh per command", "≥ 20×", r, r >= 20,
                           f"{ours * 1e3:.2f} ms vs {ssh * 1e3:.1f} ms"))
-    fan = _find(comps, "fanout", "uname -a on 50 hosts")
-    if fan:
-        peers = [m for m in fan.measurements if m.tool != OURS and m.median]
-        mine = _median(fan, OURS)
-        if peers and mine:
-            best = min(peers, key=lambda m: m.median or 0)
-            assert best.median is not None
-            r = mine / best.median
-            out.append(Target("fan-out to 50 hosts vs fastest peer", "≤ 1.0×", r, r <= 1.0,
-                              f"{mine:.2f} s vs {best.tool} {best.median:.2f} s"))
+    for fan in fanouts(comps):
+        n = hosts_of(fan)
+        best = fan.fastest_peer()
+        if n not in (50, 250, 1000) or best is None or best.median is None:
+            continue
+        for tool, r in fan.ratios_to_fastest().items():
+            label = "autoserv" if tool == OURS else "autoserv threads"
+            wall = _median(fan, tool)
+            assert wall is not None
+            out.append(Target(f"fan-out to {n} hosts vs fastest peer, {label}", "≤ 1.0×", r, r <= 1.0,
+                              f"{wall:.2f} s vs {best.tool} {best.median:.2f} s"))
+        if n != 1000:
+            continue
+        for tool in (OURS, OURS_THREADS):
+            label = "autoserv" if tool == OURS else "autoserv threads"
+            cpu = cpu_per_machine_ms(fan, fan.get(tool))
+            if cpu is not None:
+                out.append(Target(f"controller CPU per machine at 1000 hosts, {label}", "≤ 10 ms", cpu,
+                                  cpu <= 10, f"{cpu:.1f} ms"))
+            pss, ref = (_median_extra(fan.get(t), "peak_pss_kib", 1 / 1024) for t in (tool, fanout.ASYNCSSH))
+            if pss is not None and ref:
+                out.append(Target(f"peak memory at 1000 hosts vs asyncssh, {label}", "≤ 2.0×", pss / ref,
+                                  pss / ref <= 2.0, f"{pss:.0f} MiB vs {ref:.0f} MiB"))
     for direction in ("send", "get"):
         big = _find(comps, "transfer", f"{direction} 100 MiB")
         mine, scp = _median(big, OURS), _median(big, transfers.SCP)
@@ -86,10 +126,18 @@ def _extra(comp: Comparison, m: Measurement) -> str:
     bits = []
     if "bytes" in m.extra and m.median:
         bits.append(f"{m.extra['bytes'] / m.median / 1e6:.1f} MB/s")
+    if m.extra.get("cpu_s"):
+        bits.append(f"CPU {cpu_per_machine_ms(comp, m):.1f} ms/host")
+    if m.extra.get("sshd_cpu_s"):
+        bits.append(f"hosts' sshd {sshd_cpu_per_machine_ms(comp, m):.1f} ms/host")
+    if m.extra.get("stragglers"):
+        bits.append(f"{m.extra['stragglers']} processes outlived the tool (CPU not counted)")
+    if m.extra.get("sshd_unreaped"):
+        bits.append(f"{m.extra['sshd_unreaped']} sshd with sessions left (sshd CPU low)")
     for key, label in (("peak_pss_kib", "peak PSS"), ("maxrss_kib", "max RSS")):
-        vals = sorted(m.extra.get(key) or [])
-        if vals:
-            bits.append(f"{label} {vals[len(vals) // 2] / 1024:.0f} MiB")
+        mib = _median_extra(m, key, 1 / 1024)
+        if mib is not None:
+            bits.append(f"{label} {mib:.0f} MiB")
     if m.note:
         bits.append(m.note)
     if m.error:
@@ -97,16 +145,77 @@ def _extra(comp: Comparison, m: Measurement) -> str:
     return "; ".join(bits)
 
 
+def _loadavg(meta: dict[str, Any]) -> str:
+    if "loadavg_start" not in meta:
+        return ""
+    fmt = "/".join
+    start = fmt(f"{v:.2f}" for v in meta["loadavg_start"])
+    end = fmt(f"{v:.2f}" for v in meta["loadavg_end"])
+    return f" Load average (1/5/15 min) {start} at the start, {end} at the end."
+
+
+def _ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f} ms"
+
+
+def _s(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f} s"
+
+
+def fanout_tables(comps: list[Comparison]) -> list[str]:
+    """The fan-out curve: per N, ours and the fastest peer with the ratios and the floor; then
+    every tool's wall time, controller CPU per machine, hosts' sshd CPU and memory."""
+    fans = fanouts(comps)
+    if not fans:
+        return []
+    lines = ["", "## Fan-out: autoserv against the fastest peer of the same run", "",
+             "Wall time, median. CPU/host: user + sys CPU of the tool's whole process tree ÷ N. "
+             "Floor: the hosts' own sshd CPU during the run ÷ the cores (the least of any tool), "
+             "the wall time below which no tool can go on this machine.", "",
+             "| N | sshd-CPU floor | fastest peer | autoserv | ÷ fastest | autoserv threads | ÷ fastest |",
+             "|---|---|---|---|---|---|---|"]
+    for fan in fans:
+        best = fan.fastest_peer()
+        floor = fan.get(fanout.FLOOR)
+        ratios = fan.ratios_to_fastest()
+        cells = [str(hosts_of(fan)), _s(floor.median if floor else None),
+                 f"{best.tool} {_s(best.median)}, {_ms(cpu_per_machine_ms(fan, best))}/host" if best else "—"]
+        for tool in (OURS, OURS_THREADS):
+            m = fan.get(tool)
+            cells.append(f"{_s(m.median)}, {_ms(cpu_per_machine_ms(fan, m))}/host" if m and m.median else "—")
+            cells.append(f"**{ratios[tool]:.2f}**" if tool in ratios else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["",
+              "| N | tool | trials | wall | ÷ fastest peer | CPU/host | hosts' sshd CPU/host | peak PSS |",
+              "|---|---|---|---|---|---|---|---|"]
+    for fan in fans:
+        best = fan.fastest_peer()
+        for m in fan.measurements:
+            ratio = ""
+            if best and best.median and m.median and not m.context:
+                ratio = f"{m.median / best.median:.2f}"
+            pss = _median_extra(m, "peak_pss_kib", 1 / 1024)
+            tool = f"**{m.tool}**" if m.tool in (fan.ours, *fan.variants) else m.tool
+            if m is best:
+                tool += " (fastest peer)"
+            lines.append(f"| {hosts_of(fan)} | {tool} | {len(m.values)} | {_s(m.median)} | {ratio} "
+                         f"| {'' if m.context else _ms(cpu_per_machine_ms(fan, m))} "
+                         f"| {'' if m.context else _ms(sshd_cpu_per_machine_ms(fan, m))} "
+                         f"| {'' if pss is None else f'{pss:.0f} MiB'} |")
+    return lines
+
+
 def markdown(comps: list[Comparison], meta: dict[str, Any]) -> str:
     lines = [f"# autoserv benchmark — {meta['date']}", ""]
     lines.append(f"Machine: {meta['machine']}. Command: `{meta['command']}`. "
-                 f"Whole run {meta['elapsed']:.0f} s. Ratio = ours ÷ peer of the medians "
+                 f"Whole run {meta['elapsed']:.0f} s.{_loadavg(meta)} Ratio = ours ÷ peer of the medians "
                  "(time: below 1 means autoserv is faster).")
     lines += ["", "## Targets", "", "| target | limit | this run | met | detail |", "|---|---|---|---|---|"]
     for t in targets(comps):
         met = "—" if t.met is None else ("yes" if t.met else "**no**")
         value = "—" if t.value is None else f"{t.value:.2f}"
         lines.append(f"| {t.name} | {t.limit} | {value} | {met} | {t.detail} |")
+    lines += fanout_tables(comps)
     lines += ["", "## Medians and ratios", "",
               "| section | scenario | tool | trials | median | ours ÷ this | notes |",
               "|---|---|---|---|---|---|---|"]
@@ -122,45 +231,67 @@ def markdown(comps: list[Comparison], meta: dict[str, Any]) -> str:
 
 
 def chart(comps: list[Comparison], path: Path) -> None:
-    """Fan-out wall time and controller memory against the number of hosts."""
+    """Fan-out wall time (with the sshd-CPU floor), controller CPU per host and controller
+    memory against the number of hosts, every tool; log axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
-    fan = [c for c in comps if c.section == "fanout"]
+    fan = fanouts(comps)
     if not fan:
         return
-    sizes = [int(c.scenario.split()[3]) for c in fan]
-    tools = [m.tool for m in fan[0].measurements]
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sizes = [hosts_of(c) for c in fan]
+    tools = list(dict.fromkeys(m.tool for c in fan for m in c.measurements))
+    fig, (ax_t, ax_c, ax_m) = plt.subplots(1, 3, figsize=(15, 4.6))
     for tool in tools:
-        xs, ts, mem = [], [], []
-        for n, c in zip(sizes, fan, strict=True):
+        xs, ts, cpu, xs_m, mem = [], [], [], [], []
+        for c in fan:
             m = c.get(tool)
             if m and m.median:
-                xs.append(n)
+                xs.append(hosts_of(c))
                 ts.append(m.median)
-                pss = sorted(m.extra.get("peak_pss_kib") or [0])
-                mem.append(pss[len(pss) // 2] / 1024)
-        style = {"linewidth": 2.5} if tool == OURS else {"linewidth": 1.2}
+                cpu.append(cpu_per_machine_ms(c, m))
+                pss = _median_extra(m, "peak_pss_kib", 1 / 1024)
+                if pss:
+                    xs_m.append(hosts_of(c))
+                    mem.append(pss)
+        if tool == fanout.FLOOR:
+            ax_t.plot(xs, ts, color="black", linestyle="--", marker="x", linewidth=2, label=tool)
+            continue
+        style = {"linewidth": 2.5} if tool in (OURS, OURS_THREADS) else {"linewidth": 1.2}
         ax_t.plot(xs, ts, marker="o", label=tool, **style)
-        ax_m.plot(xs, mem, marker="o", label=tool, **style)
+        ax_c.plot(xs, cpu, marker="o", label=tool, **style)
+        ax_m.plot(xs_m, mem, marker="o", label=tool, **style)
     ax_t.set(xlabel="hosts", ylabel="wall time, median (s)", title="fan-out: uname -a on N netns hosts")
+    ax_c.set(xlabel="hosts", ylabel="user + sys CPU per host (ms)", title="controller CPU per host")
     ax_m.set(xlabel="hosts", ylabel="peak PSS of the process tree (MiB)", title="controller memory")
-    for ax in (ax_t, ax_m):
-        ax.set_xticks(sizes)
-        ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=0)
-    ax_t.legend(fontsize=8)
-    fig.tight_layout()
+    for ax in (ax_t, ax_c, ax_m):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = ax_t.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _minor_label(v: float, _pos: object) -> str:
+    """Label the 2 and 5 of each decade on a log axis, leave the other minor ticks bare."""
+    if v <= 0:
+        return ""
+    return f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 5) else ""
+
+
 def write(comps: list[Comparison], meta: dict[str, Any], outdir: Path) -> list[Path]:
     outdir.mkdir(parents=True, exist_ok=True)
-    stem = outdir / meta["date"]
+    stem = outdir / meta.get("stem", meta["date"])
     data = {
         "meta": meta,
         "targets": [t.__dict__ for t in targets(comps)],

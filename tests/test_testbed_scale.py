@@ -29,6 +29,13 @@ def test_lab_prefixlen_refuses_what_10_231_cannot_hold() -> None:
         testbed.lab_prefixlen(70000)
 
 
+@pytest.mark.parametrize("count, timeout", [(1, 20.0), (100, 20.0), (250, 35.0), (1000, 110.0)])
+def test_listen_timeout_grows_with_the_bed(count: int, timeout: float) -> None:
+    """1000 netns hosts on a loaded machine: a fixed 20 s for all of them to answer ran out
+    (31 hosts 'not listening') before the ones that missed their first check were retried."""
+    assert testbed.listen_timeout(20.0, count) == pytest.approx(timeout)
+
+
 @pytest.mark.parametrize("count, first", [(3, 100), (90, 100), (91, 101), (245, 255), (1000, 1010)])
 def test_guest_addresses_come_after_the_hosts(count: int, first: int) -> None:
     assert testbed.guest_offset(count) == first

@@ -107,6 +107,14 @@ def bridge_mac(name: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x0A, *digest[:5]))
 
 
+def listen_timeout(start_timeout: float, count: int) -> float:
+    """How long ``up()`` waits for ``count`` started hosts to answer: ``start_timeout``, plus
+    0.1 s a host beyond the first 100.  The wait checks the hosts one after another, and
+    one pass over 1000 hosts takes tens of seconds on a loaded 2-core machine: a fixed 20 s
+    ran out there before the hosts that missed their first check were checked again."""
+    return start_timeout + 0.1 * max(0, count - 100)
+
+
 def guest_offset(count: int) -> int:
     """Where the guest addresses start in a lab subnet with ``count`` hosts (100 for small beds)."""
     return max(100, HOST_OFFSET + count + 1)
@@ -771,7 +779,8 @@ class Testbed:
         self.ssh_config.write_text("\n".join(blocks))
 
     def _wait_listening(self) -> None:
-        deadline = Deadline(self.start_timeout)
+        timeout = listen_timeout(self.start_timeout, len(self.hosts))
+        deadline = Deadline(timeout)
         pending = list(self.hosts)
         delays = backoff(0.005, 1.5, 0.2)
         while pending:
@@ -784,7 +793,7 @@ class Testbed:
             if pending:
                 if deadline.expired():
                     names = ", ".join(h.name for h in pending)
-                    raise TestbedError(f"test bed hosts not listening after {self.start_timeout} s: {names}")
+                    raise TestbedError(f"test bed hosts not listening after {timeout:.0f} s: {names}")
                 deadline.sleep(next(delays))
 
     def _registration(self) -> Path:
@@ -829,6 +838,11 @@ class Testbed:
             marker.touch()
         else:
             marker.unlink(missing_ok=True)
+
+    def sshd_pids(self) -> list[int]:
+        """Each host's sshd listener pid, in host order (0 where none is known): the process
+        that forks, and reaps, every SSH session of that host."""
+        return [_sshd_pid(h) for h in self.hosts]
 
     def status(self) -> list[tuple[TestbedHost, bool]]:
         """Each host and whether its sshd is still running."""
