@@ -236,3 +236,20 @@ def test_stall_guard_closes_the_channel_on_the_first_timeout(
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         sftp.close()
     assert transport.is_active()
+
+
+# -- set_idle_poll ------------------------------------------------------------------
+
+
+def test_idle_poll_replaces_the_active_check_timeout(transport: paramiko.Transport) -> None:
+    assert paramiko.Transport._active_check_timeout == 0.1  # what paramiko polls at
+    assert transport.sock.gettimeout() == paramiko_ext.IDLE_POLL  # set by open_transport
+
+
+def test_close_ends_the_thread_of_a_transport_polling_slowly(
+        transport: paramiko.Transport) -> None:
+    paramiko_ext.set_idle_poll(transport, 60)
+    assert transport.is_alive()
+    transport.close()
+    transport.join(10)  # closing the socket wakes the read, not the next 60 s poll
+    assert not transport.is_alive()

@@ -476,6 +476,7 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
         for j in jumps:
             j.close()
         raise
+    paramiko_ext.set_idle_poll(t)
     if p.keepalive:
         _start_watchdog(t, p)
     _jumps[t] = jumps  # closed with t
