@@ -20,13 +20,14 @@ seconds and :data:`MAX_BYTES` bytes of output (the end is kept), each machine at
 :data:`MACHINE_BUDGET` seconds, connecting with at most :data:`CONNECT_TIMEOUT` seconds.
 Collection is never fatal: what fails is noted in the README and the debug log.
 
-The marks: while the control file runs, each SSH host of one of the job's machines runs
-:func:`mark_command` once it is connected, before its first command (the job context's
-``first_command`` hook, :func:`marking`), at most :data:`MARK_TIMEOUT` seconds, failures
-only logged; :func:`parse_marks` of its output goes to ``<results>/.logmarks/<host>``
-(:func:`mark_path`; the first mark of a host in the job wins).  ``$AUTOSERV_CRASHINFO_SYSLOG``
-(paths on the hosts, ``:``-separated) replaces the two system log files, for tests and for
-labs that log elsewhere.
+The marks: while the control file runs, the first command of each SSH host of one of the
+job's machines runs :func:`mark_command` first, in its own session (the job context's
+``first_command`` hook, :func:`marking`: no extra round trip or session), its output framed
+by a random line; when that command ends, :func:`parse_marks` of it goes to
+``<results>/.logmarks/<host>`` (:func:`mark_path`; the first mark of a host in the job
+wins), failures only logged.  :func:`mark_logs` takes them with a command of their own.
+``$AUTOSERV_CRASHINFO_SYSLOG`` (paths on the hosts, ``:``-separated) replaces the two
+system log files, for tests and for labs that log elsewhere.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +52,7 @@ from autoserv.errors import AutoservError
 
 __all__ = ["COMMAND_TIMEOUT", "MAX_BYTES", "MACHINE_BUDGET", "LogMarks", "collect",
            "collect_segment", "commands", "mark_command", "parse_marks", "mark_path", "mark_logs",
-           "read_marks", "marking", "syslog_files"]
+           "save_marks", "read_marks", "marking", "syslog_files"]
 
 log = logging.getLogger("autoserv.crashinfo")
 
@@ -181,18 +183,27 @@ def mark_logs(host: Any, directory: str) -> LogMarks | None:
     try:
         output = host.run(mark_command(syslog_files()), timeout=MARK_TIMEOUT, ignore_status=True,
                           verbose=False, stdout_tee=None, stderr_tee=None).stdout
-        marks = parse_marks(output)
-        os.makedirs(directory, exist_ok=True)
-        with open(path, "x", encoding="utf-8") as f:  # the first mark in the job wins
-            json.dump({"cursor": marks.cursor, "files": marks.files}, f)
-        log.debug("%s: log marks for crash collection: %s", host.hostname, marks)
-        return marks
-    except FileExistsError:
-        return None
+        return save_marks(host, directory, parse_marks(output))
     except Exception as exc:
         log.warning("%s: could not mark the system logs' positions (crash collection will use "
                     "the time): %s", host.hostname, _first_line(exc))
         return None
+
+
+def save_marks(host: Any, directory: str, marks: LogMarks) -> LogMarks | None:
+    """Keep ``marks`` as ``host``'s in ``directory`` unless it has some already (the first
+    mark in the job wins; None then); never raises an :class:`OSError` (logged)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with open(mark_path(directory, host), "x", encoding="utf-8") as f:
+            json.dump({"cursor": marks.cursor, "files": marks.files}, f)
+    except FileExistsError:
+        return None
+    except OSError as exc:
+        log.warning("%s: could not keep the system logs' marks: %s", host.hostname, exc)
+        return None
+    log.debug("%s: log marks for crash collection: %s", host.hostname, marks)
+    return marks
 
 
 def read_marks(directory: str, host: Any) -> LogMarks | None:
@@ -216,9 +227,22 @@ def marking(resultdir: str, machines: Sequence[Any]) -> Iterator[None]:
     directory = os.path.join(resultdir, MARKS_DIR)
     names = {getattr(m, "host", m) for m in machines}
 
-    def first_command(host: Any) -> None:
-        if host.hostname in names:
-            mark_logs(host, directory)
+    def first_command(host: Any) -> tuple[str, Callable[[bytes], None]] | None:
+        if host.hostname not in names or os.path.exists(mark_path(directory, host)):
+            return None
+        frame = f"AUTOSERV-LOGMARKS-{secrets.token_hex(8)}"
+
+        def taken(head: bytes) -> None:
+            _, found, rest = head.decode(errors="replace").partition(frame + "\n")
+            text, ended, _ = rest.partition(frame + "\n")
+            if found and ended:
+                save_marks(host, directory, parse_marks(text))
+            else:
+                log.warning("%s: could not mark the system logs' positions (crash collection "
+                            "will use the time): no marks in the first command's output",
+                            host.hostname)
+
+        return f"echo {frame}; {mark_command(syslog_files())}; echo {frame}", taken
 
     previous = context.current()
     context.update(first_command=first_command)

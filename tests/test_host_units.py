@@ -417,3 +417,14 @@ def test_user_known_hosts_file_first_path_honours_quotes(
     cfg = tmp_path / "ssh_config"
     cfg.write_text(f"Host h\n  UserKnownHostsFile {value}\n")
     assert resolve("h", ssh_config=str(cfg)).known_hosts == want
+
+
+def test_wrap_command_runs_a_prelude_before_the_marker_with_no_stdin() -> None:
+    from autoserv.hosts.ssh_exec import wrap_command
+
+    marker = b"AUTOSERV-M-test-"
+    line = wrap_command("cat; echo done", marker, prelude="echo pre; cat; echo pre-err >&2")
+    res = subprocess.run(["sh", "-c", line], input=b"in\n", capture_output=True, check=True)
+    assert res.stdout.split(marker)[0] == b"pre\n"  # the prelude read no stdin
+    assert res.stdout.endswith(b"in\ndone\n")
+    assert b"pre-err" not in res.stderr

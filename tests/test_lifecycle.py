@@ -786,7 +786,9 @@ def test_marking_is_never_fatal(tmp_path: Path) -> None:
 MARKED_JOB = """\
 log = args[0]
 host = hosts.create_host(machines[0])
-host.run("echo after-the-mark-1 >> %s" % log)
+# the marks are taken inside this first command's session: nothing of them in its result
+out = host.run("echo after-the-mark-1 >> %s; echo first" % log).stdout
+assert out == "first\\n", repr(out)
 host.run("echo after-the-mark-2 >> %s" % log)
 raise TestFail("the test broke")
 """

@@ -38,9 +38,12 @@ class JobContext:
     ssh: SSHDefaults = field(default_factory=SSHDefaults)
     resultdir: str | None = None
     record: StatusHook | None = None
-    #: Called with an SSH host once it is connected, before the first command that host
-    #: object runs (crash collection marks the system logs' positions); must not raise.
-    first_command: Callable[[Any], None] | None = None
+    #: Called with an SSH host before the first command that host object runs; may return
+    #: ``(prelude, on_head)``: shell run first in that command's own session (its output
+    #: before the command's, never in its result) and a callable given that output when the
+    #: command ends (crash collection marks the system logs' positions so, at no extra
+    #: round trip); must not raise.
+    first_command: Callable[[Any], tuple[str, Callable[[bytes], None]] | None] | None = None
 
 
 _current = JobContext()  # the one piece of job state in the hosts package

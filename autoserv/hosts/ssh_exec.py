@@ -20,6 +20,7 @@ import secrets
 import select
 import shlex
 import threading
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import paramiko
@@ -63,7 +64,7 @@ def new_marker() -> bytes:
     return f"{_MARK_PREFIX}{secrets.token_hex(8)}_PID=".encode()
 
 
-def wrap_command(command: str, marker: bytes, hostname: str | None = None) -> str:
+def wrap_command(command: str, marker: bytes, hostname: str | None = None, prelude: str = "") -> str:
     """The remote command line: print ``marker`` and the shell's pid on stdout and on stderr,
     then run ``command``.
 
@@ -75,11 +76,14 @@ def wrap_command(command: str, marker: bytes, hostname: str | None = None) -> st
     command starts.  ``AUTOSERV_RUN`` (the marker's token) in the command's
     environment lets a kill after a lost connection tell the command's
     processes from later ones that got its pid.  In a job, the command also
-    carries the job's mark for ``hostname`` (:mod:`autoserv.jobmark`).
+    carries the job's mark for ``hostname`` (:mod:`autoserv.jobmark`).  A ``prelude`` runs
+    first, its stdout before the marker (so in the filter's ``noise``, never in the result),
+    its stdin and stderr closed to it.
     """
     m = marker.decode()
     mark = jobmark.export_command(hostname) if hostname is not None else ""
-    return (f"{mark}{_RUN_VAR}={_token(marker)}; export {_RUN_VAR}; "
+    pre = f"{{ {prelude}\n}} </dev/null 2>/dev/null; " if prelude else ""
+    return (f"{mark}{pre}{_RUN_VAR}={_token(marker)}; export {_RUN_VAR}; "
             f"printf '{m}%s\\n' $$; printf '{m}%s\\n' $$ >&2; eval {shlex.quote(command)}")
 
 
@@ -247,6 +251,8 @@ class SSHExecution(Execution):
 
     watch: HostWatch | None = None
     gone: bool = False
+    #: Given what came before the marker on stdout (a prelude's output) when the command ends.
+    on_head: Callable[[bytes], None] | None = None
 
     def __init__(
         self, host: SSHHost, chan: paramiko.Channel, out: StreamCollector, err: StreamCollector,
@@ -436,6 +442,11 @@ class SSHExecution(Execution):
                 self._drain_all()
             else:
                 self._drain()
+        if self.on_head is not None:
+            try:
+                self.on_head(self.out.noise)
+            except Exception as exc:  # the hook's failure is never the command's
+                self.host.log.debug("first-command hook failed: %s", exc)
         for stream in (self.out, self.err):
             if stream.noise:
                 self.host.log.debug("login shell printed before the command: %r",

@@ -172,20 +172,20 @@ class SSHHost(RemoteHost):
             self._kill_orphans(connect_timeout)
         connect = self.params.deadline(connect_timeout)
         chan = self._open_session(connect)
-        if self._first_command:  # connected: the hook costs no connect timeout of its own
+        prelude, on_head = "", None
+        if self._first_command:
             self._first_command = False
             hook = context.current().first_command
-            if hook is not None:
-                try:
-                    hook(self)
-                except BaseException:
-                    chan.close()
-                    raise
+            got = hook(self) if hook is not None else None
+            if got is not None:
+                prelude, on_head = got
         marker = new_marker()
         execution = SSHExecution(self, chan, out, err, marker)
+        execution.on_head = on_head
         journal.record("command", self, channel=chan, command=command)  # for autoserv cleanup
         try:
-            send_command(chan, wrap_command(command, marker, self.hostname), connect, self.params.where)
+            send_command(chan, wrap_command(command, marker, self.hostname, prelude), connect,
+                         self.params.where)
             execution.feed_stdin(stdin)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.log.debug("connection error during %r: %s", command, exc)
