@@ -8,7 +8,9 @@ tells everyone who never arrived, and each raises the barrier error naming them.
 
 Messages are newline-delimited JSON objects on a stream socket:
 
-* participant → master, once: ``{"hostid", "tag", "members", "abort"}``;
+* participant → master, once: ``{"hostid", "tag", "members", "abort"}``, and
+  ``{"leaving": why}`` when it stops waiting for another reason than an error of its own
+  (its job is aborted);
 * master → participant: ``{"waiting": [ids]}`` after each arrival (the first one also says
   "you are admitted"), ``{"retry": true}`` when the hello is for another barrier (a
   different tag on the same rendezvous point: connect again later), and one verdict,
@@ -16,9 +18,10 @@ Messages are newline-delimited JSON objects on a stream socket:
   "message": text}``.
 
 A participant that leaves (its socket closes) before everyone arrived fails the barrier
-for all: the master tells the others who left, and a participant whose master disappears
-raises at once.  A connection the master closes before admitting it (a master that just
-finished the previous barrier on the same point) is simply made again.
+for all: the master tells the others who left (and why, if it said), and a participant
+whose master disappears raises at once; a master whose job is aborted tells everyone so.
+A connection the master closes before admitting it (a master that just finished the
+previous barrier on the same point) is simply made again.
 
 :class:`Rendezvous` is the protocol; a subclass provides the transport (``_listen``,
 ``_dial``, ``_admit_peer``) and the exception classes (``error``, ``abort_error``).
@@ -214,12 +217,14 @@ class Rendezvous:
                     sock = reader.sock
                     messages = reader.read()
                     left = next((h for h, s in peers.items() if s is sock), None)
-                    if messages is None:
+                    why = next((str(m["leaving"]) for m in messages or [] if "leaving" in m), None)
+                    if messages is None or why is not None:
                         selector.unregister(sock)
                         pending.pop(sock, None)
                         sock.close()
                         if left is not None:
-                            text = f"{left} left before everyone arrived"
+                            text = f"{left} left before everyone arrived" + (
+                                f" ({why})" if why else "")
                             for other in peers.values():
                                 if other is not sock:
                                     _send(other, {"result": "error", "message": text})
@@ -251,6 +256,12 @@ class Rendezvous:
             for sock in peers.values():
                 _send(sock, verdict)
             self._verdict(verdict, self.hostid)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # e.g. the master's job aborted: say so
+                text = f"the master {self.hostid} stopped waiting: {exc}"
+                for sock in peers.values():
+                    _send(sock, {"result": "error", "message": text})
+            raise
         finally:
             selector.close()
             for sock in [*peers.values(), *pending]:
@@ -322,6 +333,10 @@ class Rendezvous:
                             raise _NotYet
                         admitted = True
                         waiting = _names(message.get("waiting", waiting))
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # e.g. this job aborted: tell the master why
+                _send(sock, {"leaving": str(exc)})
+            raise
         finally:
             sock.close()
 

@@ -439,7 +439,7 @@ class ServerJob:
             raise
         finally:
             try:
-                self._end(error)
+                self._end_once(error, self._end)
             finally:
                 os.chdir(cwd)
                 parallel.set_hooks(self._previous_hooks)
@@ -474,22 +474,50 @@ class ServerJob:
 
         return run_control
 
+    def _end_once(self, error: BaseException | None,
+                  body: Callable[[BaseException | None], None]) -> None:
+        """Run ``body(error)`` with aborts deferred, exactly once, even when an abort lands
+        in the moment before the deferral begins or after it ends: that abort is then
+        recorded (after ``body``'s own records) and raised."""
+        began = finished = False
+        try:
+            with abort.deferred():
+                began = True
+                body(error)
+                finished = True
+        except abort.JobAbort as late:
+            if began and not finished:
+                raise  # ``body`` itself aborted (e.g. the results disk is full)
+            with abort.deferred():
+                handlers = abort.current()
+                if handlers is not None and handlers.pending is None:
+                    handlers.pending = late.reason
+                if began:
+                    self._record_pending_abort()
+                else:
+                    body(error)
+            raise
+
+    def _record_pending_abort(self) -> None:
+        """A signal that arrived while the job was ending is an abort too: record it once
+        (after the error, if any, so status.log tells both)."""
+        handlers = abort.current()
+        pending = handlers.pending if handlers is not None else None
+        if pending and self.abort_reason is None:
+            self.abort_reason = pending
+            self._record_abort(pending)
+
     def _end(self, error: BaseException | None) -> None:
-        """Close open groups, record the error or abort, close every host."""
-        assert self._handlers is not None
-        with self._handlers.deferred():
-            self._record_end(error)
-            _close_all_hosts()
-            journal.close_journal(ended=True)
-            pending = self._handlers.pending
-            if pending and error is None and self.abort_reason is None:
-                # SIGINT/SIGTERM while cleaning up after a normal end: still an abort.
-                self.abort_reason = pending
-                self._record_abort(pending)
-            if self.resultdir is not None:
-                resultdir = self.resultdir
-                self._write_results(resultdir, lambda: write_keyval(
-                    resultdir, {"job_finished": int(time.time())}))
+        """Close open groups, record the error or abort, close every host (aborts deferred
+        by :meth:`_end_once`)."""
+        self._record_end(error)
+        _close_all_hosts()
+        journal.close_journal(ended=True)
+        self._record_pending_abort()  # SIGINT/SIGTERM while cleaning up
+        if self.resultdir is not None:
+            resultdir = self.resultdir
+            self._write_results(resultdir, lambda: write_keyval(
+                resultdir, {"job_finished": int(time.time())}))
 
     def _record_end(self, error: BaseException | None) -> None:
         if error is None:
@@ -576,10 +604,13 @@ class ServerJob:
             log.debug("%s failed", label, exc_info=True, extra={"files_only": True})
             raise
         finally:
-            with abort.deferred():
+            def end(error: BaseException | None) -> None:
                 self._record_end(error)
                 _close_all_hosts()
+                self._record_pending_abort()
                 state.failures = len(self.failures)
+
+            self._end_once(error, end)
 
     def worker_finished(self, label: str, failures: int, error: BaseException | None) -> None:
         """Runs in the parent: count a worker that raised or recorded failures."""

@@ -6,9 +6,11 @@ run a command on their host and meet at a barrier; they check the status.log the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from autoserv import status
+from autoserv.abort import JobAbort
 from autoserv.barrier import barrier, socket_name
 from autoserv.deadline import Deadline
 from autoserv.errors import BarrierAbortError, BarrierError
@@ -103,6 +106,81 @@ def test_master_never_arrives() -> None:
 def test_abort_flag_reaches_everyone() -> None:
     out = meet(["a", "b"], ["a", "b"], 10, fresh_port(), abort=True)
     assert all(isinstance(o[0], BarrierAbortError) for o in out.values()), out
+
+
+class _AbortedMaster(barrier):
+    """A master whose job is aborted when the last participant knocks (as SIGTERM would)."""
+
+    def _admit_peer(self, sock: Any) -> bool:
+        if self.hostid == "a" and getattr(self, "admitted", 0) == 1:
+            raise JobAbort("received SIGTERM")
+        self.admitted = getattr(self, "admitted", 0) + 1
+        return True
+
+
+def test_an_aborted_master_tells_everyone_why() -> None:
+    port = fresh_port()
+    outcome: dict[str, BaseException] = {}
+
+    def master() -> None:
+        try:
+            _AbortedMaster("a", "t", 10, port).rendezvous("a", "b", "c")
+        except BaseException as exc:
+            outcome["a"] = exc
+
+    def late_c() -> None:
+        time.sleep(0.5)  # b is admitted by now
+        with contextlib.suppress(BarrierError):  # c's knock aborts the master
+            barrier("c", "t", 1, port).rendezvous("a", "b", "c")
+
+    threads = [threading.Thread(target=master), threading.Thread(target=late_c)]
+    for t in threads:
+        t.start()
+    with pytest.raises(BarrierError) as b_error:
+        barrier("b", "t", 10, port).rendezvous("a", "b", "c")
+    for t in threads:
+        t.join(10)
+    assert isinstance(outcome["a"], JobAbort)
+    assert str(b_error.value) == ("barrier 't' (b): the master a stopped waiting: "
+                                  "job aborted: received SIGTERM")
+
+
+_PARTICIPANT = """
+import sys
+from autoserv import abort
+from autoserv.barrier import barrier
+abort.AbortHandlers().install()
+open(sys.argv[2], "w").close()
+barrier("b", "t", 30, int(sys.argv[1])).rendezvous("a", "b", "c")
+"""
+
+
+def test_an_aborted_participant_says_why_it_left(tmp_path: Path) -> None:
+    """A real participant process gets SIGTERM while it waits: the master names the reason."""
+    port = fresh_port()
+    started = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", _PARTICIPANT, str(port), str(started)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def kill_once_waiting() -> None:
+            wait = Deadline(30)
+            while not started.exists() and not wait.expired():
+                time.sleep(0.05)
+            time.sleep(0.5)  # connected and admitted by now
+            proc.send_signal(signal.SIGTERM)
+
+        killer = threading.Thread(target=kill_once_waiting)
+        killer.start()
+        with pytest.raises(BarrierError) as a_error:
+            barrier("a", "t", 30, port).rendezvous("a", "b", "c")
+        killer.join()
+        assert proc.wait(30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert str(a_error.value) == ("barrier 't' (a): b left before everyone arrived "
+                                  "(job aborted: received SIGTERM)")
 
 
 def test_mismatched_participants_refused() -> None:

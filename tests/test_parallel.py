@@ -6,11 +6,14 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from autoserv import parallel
+from autoserv import parallel, status
 from autoserv.errors import AutoservError, AutoservRunError, AutoservSubcommandError
+from autoserv.job import read_keyval
 from autoserv.result import CmdResult
 
 
@@ -172,3 +175,42 @@ def test_arg_label_hides_passwords(arg: str, label: str) -> None:
 
 def test_subdir_names_are_unique_and_safe() -> None:
     assert parallel._subdir_names(["a", "a", "x/y", ".."]) == ["a", "a.2", "x_y", "_.."]
+
+
+def _abort_as_the_ending_begins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM landing in the instant after a job's failure and before its ending defers
+    aborts: the first ``abort.deferred()`` of the ending raises, as the signal would."""
+    from autoserv import abort
+
+    real = abort.deferred
+    fired = []
+
+    def deferred() -> Any:
+        if not fired:
+            fired.append(True)
+            handlers = abort.current()
+            assert handlers is not None
+            handlers.aborting = True
+            raise abort.JobAbort("received SIGTERM")
+        return real()
+
+    monkeypatch.setattr(abort, "deferred", deferred)
+
+
+def test_an_abort_as_the_job_ends_is_recorded_after_its_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autoserv import abort
+    from autoserv.job import ServerJob
+
+    control = tmp_path / "c.control"
+    control.write_text("raise ValueError('boom')\n")
+    job = ServerJob(str(control), resultdir=str(tmp_path / "r"))
+    _abort_as_the_ending_begins(monkeypatch)
+    with pytest.raises(abort.JobAbort, match="received SIGTERM"):
+        job.run()
+    job.close(1)
+    log = status.parse_file(str(tmp_path / "r" / "status.log"))
+    assert [(e.status_code, e.message.splitlines()[0]) for e in log] == [
+        ("ERROR", "ValueError: boom"), ("INFO", "Job aborted")]
+    assert log[1].fields["job_abort_reason"] == "received SIGTERM"
+    assert read_keyval(str(tmp_path / "r"))["job_finished"]  # the ending ran once, whole
