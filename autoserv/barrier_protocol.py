@@ -47,6 +47,9 @@ DEFAULT_PORT = 11920
 _MAX_LINE = 1 << 16
 #: Seconds a participant waits past its own timeout for the master's verdict.
 VERDICT_GRACE = 2.0
+#: The longest single wait: a thread worker's abort (an exception raised in the thread)
+#: is only seen between waits, so no wait may block for longer.
+_SLICE = 0.5
 
 
 def _names(ids: Iterable[Any]) -> list[str]:
@@ -208,7 +211,7 @@ class Rendezvous:
                     for sock in peers.values():
                         _send(sock, {"result": "error", "message": text})
                     raise self.error(f"{self._what()}: {text}")
-                wait = None if deadline.end is None else deadline.remaining()
+                wait = _SLICE if deadline.end is None else min(_SLICE, deadline.remaining())
                 for key, _ in selector.select(wait):
                     if key.data is None:
                         self._accept(listener, selector, pending)
@@ -310,10 +313,10 @@ class Rendezvous:
             with selectors.DefaultSelector() as selector:
                 selector.register(sock, selectors.EVENT_READ)
                 while True:
-                    wait = None if verdict_by.end is None else verdict_by.remaining()
-                    if wait is not None and wait <= 0:
+                    wait = _SLICE if verdict_by.end is None else verdict_by.remaining()
+                    if wait <= 0:
                         raise self.error(f"{self._what()}: {self._timeout_text(waiting)}")
-                    if not selector.select(wait):
+                    if not selector.select(min(wait, _SLICE)):
                         continue
                     messages = reader.read()
                     if messages is None:

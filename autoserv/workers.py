@@ -13,8 +13,8 @@ from its :class:`~autoserv.scope.Scope` and from Linux:
   (:mod:`autoserv.logging_setup`), hosts context, and open hosts (closed at its end);
 * an abort of its own: signals reach only the main thread, so the controller raises
   :class:`WorkerAbort` in the worker (``PyThreadState_SetAsyncExc``) on the overall
-  timeout or when the job is aborted.  Host commands wait in slices of at most 0.5 s, so the
-  worker unwinds through its abort path (remote command killed, hosts closed,
+  timeout or when the job is aborted.  Host commands and barriers wait in slices of at most
+  0.5 s, so the worker unwinds through its abort path (remote command killed, hosts closed,
   ``END ABORT`` written) within that; a worker stuck in one long C call (``time.sleep(1000)``)
   cannot be interrupted: after the grace its hosts are closed under it, and after a second
   grace it is abandoned (reported as such; the thread is a daemon).

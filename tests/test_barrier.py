@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from autoserv import status
+from autoserv import status, workers
 from autoserv.abort import JobAbort
 from autoserv.barrier import barrier, socket_name
 from autoserv.deadline import Deadline
@@ -274,15 +274,17 @@ def test_one_never_arrives(testbed_loopback: Testbed, tmp_path: Path) -> None:
     assert [(e.status_code, e.operation) for e in skipped] == [("GOOD", "skipped")]
 
 
-def test_abort_releases_everyone(testbed_loopback: Testbed, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", workers.MODELS)
+def test_abort_releases_everyone(testbed_loopback: Testbed, tmp_path: Path, model: str) -> None:
+    """Both worker models: a thread worker sees its abort between the barrier's waits."""
     tb = testbed_loopback
     ctl = tmp_path / "b.control"
     ctl.write_text(CONTROL)
     results = tmp_path / "r"
     absent = tb.machines[2]
     argv = autoserv_argv(ctl, "-r", results, *bed(tb), "-a", f"{fresh_port()} {absent} none")
-    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(**{workers.MODEL_ENV: model}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         arrived = [results / m / f"{m}.arrived" for m in tb.machines[:2]]
         wait = Deadline(60)
