@@ -725,22 +725,23 @@ def test_crashinfo_of_a_failed_job(testbed_loopback: Testbed, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    ("output", "cursor", "files"),
+    ("output", "since", "files"),
     [
         ("", None, {}),
-        ("cursor s=abc;i=5;b=x\nfile 12 340 /var/log/syslog\n", "s=abc;i=5;b=x",
+        ("since 1764700000\nfile 12 340 /var/log/syslog\n", 1764700000,
          {"/var/log/syslog": (12, 340)}),
-        ("file 7 0 /tmp/a log\nfile x 1 /bad\nnoise\ncursor \n", None, {"/tmp/a log": (7, 0)}),
+        ("file 7 0 /tmp/a log\nfile x 1 /bad\nnoise\nsince \nsince 12x\n", None,
+         {"/tmp/a log": (7, 0)}),
     ],
 )
-def test_parse_marks(output: str, cursor: str | None, files: dict) -> None:
-    assert crashinfo.parse_marks(output) == crashinfo.LogMarks(cursor, files)
+def test_parse_marks(output: str, since: int | None, files: dict) -> None:
+    assert crashinfo.parse_marks(output) == crashinfo.LogMarks(since, files)
 
 
 def test_commands_start_at_the_marks() -> None:
-    marks = crashinfo.LogMarks("s=1;i=2 'q'", {"/l/a": (5, 100)})
+    marks = crashinfo.LogMarks(1764700123, {"/l/a": (5, 100)})
     cmds = crashinfo.commands(1000, None, marks, ["/l/a", "/l/b"])
-    assert "journalctl --no-pager --after-cursor='s=1;i=2 '\"'\"'q'\"'\"''" in cmds["journal"]
+    assert "journalctl --no-pager --since=@1764700123" in cmds["journal"]
     assert "tail -c +101 -- /l/a" in cmds["messages"]
     assert "tail -n 2000 -- /l/b" in cmds["messages"]  # no mark of this one: a tail
     unmarked = crashinfo.commands(1000, None, None, ["/l/a"])
@@ -756,8 +757,13 @@ def test_mark_and_read_from_it_in_a_real_shell(tmp_path: Path) -> None:
     """The builders run by sh on local files: marked, grown, replaced, grown past the bound."""
     log = tmp_path / "sys log"
     log.write_text("before 1\nbefore 2\n")
+    before = int(time.time())
     marks = crashinfo.parse_marks(_sh(crashinfo.mark_command([str(log), str(tmp_path / "none")])))
     assert marks.files == {str(log): (log.stat().st_ino, len("before 1\nbefore 2\n"))}
+    if any(os.path.isdir(d) for d in ("/run/log/journal", "/var/log/journal")):
+        assert marks.since is not None and before <= marks.since <= time.time()
+    else:
+        assert marks.since is None
     with log.open("a") as f:
         f.write("after 1\n")
     out = _sh(crashinfo.commands(None, None, marks, [str(log)])["messages"])
