@@ -41,7 +41,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko",
-            "xmlschema>=3", "jsonschema>=4.18",
+            "xmlschema>=3", "jsonschema>=4.18", "matplotlib>=3.8",  # tests draw the bench chart
         ],
         "bench": ["fabric>=3.2", "parallel-ssh>=2.12", "asyncssh>=2.14", "matplotlib>=3.8"],
     },
