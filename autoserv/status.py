@@ -287,15 +287,9 @@ class StatusLogWriter:
     def indent(self) -> int:
         return len(self.open_groups)
 
-    def record(
-        self,
-        status_code: str,
-        subdir: str | None = None,
-        operation: str | None = None,
-        message: str = "",
-        optional_fields: Mapping[str, object] | None = None,
-        timestamp: float | None = None,
-    ) -> str:
+    def record(self, status_code: str, subdir: str | None = None, operation: str | None = None,
+               message: str = "", optional_fields: Mapping[str, object] | None = None,
+               timestamp: float | None = None) -> str:
         """Render and append an entry; return the rendered text."""
         if status_code.startswith("END ") and not self.open_groups:
             raise ValueError(f"{status_code} with no open START group")

@@ -250,13 +250,8 @@ class SSHHost(RemoteHost):
         kinds = res.stdout.split("\0")[: len(paths)]
         return dict(zip(paths, kinds, strict=False))
 
-    def send_file(
-        self,
-        source: str | list[str],
-        dest: str,
-        delete_dest: bool = False,
-        preserve_symlinks: bool = False,
-    ) -> None:
+    def send_file(self, source: str | list[str], dest: str, delete_dest: bool = False,
+                  preserve_symlinks: bool = False) -> None:
         """Copy local ``source`` (path or list) to remote ``dest`` with rsync semantics.
 
         A directory is copied recursively as ``dest/<name>``; with a trailing
@@ -375,14 +370,8 @@ class SSHHost(RemoteHost):
         if status != 0:
             raise AutoservRunError(f"tar to {self.hostname}:{remote_parent} failed: {errtext}")
 
-    def get_file(
-        self,
-        source: str | list[str],
-        dest: str,
-        delete_dest: bool = False,
-        preserve_perm: bool = True,
-        preserve_symlinks: bool = False,
-    ) -> None:
+    def get_file(self, source: str | list[str], dest: str, delete_dest: bool = False,
+                 preserve_perm: bool = True, preserve_symlinks: bool = False) -> None:
         """Copy remote ``source`` (path or list) to local ``dest`` with rsync semantics.
 
         The mirror of :meth:`send_file`.  ``preserve_perm=False`` gives the
