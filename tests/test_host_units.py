@@ -211,6 +211,34 @@ def test_known_hosts_revoked(tmp_path: Path) -> None:
         HostKeyChecker("accept-new", str(kh), extra_files=()).check("h", key)
 
 
+def test_known_hosts_lines_keep_file_order_across_literal_and_general_lines(tmp_path: Path) -> None:
+    kh = tmp_path / "kh"
+    kh.write_text("h,h2 t1 K1\n*.x t2 K2\nh t3 K3\n!h,* t4 K4\n@revoked h t5 K5\nh? t6 K6\n")
+    assert [(k.line, k.key_type) for k in read_known_keys(str(kh), "h")] == [
+        (1, "t1"), (3, "t3"), (5, "t5")]
+    assert [k.line for k in read_known_keys(str(kh), "h2")] == [1, 4, 6]
+    assert [k.line for k in read_known_keys(str(kh), "a.x")] == [2, 4]
+
+
+@pytest.mark.parametrize("change", ["append", "replace-same-size"])
+def test_known_hosts_changes_are_seen_by_the_next_lookup(tmp_path: Path, change: str) -> None:
+    """The parsed file is kept between lookups; a changed file is read again."""
+    kh = tmp_path / "kh"
+    kh.write_text("h t1 K1\n")
+    assert [k.key_b64 for k in read_known_keys(str(kh), "h")] == ["K1"]
+    if change == "append":
+        with kh.open("a") as f:
+            f.write("h t2 K2\n")
+        expected = ["K1", "K2"]
+    else:  # e.g. ssh-keygen -R: a new file renamed over the old one
+        new = tmp_path / "kh.new"
+        new.write_text("h t1 K9\n")
+        os.utime(new, ns=(kh.stat().st_atime_ns, kh.stat().st_mtime_ns))
+        new.replace(kh)
+        expected = ["K9"]
+    assert [k.key_b64 for k in read_known_keys(str(kh), "h")] == expected
+
+
 def test_accept_new_appends(tmp_path: Path) -> None:
     key = _key()
     kh = tmp_path / "sub" / "kh"

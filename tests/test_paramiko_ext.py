@@ -253,3 +253,55 @@ def test_close_ends_the_thread_of_a_transport_polling_slowly(
     transport.close()
     transport.join(10)  # closing the socket wakes the read, not the next 60 s poll
     assert not transport.is_alive()
+
+
+# -- config_lookup ----------------------------------------------------------------------
+
+_LAB_CONFIG = """\
+Host tb1
+    Port 2001
+    IdentityFile ~/.ssh/one
+Host tb2 tb3
+    Port 2002
+Host !tb3 tb*
+    User lab
+    IdentityFile ~/.ssh/lab
+Host tb3
+    Port 9999
+    HostName three.lab
+Match host tb4
+    Port 2004
+Host tb[5]
+    Port 2005
+Host *
+    User root
+    ConnectTimeout 7
+    IdentityFile ~/.ssh/all
+"""
+
+
+def test_config_lookup_relies_on_the_parsed_blocks_in_file_order() -> None:
+    cfg = paramiko.SSHConfig.from_text("Host a b\n  Port 1\nMatch host c\n  Port 2\n")
+    blocks = cfg._config  # type: ignore[attr-defined]
+    assert isinstance(blocks, list)
+    assert [b.get("host") for b in blocks] == [["*"], ["a", "b"], None]
+    assert blocks[2]["matches"] and all("config" in b for b in blocks)
+    narrowed = paramiko.SSHConfig()
+    assert narrowed._config == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["tb1", "tb2", "tb3", "tb4", "tb5", "tb6", "other", "tb"])
+def test_config_lookup_gives_what_paramiko_gives(name: str) -> None:
+    cfg = paramiko.SSHConfig.from_text(_LAB_CONFIG)
+    assert paramiko_ext.config_lookup(cfg, name) == cfg.lookup(name)
+    assert paramiko_ext.config_lookup(cfg, name) == cfg.lookup(name)  # the index, reused
+
+
+def test_config_lookup_uses_the_whole_config_when_it_canonicalizes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second pass looks up the canonical name, whose block a narrowed config would lack
+    (canonicalization is stubbed: the real one asks DNS, which tests never do)."""
+    cfg = paramiko.SSHConfig.from_text(
+        "Host a.lab\n  Port 2\nHost a\n  CanonicalizeHostname yes\n  CanonicalDomains lab\n")
+    monkeypatch.setattr(cfg, "canonicalize", lambda hostname, options, domains: "a.lab")
+    assert paramiko_ext.config_lookup(cfg, "a")["port"] == "2"

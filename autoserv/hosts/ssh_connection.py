@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import getpass
 import logging
 import os
@@ -198,7 +199,7 @@ def resolve(
     d = get_ssh_defaults()
     config_path = options.get("ssh_config") or d.ssh_config
     cfg = _CONFIGS.load(config_path)
-    entry: dict[str, Any] = dict(cfg.lookup(hostname)) if cfg is not None else {}
+    entry: dict[str, Any] = dict(paramiko_ext.config_lookup(cfg, hostname)) if cfg is not None else {}
     if password is not None and not isinstance(password, Secret):
         password = Secret(password) if password else None
     key_files: list[str] = []
@@ -222,7 +223,8 @@ def resolve(
         timeout = inputs.config_seconds(entry["connecttimeout"], "ConnectTimeout", config_path,
                                         hostname)
     if cfg is not None and entry.get("proxyjump"):
-        inputs.check_jump_chain(hostname, entry["proxyjump"], cfg.lookup, config_path)
+        inputs.check_jump_chain(hostname, entry["proxyjump"],
+                                functools.partial(paramiko_ext.config_lookup, cfg), config_path)
     if "port" in entry and not (port or d.port):
         entry["port"] = inputs.config_port(entry["port"], config_path, hostname)
     return ConnectParams(
