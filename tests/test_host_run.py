@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import resource
 import socket
 import threading
 import time
@@ -149,6 +150,31 @@ def test_one_transport_shared_with_nodelay(testbed: Testbed) -> None:
     assert t.is_active(), "still used by b"
     b.close()
     assert not t.is_active()
+
+
+def test_commands_run_when_the_process_holds_descriptors_above_1023(testbed: Testbed) -> None:
+    """A thread-model fan-out to 1000 machines holds thousands of descriptors: waiting on a
+    channel whose descriptors are above 1023 must work (``select`` refuses them)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    filler = []
+    try:
+        while len(filler) < 1100 and (not filler or filler[-1] < 1100):
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        h = hosts.SSHHost(testbed.machines[0], ssh_config=str(testbed.ssh_config))
+        try:
+            r = h.run("sleep 0.3; echo late")
+            assert r.stdout == "late\n"
+            with pytest.raises(AutoservRunTimeoutError):
+                h.run("sleep 30", timeout=0.5)
+        finally:
+            h.close()
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_threads_share_the_connection(host: hosts.SSHHost) -> None:
