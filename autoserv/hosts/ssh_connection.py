@@ -124,6 +124,7 @@ class _SSHConfigs:
 
     def __init__(self) -> None:
         self._parsed: dict[str, tuple[tuple[int, int], paramiko.SSHConfig]] = {}
+        self._lock = threading.Lock()
         self._warmed: set[int] = set()  # ids of configs whose Host patterns are compiled
         self._process_warmed = False
 
@@ -135,12 +136,13 @@ class _SSHConfigs:
         except OSError:
             return None
         stamp = (st.st_mtime_ns, st.st_size)
-        cached = self._parsed.get(path)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        cfg = paramiko.SSHConfig.from_path(path)
-        self._parsed[path] = (stamp, cfg)
-        return cfg
+        with self._lock:  # worker threads starting at once: one parses, the others wait
+            cached = self._parsed.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            cfg = paramiko.SSHConfig.from_path(path)
+            self._parsed[path] = (stamp, cfg)
+            return cfg
 
     def warm_before_fork(self) -> None:
         """Do in the parent, once, what every forked SSH worker would otherwise repeat.
@@ -516,11 +518,13 @@ def _start_watchdog(t: paramiko.Transport, p: ConnectParams) -> None:
 
     def watch() -> None:
         missed = 0
+        due = time.monotonic() + interval  # a connection just made answered: no ping yet
         while True:
+            time.sleep(max(0.0, due - time.monotonic()))
             t = ref()
             if t is None or not t.is_active():
                 return
-            start = time.monotonic()
+            due = time.monotonic() + interval
             try:
                 answered = paramiko_ext.ping(t, interval)
             except (OSError, EOFError, paramiko.SSHException):
@@ -528,7 +532,6 @@ def _start_watchdog(t: paramiko.Transport, p: ConnectParams) -> None:
             if answered:
                 missed = 0
                 del t
-                time.sleep(max(0.0, interval - (time.monotonic() - start)))
                 continue
             missed += 1
             if missed >= count:
