@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -344,6 +345,64 @@ def test_journal_skips_a_torn_line(tmp_path: Path) -> None:
     kinds = [(e["kind"], e.get("path")) for e in journal.read(path)]
     assert kinds == [("job", None), ("tmpdir", "/tmp/autoserv-abcdef"), ("end", None)]
     journal.record("tmpdir", "x", path="/y")  # no journal open: nothing, no error
+
+
+def test_journal_lines_written_at_once_share_fsyncs_and_each_is_durable_on_return(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: a line's writer returns only after an fsync that began after its write;
+    writers arriving while an fsync runs share the next one (os.write/os.fsync are wrapped to
+    watch the order and to make each fsync take 20 ms, as on a slow disk)."""
+    from autoserv import journal
+
+    events: list[tuple[str, object]] = []
+    lock = threading.Lock()
+    real_write, real_fsync = os.write, os.fsync
+    path = journal.open_journal(str(tmp_path))
+
+    journal_fd = journal._fd
+
+    def write(fd: int, data: bytes) -> int:
+        with lock:
+            n = real_write(fd, data)
+            if fd == journal_fd:
+                events.append(("write", threading.current_thread().name))
+        return n
+
+    def fsync(fd: int) -> None:
+        assert fd == journal_fd
+        with lock:
+            events.append(("fsync-begin", 0))
+        time.sleep(0.02)
+        real_fsync(fd)
+        with lock:
+            events.append(("fsync-end", 0))
+
+    def one(i: int) -> None:
+        journal.record("tmpdir", "not-a-host", path=f"/tmp/autoserv-{i:06d}")
+        with lock:
+            events.append(("return", threading.current_thread().name))
+
+    monkeypatch.setattr(journal.os, "write", write)
+    monkeypatch.setattr(journal.os, "fsync", fsync)
+    try:
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        monkeypatch.undo()
+        journal.close_journal(ended=True)
+    paths = sorted(e["path"] for e in journal.read(path) if e["kind"] == "tmpdir")
+    assert paths == [f"/tmp/autoserv-{i:06d}" for i in range(40)]
+    fsyncs = sum(1 for kind, _ in events if kind == "fsync-begin")
+    assert 1 <= fsyncs < 40, f"{fsyncs} fsyncs for 40 lines written at once"
+    for ident in {who for kind, who in events if kind == "return"}:
+        wrote = next(i for i, e in enumerate(events) if e == ("write", ident))
+        returned = next(i for i, e in enumerate(events) if e == ("return", ident))
+        begun = [i for i in range(wrote, returned) if events[i][0] == "fsync-begin"]
+        assert begun and any(events[i][0] == "fsync-end" for i in range(begun[0], returned)), \
+            "a writer returned before an fsync begun after its write had ended"
 
 
 def test_cleanup_with_a_password_from_the_environment(testbed_loopback: Testbed, tmp_path: Path,

@@ -144,6 +144,10 @@ class _SSHConfigs:
             self._parsed[path] = (stamp, cfg)
             return cfg
 
+    def reset_lock_in_child(self) -> None:
+        """A forked worker starts with a free lock (another thread of the parent may hold it)."""
+        self._lock = threading.Lock()
+
     def warm_before_fork(self) -> None:
         """Do in the parent, once, what every forked SSH worker would otherwise repeat.
 
@@ -621,6 +625,7 @@ class TransportPool:
 
 POOL = TransportPool()
 os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=POOL._forget_in_child)
+os.register_at_fork(after_in_child=_CONFIGS.reset_lock_in_child)
 
 __all__ = [
     "ConnectOptions",
