@@ -305,3 +305,25 @@ def test_config_lookup_uses_the_whole_config_when_it_canonicalizes(
         "Host a.lab\n  Port 2\nHost a\n  CanonicalizeHostname yes\n  CanonicalDomains lab\n")
     monkeypatch.setattr(cfg, "canonicalize", lambda hostname, options, domains: "a.lab")
     assert paramiko_ext.config_lookup(cfg, "a")["port"] == "2"
+
+
+# -- install_fqdn_cache -----------------------------------------------------------------
+
+
+def test_fqdn_cache_replaces_lazy_fqdn_in_paramiko_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = inspect.getsource(paramiko.config)
+    assert "LazyFqdn(config, local_hostname)" in source and "socket.getfqdn()" in source
+    paramiko_ext.install_fqdn_cache()
+    assert paramiko.config.LazyFqdn is paramiko_ext._OnceFqdn
+    paramiko_ext.install_fqdn_cache()  # idempotent
+    assert paramiko.config.LazyFqdn is paramiko_ext._OnceFqdn
+    # many machines' lookups ask the resolver once (the resolver is stubbed: tests ask no DNS)
+    calls: list[int] = []
+    monkeypatch.setattr(paramiko_ext, "_fqdns", {})
+    monkeypatch.setattr(paramiko.config.socket, "getfqdn",  # type: ignore[attr-defined]
+                        lambda name="": calls.append(1) or "ctl.lab.example")
+    cfg = paramiko.SSHConfig.from_text(
+        "Host *\n    IdentityFile ~/.ssh/%l\n    UserKnownHostsFile ~/.ssh/kh\n")
+    entries = [cfg.lookup(f"m{i}") for i in range(10)]
+    assert all(e["identityfile"][0].endswith("/.ssh/ctl.lab.example") for e in entries)
+    assert len(calls) == 1

@@ -7,6 +7,8 @@ release is checked first).  No other module touches paramiko's private names.
 
 * :func:`install_getuser_cache` — replaces :mod:`getpass` inside
   :mod:`paramiko.config` (the local user name asked once, not per ``Host`` block).
+* :func:`install_fqdn_cache` — replaces ``paramiko.config.LazyFqdn`` (the local FQDN,
+  for ``%l``) with one that asks the resolver once per process.
 * :func:`install_exit_signal_handler` / :func:`exit_signal` — RFC 4254
   ``exit-signal`` requests, which paramiko drops (``Transport._channel_handler_table``,
   ``Channel._handle_request``).
@@ -46,6 +48,7 @@ import paramiko
 
 __all__ = [
     "install_getuser_cache",
+    "install_fqdn_cache",
     "install_exit_signal_handler",
     "exit_signal",
     "exit_signal_number",
@@ -89,6 +92,43 @@ def install_getuser_cache() -> None:
     """
     if not isinstance(paramiko.config.getpass, _OnceGetpass):  # type: ignore[attr-defined]
         paramiko.config.getpass = _OnceGetpass()  # type: ignore[attr-defined]
+
+
+#: (host name, AddressFamily) -> this machine's FQDN, as paramiko's LazyFqdn found it
+_fqdns: dict[tuple[str | None, str], str] = {}
+_fqdns_lock = threading.Lock()
+
+
+class _OnceFqdn(paramiko.config.LazyFqdn):  # type: ignore[misc]
+    """paramiko's lazy ``%l`` (local FQDN) value, looked up once per process."""
+
+    def __str__(self) -> str:
+        options: Any = self.config  # the options looked up so far (an SSHConfigDict)
+        family = str(options.get("addressfamily", "any")).lower()
+        key = (self.host, family)
+        with _fqdns_lock:
+            known = _fqdns.get(key)
+        if known is None:
+            known = str(super().__str__())
+            with _fqdns_lock:
+                _fqdns[key] = known
+        return known
+
+
+def install_fqdn_cache() -> None:
+    """Make :mod:`paramiko.config` look up this machine's FQDN once per process.
+
+    Why: for every option that may hold ``%l`` (``IdentityFile``, ``UserKnownHostsFile``,
+    ``ControlPath``...) paramiko's lookup turns a fresh ``LazyFqdn`` into text whether or
+    not the value holds ``%l``, so each machine's lookup asked the resolver (``getfqdn``:
+    /etc/hosts, then DNS) two or three times: a DNS query per machine on a controller
+    whose name is not in /etc/hosts, and as many DNS timeouts when the resolver is away.
+    The local FQDN does not change while a job runs.  Relies on ``paramiko.config``
+    creating ``LazyFqdn(config, host)`` by that module-level name and reading it with
+    ``str()``.  Idempotent.
+    """
+    if paramiko.config.LazyFqdn is not _OnceFqdn:
+        paramiko.config.LazyFqdn = _OnceFqdn  # type: ignore[misc]
 
 
 def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:

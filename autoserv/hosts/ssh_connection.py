@@ -117,6 +117,7 @@ class ConnectParams:
 
 
 paramiko_ext.install_getuser_cache()
+paramiko_ext.install_fqdn_cache()
 
 
 class _SSHConfigs:
