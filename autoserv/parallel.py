@@ -537,35 +537,36 @@ def _run_threads(
         _finish_thread(sub)
         return True
 
-    try:
-        while waiting or running:
-            while waiting and (limit is None or len(running) < limit) and not deadline.expired():
-                task = waiting.pop(0)
-                worker = workers.ThreadWorker(task, _hooks, done)
-                running[id(task)] = worker
-                worker.start()
-                log.debug("Started worker thread %s", task.label)
-                _notify("start", task)
-            if deadline.expired():
-                break
-            # short waits: the main thread must stay responsive to SIGINT/SIGTERM
-            collect(min(deadline.remaining(0.5), 0.5))
-        if running or waiting:
-            log.error(
-                "Timeout of %s s expired; still running: %s",
-                timeout,
-                ", ".join(w.sub.label for w in running.values()),
-            )
-            _not_started(waiting, timeout)
-            for worker in running.values():
-                worker.sub.timed_out = True
-            _terminate_threads(running, collect, f"parallel timeout of {timeout} s expired")
-    except abort.JobAbort as exc:
-        _terminate_threads(running, collect, exc.reason)
-        raise
-    except BaseException:
-        _terminate_threads(running, collect, "the controller failed")
-        raise
+    with workers.fewer_gc_passes():  # the collector's passes over N live connections
+        try:
+            while waiting or running:
+                while waiting and (limit is None or len(running) < limit) and not deadline.expired():
+                    task = waiting.pop(0)
+                    worker = workers.ThreadWorker(task, _hooks, done)
+                    running[id(task)] = worker
+                    worker.start()
+                    log.debug("Started worker thread %s", task.label)
+                    _notify("start", task)
+                if deadline.expired():
+                    break
+                # short waits: the main thread must stay responsive to SIGINT/SIGTERM
+                collect(min(deadline.remaining(0.5), 0.5))
+            if running or waiting:
+                log.error(
+                    "Timeout of %s s expired; still running: %s",
+                    timeout,
+                    ", ".join(w.sub.label for w in running.values()),
+                )
+                _not_started(waiting, timeout)
+                for worker in running.values():
+                    worker.sub.timed_out = True
+                _terminate_threads(running, collect, f"parallel timeout of {timeout} s expired")
+        except abort.JobAbort as exc:
+            _terminate_threads(running, collect, exc.reason)
+            raise
+        except BaseException:
+            _terminate_threads(running, collect, "the controller failed")
+            raise
 
 
 def _terminate_threads(

@@ -58,13 +58,15 @@ paramiko's transport thread).
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import queue
 import resource
 import threading
 import traceback
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from autoserv import abort, logging_setup, scope
@@ -73,7 +75,7 @@ from autoserv.errors import AutoservError, AutoservUsageError
 if TYPE_CHECKING:
     from autoserv.parallel import WorkerHooks, subcommand
 
-__all__ = ["MODEL_ENV", "MODELS", "model", "WorkerAbort", "ThreadWorker", "MEASURED",
+__all__ = ["MODEL_ENV", "MODELS", "model", "WorkerAbort", "ThreadWorker", "MEASURED", "fewer_gc_passes",
            "raise_nofile"]
 
 log = logging.getLogger("autoserv.parallel")
@@ -89,6 +91,29 @@ MEASURED: dict[str, dict[int, tuple[float, float, int]]] = {
 }
 
 _CLONE_FS = 0x200
+
+
+#: The collector's first threshold while worker threads run (CPython's default: 700).
+GC_THRESHOLD0 = 20_000
+
+
+@contextmanager
+def fewer_gc_passes(threshold0: int = GC_THRESHOLD0) -> Iterator[None]:
+    """Let the cyclic garbage collector run less often while a thread fan-out runs.
+
+    Why: every connection of a fan-out keeps thousands of objects alive in this one
+    process, and each collection pass visits the young ones again: at 1000 machines the
+    collector took ~5% of the controller's CPU (``perf``).  With 20,000 allocations
+    between passes instead of 700: 9.4 -> 8.8 ms of CPU per machine, 0.5 s less wall
+    time, 4 MB more peak RSS (1000 loopback hosts, two runs each).  The thresholds are
+    restored afterwards; nested fan-outs keep the higher one until the outer ends.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], threshold0), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def model() -> str:

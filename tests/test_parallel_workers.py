@@ -7,6 +7,7 @@ for either model, in test_runner_testbed.py (run it with AUTOSERV_WORKERS=thread
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 import time
@@ -185,3 +186,14 @@ def test_raise_nofile_for_worker_threads() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
     assert int(out.stdout) == 256 + workers.FDS_PER_WORKER * 100
+
+
+def test_fewer_gc_passes_while_a_fan_out_runs_then_restored() -> None:
+    before = gc.get_threshold()
+    with workers.fewer_gc_passes():
+        raised = gc.get_threshold()
+        assert raised[0] == max(before[0], workers.GC_THRESHOLD0) and raised[1:] == before[1:]
+        with workers.fewer_gc_passes():  # a fan-out inside a worker
+            assert gc.get_threshold() == raised
+        assert gc.get_threshold() == raised
+    assert gc.get_threshold() == before
