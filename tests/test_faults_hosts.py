@@ -360,6 +360,28 @@ def test_lost_connection_reconnects_and_kills_the_command(testbed_loopback: Test
 # -- 4: a host whose network is gone is declared lost within the keepalives ----------------
 
 
+def test_keepalive_thread_starts_only_when_the_first_keepalive_is_due(
+        testbed_loopback: Testbed) -> None:
+    """A fan-out's short connections start no watchdog thread; a lasting one gets its own."""
+    h = hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config),
+                      keepalive=1)
+    where = h.params.where
+
+    def watchdogs() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name == f"autoserv-keepalive-{where}"]
+
+    try:
+        h.run("true")
+        assert watchdogs() == [], "a watchdog thread right after connecting"
+        deadline = Deadline(10)
+        while not watchdogs() and not deadline.expired():
+            time.sleep(0.05)
+        assert watchdogs(), "no watchdog thread once the first keepalive was due"
+        h.run("true")  # and the connection still works with it pinging
+    finally:
+        h.close()
+
+
 def test_cut_network_is_lost_within_server_alive_interval_times_count(
         testbed_netns: Testbed, tmp_path: Path) -> None:
     th = testbed_netns.hosts[2]
