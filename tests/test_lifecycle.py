@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import textwrap
 import threading
@@ -777,6 +778,22 @@ def test_mark_and_read_from_it_in_a_real_shell(tmp_path: Path) -> None:
         f.write("x" * (crashinfo.MAX_BYTES + 10))
     out = _sh(crashinfo.commands(None, None, marks, [str(log)])["messages"])
     assert len(out) <= crashinfo.MAX_BYTES and out.endswith("x" * 1000) and "new file" not in out
+
+
+@pytest.mark.skipif(not any(os.path.isdir(d) for d in ("/run/log/journal", "/var/log/journal")),
+                    reason="no journal directory here: the mark takes no time")
+@pytest.mark.parametrize("shell", ["bash", "sh"])
+def test_the_journal_mark_is_the_shells_time_without_date_where_bash_knows_it(
+        tmp_path: Path, shell: str) -> None:
+    """bash tells the time itself ($EPOCHSECONDS: no ``date`` process on each host); sh
+    (dash) runs ``date``.  bash runs here with no ``date`` on its PATH."""
+    (tmp_path / "date").symlink_to(shutil.which("date") or "/bin/date")
+    path = "/nonexistent" if shell == "bash" else str(tmp_path)
+    before = int(time.time())
+    out = subprocess.run([shutil.which(shell) or shell, "-c", crashinfo.mark_command([])],
+                         capture_output=True, text=True, check=True, env={"PATH": path}).stdout
+    since = crashinfo.parse_marks(out).since
+    assert since is not None and before <= since <= time.time(), out
 
 
 def test_marking_is_never_fatal(tmp_path: Path) -> None:
