@@ -327,3 +327,17 @@ def test_fqdn_cache_replaces_lazy_fqdn_in_paramiko_config(monkeypatch: pytest.Mo
     entries = [cfg.lookup(f"m{i}") for i in range(10)]
     assert all(e["identityfile"][0].endswith("/.ssh/ctl.lab.example") for e in entries)
     assert len(calls) == 1
+
+
+def test_fqdn_cache_keeps_nothing_a_stand_in_resolver_answered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``autoserv check`` looks names up through a resolver that answers offline: what it
+    says must not become the job's %l."""
+    from autoserv.check.machines import offline_ssh_config
+
+    paramiko_ext.install_fqdn_cache()
+    monkeypatch.setattr(paramiko_ext, "_fqdns", {})
+    cfg = paramiko.SSHConfig.from_text("Host *\n    IdentityFile ~/.ssh/%l\n")
+    with offline_ssh_config():
+        cfg.lookup("m1")
+    assert paramiko_ext._fqdns == {}

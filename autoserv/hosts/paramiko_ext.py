@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import getpass
 import signal
+import socket
 import threading
 import weakref
 from collections.abc import Callable
@@ -103,6 +104,8 @@ class _OnceFqdn(paramiko.config.LazyFqdn):  # type: ignore[misc]
     """paramiko's lazy ``%l`` (local FQDN) value, looked up once per process."""
 
     def __str__(self) -> str:
+        if paramiko.config.socket is not socket:  # type: ignore[attr-defined]
+            return str(super().__str__())  # a stand-in resolver (autoserv check): not cached
         options: Any = self.config  # the options looked up so far (an SSHConfigDict)
         family = str(options.get("addressfamily", "any")).lower()
         key = (self.host, family)
