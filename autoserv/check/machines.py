@@ -130,8 +130,10 @@ class _Config:
 
     def lookup(self, host: str) -> dict[str, Any]:
         assert self.cfg is not None
+        from autoserv.hosts import paramiko_ext  # paramiko is loaded: self.cfg is its config
+
         with offline_ssh_config():
-            return dict(self.cfg.lookup(host))
+            return dict(paramiko_ext.config_lookup(self.cfg, host))
 
     def defines(self, alias: str) -> bool:
         return any(fnmatch.fnmatch(alias, p) for p in self.patterns if not p.startswith("!"))

@@ -526,11 +526,13 @@ class _WatchdogStarter:
     cannot delay another's checks.
     """
 
+    _cond: threading.Condition
+    _due: list[tuple[float, int, Callable[[], None]]]  # a heap
+    _seq: int
+    _thread: threading.Thread | None
+
     def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._due: list[tuple[float, int, Callable[[], None]]] = []  # a heap
-        self._seq = 0
-        self._thread: threading.Thread | None = None
+        self.reset_in_child()
 
     def at(self, when: float, start: Callable[[], None]) -> None:
         """Call ``start()`` at monotonic time ``when`` (in the starter's thread)."""
@@ -553,8 +555,11 @@ class _WatchdogStarter:
                 start()
 
     def reset_in_child(self) -> None:
-        """A forked worker has none of the parent's threads: start afresh."""
-        self.__init__()  # type: ignore[misc]
+        """Start afresh: nothing due, no thread (a forked worker has none of the parent's)."""
+        self._cond = threading.Condition()
+        self._due = []
+        self._seq = 0
+        self._thread = None
 
 
 _STARTER = _WatchdogStarter()
@@ -676,9 +681,16 @@ class TransportPool:
 
 
 POOL = TransportPool()
-os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=POOL._forget_in_child)
-os.register_at_fork(after_in_child=_CONFIGS.reset_lock_in_child)
-os.register_at_fork(after_in_child=_STARTER.reset_in_child)
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker: no parent's connections, free locks, no parent's threads."""
+    POOL._forget_in_child()
+    _CONFIGS.reset_lock_in_child()
+    _STARTER.reset_in_child()
+
+
+os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=_after_fork_in_child)
 
 __all__ = [
     "ConnectOptions",
