@@ -38,6 +38,21 @@ def test_wrong_key_is_permission_denied(testbed: Testbed, tmp_path: Path) -> Non
         h.run("true")
 
 
+def test_an_encrypted_key_is_skipped_and_the_next_key_logs_in(testbed: Testbed,
+                                                               tmp_path: Path) -> None:
+    """An encrypted key file (no agent to unlock it) is passed over, not a failed connection:
+    the ssh config's key logs in."""
+    key = tmp_path / "locked_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a passphrase", "-f", str(key)],
+                   check=True)
+    h = hosts.SSHHost(testbed.machines[0], key_file=str(key), ssh_config=str(testbed.ssh_config))
+    try:
+        assert h.params.key_files[0] == str(key)
+        assert h.run("echo in").stdout == "in\n"
+    finally:
+        h.close()
+
+
 def test_password_auth(testbed: Testbed) -> None:
     th = testbed.hosts[1]
     h = hosts.SSHHost(

@@ -239,6 +239,32 @@ def test_known_hosts_changes_are_seen_by_the_next_lookup(tmp_path: Path, change:
     assert [k.key_b64 for k in read_known_keys(str(kh), "h")] == expected
 
 
+def _keygen(path: Path, kind: str = "ed25519", passphrase: str = "") -> None:
+    path.unlink(missing_ok=True)
+    Path(f"{path}.pub").unlink(missing_ok=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-f", str(path)], check=True)
+
+
+def test_key_files_are_loaded_once_per_change(tmp_path: Path) -> None:
+    """A key file is loaded once while it stays the same (an RSA key's check costs 72-230 ms
+    of CPU per load), again when it changes; an encrypted key is refused each time."""
+    from autoserv.hosts.ssh_connection import _KeyFiles
+
+    keys = _KeyFiles()
+    path = tmp_path / "id"
+    _keygen(path)
+    first = keys.load(str(path))
+    assert keys.load(str(path)) is first
+    _keygen(path)  # a new key in the same place
+    second = keys.load(str(path))
+    assert second is not first and second.get_base64() != first.get_base64()
+    _keygen(path, passphrase="s3cret-phrase")
+    for _ in range(2):
+        with pytest.raises(paramiko.PasswordRequiredException):
+            keys.load(str(path))
+    keys.warm([str(path), str(tmp_path / "none")])  # errors and missing files: ignored
+
+
 def test_accept_new_appends(tmp_path: Path) -> None:
     key = _key()
     kh = tmp_path / "sub" / "kh"
