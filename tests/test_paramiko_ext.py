@@ -341,3 +341,13 @@ def test_fqdn_cache_keeps_nothing_a_stand_in_resolver_answered(
     with offline_ssh_config():
         cfg.lookup("m1")
     assert paramiko_ext._fqdns == {}
+
+
+# -- config_identity_files ---------------------------------------------------------------
+
+
+def test_config_identity_files_lists_the_named_keys_in_order() -> None:
+    cfg = paramiko.SSHConfig.from_text(
+        "Host a\n  IdentityFile ~/.ssh/a\n  IdentityFile /k/shared\n"
+        "Host b\n  IdentityFile /k/shared\n  IdentityFile ~/.ssh/%h\nHost *\n  User root\n")
+    assert paramiko_ext.config_identity_files(cfg) == [os.path.expanduser("~/.ssh/a"), "/k/shared"]

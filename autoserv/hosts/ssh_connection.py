@@ -158,21 +158,22 @@ class _SSHConfigs:
         the passwd NSS module (paramiko's config lookup asks ``getpass.getuser()``)
         and the ``idna`` codec (``socket`` host names) are loaded.  Each of N
         ``parallel_simple`` workers spent ~6 ms of CPU on this with 50 hosts in
-        the config.  The job's key file and the default ones are loaded (see
-        :class:`_KeyFiles`); a key only the ssh config names is loaded by each worker.
+        the config.  The job's key file, the default ones and those the config names
+        are loaded (see :class:`_KeyFiles`).
         """
+        d = get_ssh_defaults()
         with contextlib.suppress(Exception):
-            cfg = self.load(get_ssh_defaults().ssh_config)
+            cfg = self.load(d.ssh_config)
             if cfg is not None and id(cfg) not in self._warmed:
                 for pattern in cfg.get_hostnames():
                     fnmatch.fnmatch("", pattern.lstrip("!"))
+                _KEYS.warm(paramiko_ext.config_identity_files(cfg))  # RSA: 72-230 ms each
                 self._warmed.add(id(cfg))
         if not self._process_warmed:
             self._process_warmed = True
             with contextlib.suppress(Exception):
                 getpass.getuser()
                 "localhost".encode("idna")
-        d = get_ssh_defaults()  # the keys every worker would load (an RSA key: 72-230 ms each)
         _KEYS.warm(os.path.expanduser(k) for k in (d.key_file, *DEFAULT_KEYS) if k)
 
 
