@@ -17,7 +17,6 @@ import contextlib
 import fnmatch
 import functools
 import getpass
-import heapq
 import logging
 import os
 import random
@@ -26,7 +25,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, Unpack
 
@@ -40,7 +39,7 @@ from autoserv.errors import (
     AutoservSshPermissionDeniedError,
     AutoservSSHTimeout,
 )
-from autoserv.hosts import paramiko_ext
+from autoserv.hosts import keepalive, paramiko_ext
 from autoserv.hosts.defaults import get_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name
 from autoserv.hosts.machine import Machine
@@ -538,7 +537,7 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
         raise
     paramiko_ext.set_idle_poll(t)
     if p.keepalive:
-        _start_watchdog(t, p)
+        keepalive.watch(t, p.keepalive, p.keepalive_count, p.where)
     _jumps[t] = jumps  # closed with t
     log.debug("connected to %s@%s (%s)", p.user, p.where, t.remote_version)
     return t
@@ -554,107 +553,6 @@ def _close_and_join(t: paramiko.Transport, timeout: float = 2.0) -> None:
     t.close()
     if t.is_alive() and t is not threading.current_thread():
         t.join(timeout)
-
-
-#: transport -> why the keepalive watchdog declared its host lost
-_lost: weakref.WeakKeyDictionary[paramiko.Transport, str] = weakref.WeakKeyDictionary()
-
-
-def lost_reason(t: paramiko.Transport | None) -> str | None:
-    """Why ``t`` was closed as lost (no answer to keepalives), or None."""
-    return _lost.get(t) if t is not None else None
-
-
-class _WatchdogStarter:
-    """Starts each connection's keepalive watchdog one interval after it connected, from one
-    thread that only keeps time.
-
-    Why: most connections of a fan-out end before their first keepalive is due, and those
-    never need a watchdog thread: at 1000 loopback hosts the controller's peak RSS went
-    from 113 to 97-101 MB (its CPU did not change beyond the noise, ~7.7 ms per machine).
-    The watchdogs themselves stay one per connection, so a connection whose sends block
-    cannot delay another's checks.
-    """
-
-    _cond: threading.Condition
-    _due: list[tuple[float, int, Callable[[], None]]]  # a heap
-    _seq: int
-    _thread: threading.Thread | None
-
-    def __init__(self) -> None:
-        self.reset_in_child()
-
-    def at(self, when: float, start: Callable[[], None]) -> None:
-        """Call ``start()`` at monotonic time ``when`` (in the starter's thread)."""
-        with self._cond:
-            heapq.heappush(self._due, (when, self._seq, start))
-            self._seq += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="autoserv-keepalive-starter")
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._due or self._due[0][0] > time.monotonic():
-                    self._cond.wait(self._due[0][0] - time.monotonic() if self._due else None)
-                start = heapq.heappop(self._due)[2]
-            with contextlib.suppress(Exception):
-                start()
-
-    def reset_in_child(self) -> None:
-        """Start afresh: nothing due, no thread (a forked worker has none of the parent's)."""
-        self._cond = threading.Condition()
-        self._due = []
-        self._seq = 0
-        self._thread = None
-
-
-_STARTER = _WatchdogStarter()
-
-
-def _start_watchdog(t: paramiko.Transport, p: ConnectParams) -> None:
-    """Check every ``p.keepalive`` s that the server answers (ServerAliveInterval and
-    ServerAliveCountMax semantics); close ``t`` as lost after ``p.keepalive_count``
-    unanswered keepalives in a row, so everything waiting on it ends.  The first check is
-    one interval after connecting (the connection just answered)."""
-    ref = weakref.ref(t)
-    interval, count, where = p.keepalive, p.keepalive_count, p.where
-
-    def watch() -> None:
-        missed = 0
-        while True:
-            t = ref()
-            if t is None or not t.is_active():
-                return
-            due = time.monotonic() + interval
-            try:
-                answered = paramiko_ext.ping(t, interval)
-            except (OSError, EOFError, paramiko.SSHException):
-                return
-            if answered:
-                missed = 0
-                del t
-                time.sleep(max(0.0, due - time.monotonic()))
-                continue
-            missed += 1
-            if missed >= count:
-                reason = (f"no answer to {count} keepalives in {interval * count:g} s "
-                          f"(ServerAliveInterval {interval:g}, ServerAliveCountMax {count})")
-                _lost[t] = reason
-                log.warning("%s is lost: %s", where, reason)
-                t.close()
-                return
-            del t
-
-    def start() -> None:
-        t = ref()
-        if t is not None and t.is_active():
-            threading.Thread(target=watch, daemon=True, name=f"autoserv-keepalive-{where}").start()
-
-    _STARTER.at(time.monotonic() + interval, start)
 
 
 #: transport -> the jump-host transports it runs through (closed with it)
@@ -738,7 +636,7 @@ def _after_fork_in_child() -> None:
     POOL._forget_in_child()
     _CONFIGS.reset_lock_in_child()
     _KEYS.reset_lock_in_child()
-    _STARTER.reset_in_child()
+    keepalive.reset_in_child()
 
 
 os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=_after_fork_in_child)

@@ -30,8 +30,8 @@ from autoserv import jobmark
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservRunError, AutoservSSHTimeout
 from autoserv.hosts import paramiko_ext
+from autoserv.hosts.keepalive import lost_reason
 from autoserv.hosts.paramiko_ext import send_eof
-from autoserv.hosts.ssh_connection import lost_reason
 from autoserv.localsys import GROUP_ALIVE_SH
 from autoserv.run_core import Execution
 from autoserv.streams import StreamCollector

@@ -25,6 +25,7 @@ from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutError, AutoservSSHTimeout
 from autoserv.hosts import context, paramiko_ext, transfer
 from autoserv.hosts.base import RemoteHost
+from autoserv.hosts.keepalive import lost_reason
 from autoserv.hosts.machine import Machine
 from autoserv.hosts.scp_client import SCPClient, safe_scp_path
 from autoserv.hosts.sftp_client import SFTPSession
@@ -32,7 +33,6 @@ from autoserv.hosts.ssh_connection import (
     POOL,
     ConnectOptions,
     ConnectParams,
-    lost_reason,
     resolve,
     send_eof,
 )
