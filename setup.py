@@ -42,6 +42,7 @@ setup(
         "test": [
             "pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "mypy>=1.10", "types-paramiko",
             "xmlschema>=3", "jsonschema>=4.18", "matplotlib>=3.8",  # tests draw the bench chart
+            "invoke>=2",  # tests run an ssh config's Match exec (paramiko runs it with invoke)
         ],
         "bench": ["fabric>=3.2", "parallel-ssh>=2.12", "asyncssh>=2.14", "matplotlib>=3.8"],
     },

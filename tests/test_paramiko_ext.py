@@ -11,6 +11,8 @@ import contextlib
 import inspect
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -351,3 +353,43 @@ def test_config_identity_files_lists_the_named_keys_in_order() -> None:
         "Host a\n  IdentityFile ~/.ssh/a\n  IdentityFile /k/shared\n"
         "Host b\n  IdentityFile /k/shared\n  IdentityFile ~/.ssh/%h\nHost *\n  User root\n")
     assert paramiko_ext.config_identity_files(cfg) == [os.path.expanduser("~/.ssh/a"), "/k/shared"]
+
+
+# -- enable_match_exec -------------------------------------------------------------------
+
+_MATCH_EXEC = """\
+import sys
+from autoserv.hosts import ssh_connection
+print("invoke loaded at import:", "invoke" in sys.modules)
+try:
+    print("port:", ssh_connection.resolve("h", ssh_config=sys.argv[1]).port)
+except Exception as exc:
+    print("error:", type(exc).__name__, exc)
+"""
+
+
+def _fresh_python(tmp_path: Path, config: str, block_invoke: bool = False) -> str:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(config)
+    code = ("import sys; sys.modules['invoke'] = None\n" if block_invoke else "") + _MATCH_EXEC
+    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True,
+                         check=True, cwd=str(tmp_path))
+    return out.stdout
+
+
+def test_paramiko_is_loaded_without_invoke_and_match_exec_gets_it(tmp_path: Path) -> None:
+    pytest.importorskip("invoke")
+    marker = tmp_path / "ran"
+    plain = _fresh_python(tmp_path, "Host h\n    Port 2201\n")
+    assert "invoke loaded at import: False" in plain and "port: 2201" in plain
+    out = _fresh_python(tmp_path, f'Match exec "touch {marker}"\n    Port 2202\n')
+    assert "invoke loaded at import: False" in out and "port: 2202" in out, out
+    assert marker.exists()
+    config = paramiko.SSHConfig.from_text('Match exec "true"\n    Port 1\n')
+    assert config._config[1]["matches"][0]["type"] == "exec"  # type: ignore[attr-defined]
+    assert hasattr(paramiko.config, "invoke") and hasattr(paramiko.config, "invoke_import_error")
+
+
+def test_match_exec_without_invoke_is_one_clear_error(tmp_path: Path) -> None:
+    out = _fresh_python(tmp_path, 'Match exec "true"\n    Port 2202\n', block_invoke=True)
+    assert "error: AutoservError ssh config" in out and "needs the Python package invoke" in out

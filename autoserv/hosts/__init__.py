@@ -7,13 +7,26 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from autoserv.hosts import context, registry
-from autoserv.hosts.base import Host, RemoteHost, set_status_hook
-from autoserv.hosts.defaults import get_ssh_defaults, reset_ssh_defaults, set_ssh_defaults
-from autoserv.hosts.machine import Machine, mask_machine, parse_machine
-from autoserv.hosts.ssh_host import SSHHost
+# paramiko imports invoke (~40 ms of every start, where invoke is installed, e.g. with
+# Fabric) only to run the ``Match exec`` lines of ssh configs: load paramiko without it; a
+# config that has such a line gets it then (paramiko_ext.enable_match_exec).
+_without_invoke = "paramiko" not in sys.modules and "invoke" not in sys.modules
+if _without_invoke:
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # importing it raises ImportError
+try:
+    import paramiko  # noqa: F401
+finally:
+    if _without_invoke and sys.modules.get("invoke", 0) is None:
+        del sys.modules["invoke"]
+
+from autoserv.hosts import context, registry  # noqa: E402
+from autoserv.hosts.base import Host, RemoteHost, set_status_hook  # noqa: E402
+from autoserv.hosts.defaults import get_ssh_defaults, reset_ssh_defaults, set_ssh_defaults  # noqa: E402
+from autoserv.hosts.machine import Machine, mask_machine, parse_machine  # noqa: E402
+from autoserv.hosts.ssh_host import SSHHost  # noqa: E402
 
 __all__ = [
     "Host",

@@ -26,7 +26,8 @@ release is checked first).  No other module touches paramiko's private names.
   timeout its read loop checks ``active`` on).
 * :func:`config_lookup` — ``SSHConfig.lookup`` trying only the blocks that can apply
   to the name (``SSHConfig._config``, the parsed blocks in file order);
-  :func:`config_identity_files` — the key files a config names, from the same blocks.
+  :func:`config_identity_files` — the key files a config names, from the same blocks;
+  :func:`enable_match_exec` — ``invoke`` (loaded only for a config with ``Match exec``).
 * :func:`dropped_before_banner` — tells a server that closed or reset the
   connection before its SSH banner (sshd's ``MaxStartups``) from every other
   handshake failure (the ``__context__`` of paramiko's banner error).
@@ -38,6 +39,7 @@ lives in a weak dictionary here, never as attributes added to them.
 from __future__ import annotations
 
 import getpass
+import importlib
 import os
 import signal
 import socket
@@ -62,6 +64,7 @@ __all__ = [
     "ping",
     "config_lookup",
     "config_identity_files",
+    "enable_match_exec",
 ]
 
 _A = TypeVar("_A")
@@ -421,3 +424,24 @@ def config_identity_files(cfg: paramiko.SSHConfig) -> list[str]:
             if "%" not in value:
                 found[os.path.expanduser(value)] = None
     return list(found)
+
+
+def enable_match_exec(cfg: paramiko.SSHConfig) -> None:
+    """Give :mod:`paramiko.config` the ``invoke`` module when ``cfg`` has a ``Match exec``.
+
+    Why: :mod:`autoserv.hosts` loads paramiko without invoke, which it imports only to run
+    ``Match exec`` commands (~40 ms of every start where invoke is installed).  Relies on
+    ``paramiko.config`` keeping the module in its global ``invoke`` (None when its import
+    failed) and reading it when it evaluates a ``Match exec``, and on ``SSHConfig._config``
+    (see :func:`config_lookup`), whose blocks keep ``matches`` as dicts with a ``type``.
+    Without invoke installed, such a lookup raises the ImportError of importing it
+    (``paramiko.config.invoke_import_error``).
+    """
+    if paramiko.config.invoke is not None:  # type: ignore[attr-defined]
+        return
+    blocks = cfg._config  # type: ignore[attr-defined]
+    if any(m.get("type") == "exec" for b in blocks for m in b.get("matches") or ()):
+        try:
+            paramiko.config.invoke = importlib.import_module("invoke")  # type: ignore[attr-defined]
+        except ImportError as exc:  # not installed: paramiko raises this one, not our block's
+            paramiko.config.invoke_import_error = exc  # type: ignore[attr-defined]

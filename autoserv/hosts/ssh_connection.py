@@ -142,6 +142,7 @@ class _SSHConfigs:
             if cached is not None and cached[0] == stamp:
                 return cached[1]
             cfg = paramiko.SSHConfig.from_path(path)
+            paramiko_ext.enable_match_exec(cfg)
             self._parsed[path] = (stamp, cfg)
             return cfg
 
@@ -256,7 +257,11 @@ def resolve(
     d = get_ssh_defaults()
     config_path = options.get("ssh_config") or d.ssh_config
     cfg = _CONFIGS.load(config_path)
-    entry: dict[str, Any] = dict(paramiko_ext.config_lookup(cfg, hostname)) if cfg is not None else {}
+    try:
+        entry: dict[str, Any] = dict(paramiko_ext.config_lookup(cfg, hostname)) if cfg is not None else {}
+    except ImportError as exc:  # paramiko runs Match exec with invoke
+        raise AutoservError(f"ssh config {config_path or '~/.ssh/config'}: a Match exec line "
+                            f"needs the Python package invoke ({exc})") from None
     if password is not None and not isinstance(password, Secret):
         password = Secret(password) if password else None
     key_files: list[str] = []
