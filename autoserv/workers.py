@@ -62,6 +62,8 @@ the journal's fsyncs are shared, the collector runs less often during a fan-out:
     50          1.00 s     12.9 ms          0.76 s       6.5 ms      1.33      1.85
     250         4.46 s      9.9 ms          3.29 s       3.8 ms      1.36      1.93
     1000       19.38 s     10.8 ms         14.29 s       3.1 ms      1.36        -
+    50          1.01 s     11.4 ms          0.84 s       7.4 ms      1.21      1.57   (final code)
+    250         4.00 s      7.9 ms          3.84 s       4.2 ms      1.04      1.80   (final code)
     1000       18.08 s      9.1 ms         14.47 s       3.1 ms      1.25        -   (final code)
     1000       16.00 s      7.6 ms         14.32 s       3.1 ms      1.12        -   (final code)
 
