@@ -77,6 +77,8 @@ class ProbeSummary:
             self.reports.setdefault(report.nodeid, []).append(report)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if terminalreporter.config.option.collectonly:  # nothing ran: no figures
+            return
         outcomes = {n: outcome_of(self.reports.get(n, [])) for n in self.probes}
         lines = figures(self.probes, outcomes)
         if lines:
