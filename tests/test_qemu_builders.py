@@ -246,7 +246,6 @@ def test_ifup_script_runs_nothing_but_ip(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "calls", "qemu-ifup"]
 
 
-@pytest.mark.probe_injection
 def test_kvm_refuses_a_bad_bridge_before_touching_the_host() -> None:
     from autoserv import hosts, kvm
 
