@@ -8,11 +8,13 @@ own categories and items, and CI measures the figures on every run:
 * every probe carries one marker, ``probe_fault``, ``probe_input`` or ``probe_injection``
   (registered in pyproject.toml); each parametrized case is one probe;
 * the catalogue is the tests of tests/test_faults_hosts.py, test_faults_inputs.py and
-  test_faults_runner.py that attack a running autoserv (their pure-function table tests
-  are not probes), the fault, host-key and bad-input tests of other files that do the
-  same (test_cli, test_runner_testbed, test_host_*, test_kvm_e2e, test_qemu_builders),
-  and this module, which adds what they lacked to reach the issue's sizes: 39 faults,
-  132 bad inputs, 23 injections;
+  test_faults_runner.py that attack a running autoserv (their pure-function table tests,
+  such as the status.log renderer's 40 line-break cases, are not probes: the end-to-end
+  status.log forgery probe is), the fault, host-key and bad-input tests of other files
+  that do the same (test_cli, test_runner_testbed, test_host_*, test_kvm_e2e's dead
+  guests), 35 faults, 40 bad inputs and 19 injections in all, and this module, which adds
+  what they lacked to reach the issue's sizes: 4 faults (39), 92 bad inputs (132) and 4
+  injections (23), each from one of the issue's categories and items;
 * tests/probe_summary.py prints, after every run that collected probes,
   ``issue 11 probes: faults survived 39/39, bad inputs one clear line 132/132, injections
   held 23/23`` and the node id of every probe that did not pass (failed, errored, xfailed,
