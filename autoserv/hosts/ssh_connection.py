@@ -52,6 +52,23 @@ log = logging.getLogger("autoserv.hosts.ssh")
 # logging's last-resort handler: hosts never print.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
+#: The log channel of a transport until it is connected: what its thread logs when the
+#: connect fails (the banner read timing out or failing on the socket autoserv closed on an
+#: abort, with a traceback) is kept as DEBUG, for the debug log only: autoserv's own error
+#: says why the connect failed.
+CONNECTING_LOG_CHANNEL = "paramiko.transport.connecting"
+PARAMIKO_LOG_CHANNEL = "paramiko.transport"
+
+
+class _AsDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger(CONNECTING_LOG_CHANNEL).addFilter(_AsDebug())
+
 DEFAULT_USER = "root"
 DEFAULT_PORT = 22
 DEFAULT_CONNECT_TIMEOUT = 30.0
@@ -531,6 +548,7 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
     t = paramiko.Transport(sock)
+    t.set_log_channel(CONNECTING_LOG_CHANNEL)  # back to paramiko's once connected
     paramiko_ext.install_exit_signal_handler(t)
     try:
         t.banner_timeout = max(0.1, deadline.remaining())
@@ -559,6 +577,7 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
         for j in jumps:
             j.close()
         raise
+    t.set_log_channel(PARAMIKO_LOG_CHANNEL)
     paramiko_ext.set_idle_poll(t)
     if p.keepalive:
         keepalive.watch(t, p.keepalive, p.keepalive_count, p.where)
