@@ -506,12 +506,7 @@ def test_shell_metacharacters_in_run_args_are_words(testbed_loopback: Testbed, t
 
 
 @pytest.mark.probe_injection
-@pytest.mark.parametrize("symlinks", [
-    pytest.param(False, id="scp", marks=pytest.mark.xfail(strict=True, reason=(
-        "get_file by scp of a file named 'b\\ntouch INJ4' fails: the scp protocol's C line cannot "
-        "carry a newline, and the error is cut at it; needs a fallback to SFTP/tar for such names"))),
-    pytest.param(True, id="tar"),
-])
+@pytest.mark.parametrize("symlinks", [False, True], ids=["scp", "tar"])
 def test_hostile_file_names_are_copied_as_names(testbed_loopback: Testbed, tmp_path: Path,
                                                 symlinks: bool) -> None:
     tb = testbed_loopback

@@ -61,6 +61,18 @@ def _bounded_exit_status(chan: paramiko.Channel, timeout: float) -> int:
     return int(chan.exit_status)
 
 
+def _scp_can_name(plan: transfer.Plan, local_trees: bool) -> bool:
+    """False when a file name of ``plan`` holds a newline: the scp protocol cannot carry one
+    (the ``scp`` package sends it as ``\\^J``, a silently different name), so such copies
+    go by SFTP.  ``local_trees``: the names inside local source directories count too."""
+    names = [path for pair in plan.pairs() for path in pair]
+    if local_trees:
+        for local, _ in plan.pairs():
+            for _root, dirs, files in os.walk(local):
+                names += dirs + files
+    return not any("\n" in name for name in names)
+
+
 class SSHHost(RemoteHost):
     """A host reached over SSH.
 
@@ -281,7 +293,7 @@ class SSHHost(RemoteHost):
         try:
             if preserve_symlinks:
                 self._send_tar(plan)
-            elif self._remote_has_scp():
+            elif self._remote_has_scp() and _scp_can_name(plan, local_trees=True):
                 self._send_scp(plan)
             else:
                 with self._sftp() as sftp:
@@ -401,7 +413,7 @@ class SSHHost(RemoteHost):
         if preserve_symlinks:
             for remote, local in plan.pairs():
                 self._tar_from_remote(remote, local)
-        elif self._remote_has_scp():
+        elif self._remote_has_scp() and _scp_can_name(plan, local_trees=False):
             self._get_scp(plan, preserve_perm)
         else:
             with self._sftp() as sftp:
