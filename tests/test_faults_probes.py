@@ -102,7 +102,7 @@ CONTROLS = {
     "send-missing.control": ("h = hosts.create_host(machines[0])\n"
                              "h.send_file('/nonexistent/autoserv-src', '/tmp/')\n"),
     "get-missing.control": ("h = hosts.create_host(machines[0])\n"
-                            "h.get_file('/nonexistent/autoserv-remote', 'here')\n"),
+                            "h.get_file('/nonexistent/autoserv-remote\\nsecond line', 'here')\n"),
     "wait-up-str.control": "h = hosts.create_host(machines[0])\nh.wait_up(timeout='soon')\n",
     "host-run.control": "hosts.create_host(machines[0]).run('true')\n",
 }
@@ -284,7 +284,8 @@ BAD_INPUTS: list[Bad] = [
     Bad("api-send-file-missing", ["send-missing.control", "-N", "{bed}"], 1,
         ["send-missing.control:2:", "/nonexistent/autoserv-src"], hosts=True),
     Bad("api-get-file-missing", ["get-missing.control", "-N", "{bed}"], 1,
-        ["get-missing.control:2:", "/nonexistent/autoserv-remote"], hosts=True),
+        ["get-missing.control:2:", "'/nonexistent/autoserv-remote\\nsecond line' does not exist"],
+        hosts=True),
     Bad("api-wait-up-word", ["wait-up-str.control", "-N", "{bed}"], 1,
         ["wait-up-str.control:2:", "timeout", "'soon'"], hosts=True),
     # -- wrong passwords, keys and host keys; unreachable hosts

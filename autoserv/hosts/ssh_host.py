@@ -393,7 +393,7 @@ class SSHHost(RemoteHost):
         kinds = self._remote_probe([s.rstrip("/") or "/" for s in sources])
         for s in sources:
             if kinds.get(s.rstrip("/") or "/") == "-":
-                raise AutoservRunError(f"get_file: {self.hostname}:{s} does not exist")
+                raise AutoservRunError(f"get_file: {self.hostname}:{s!r} does not exist")
         listings: dict[str, list[str]] = {}
         for s in sources:
             if s.endswith("/") and kinds.get(s.rstrip("/") or "/") == "d":
