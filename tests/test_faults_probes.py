@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ from pathlib import Path
 import pytest
 
 from autoserv.lab.testbed import Testbed
+from autoserv.localsys import proc_stat
 from tests.cli_helpers import (
     autoserv_argv,
     bed_args,
@@ -276,7 +278,8 @@ BAD_INPUTS: list[Bad] = [
     Bad("api-run-group-not-callable", ["run-group.control", "-N"], 1, ["run-group.control:1:"]),
     # -- ... and the same against a real host
     Bad("api-run-timeout-negative", ["run-timeout-neg.control", "-N", "{bed}"], 1,
-        ["run-timeout-neg.control:2:", "timeout"], hosts=True),
+        ["run-timeout-neg.control:2:", "timeout must be a number of seconds >= 0 or None, not -1"],
+        hosts=True),
     Bad("api-run-list-command", ["run-not-str.control", "-N", "{bed}"], 1,
         ["run-not-str.control:2:"], hosts=True),
     Bad("api-run-nul-in-second-arg", ["run-nul-arg.control", "-N", "{bed}"], 1,
@@ -452,10 +455,19 @@ def test_sigterm_during_a_file_transfer(testbed_loopback: Testbed, tmp_path: Pat
     assert _remote_sleeps(tb, str(dest)) == []  # no scp -t (or tar) still writing there
 
 
+def _listener(pid: int) -> int:
+    """The sshd listener above ``pid`` (a session's sshd)."""
+    while b"[listener]" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        pid = int(proc_stat(pid)[1])
+        assert pid > 1, "no sshd listener"
+    return pid
+
+
 @pytest.mark.probe_fault
 def test_session_sshd_killed_under_a_job(testbed_loopback: Testbed, tmp_path: Path) -> None:
-    """The sshd of the job's session is killed (the host stays up): the job ends with one
-    line naming the host, exit 1, and the command it left is killed over a new connection."""
+    """The sshd of the job's session is killed while the host's sshd stalls for 7 s (a loaded
+    host: the reconnect that would end the command fails): the job ends with one line naming
+    the host, exit 1, and the command it left is still ended before the job ends."""
     tb = testbed_loopback
     n = 3610000 + secrets.randbelow(1000)
     ctl = write(tmp_path / "c.control", f"hosts.create_host(machines[0]).run('sleep {n}')\n")
@@ -471,14 +483,26 @@ def test_session_sshd_killed_under_a_job(testbed_loopback: Testbed, tmp_path: Pa
     wait_for(started, "the remote command", proc)
     sshds = _session_sshds(int(pids[0]))
     assert sshds, "no session sshd found"
-    for pid in sshds:
-        os.kill(pid, signal.SIGKILL)
-    out, err = _finish(proc)
+    listener = _listener(sshds[-1])
+    os.kill(listener, signal.SIGSTOP)
+    resume = threading.Timer(7, os.kill, (listener, signal.SIGCONT))
+    try:
+        resume.start()
+        for pid in sshds:
+            os.kill(pid, signal.SIGKILL)
+        out, err = _finish(proc)
+    finally:
+        resume.cancel()
+        os.kill(listener, signal.SIGCONT)
+    left = _remote_sleeps(tb, f"sleep {n}")
+    for pid in subprocess.run(["pgrep", "-f", f"^sleep {n}$"], capture_output=True,
+                              text=True).stdout.split():  # a failed probe leaves nothing either
+        os.kill(int(pid), signal.SIGKILL)
     lines = stderr_lines(subprocess.CompletedProcess([], 1, out, err))
     assert proc.returncode == 1, err
     assert len(lines) == 1 and "c.control:1:" in lines[0] and tb.machines[0] in lines[0], err
     assert "lost" in lines[0], err
-    assert _remote_sleeps(tb, f"sleep {n}") == []
+    assert left == []
 
 
 # -- injections that must hold, through the CLI ------------------------------------------------

@@ -52,6 +52,9 @@ from autoserv.secret import Secret
 from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
 
+#: Seconds ``close()`` gives the connection that ends commands lost connections left running.
+ORPHAN_CLOSE_CONNECT = 10.0
+
 
 def _bounded_exit_status(chan: paramiko.Channel, timeout: float) -> int:
     """The exit status of a transfer's command, waiting at most ``timeout`` s."""
@@ -157,6 +160,17 @@ class SSHHost(RemoteHost):
                     ) from None
                 POOL.drop(self.params)  # dropped under us: reconnect once
         raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """:meth:`Host.close`, first ending the commands lost connections left (``orphans``)."""
+        if self.orphans and not (self.closed or self._closing):
+            try:
+                self._kill_orphans(ORPHAN_CLOSE_CONNECT)
+            except AutoservError as exc:
+                self.log.warning("could not end the commands left on %s by a lost connection "
+                                 "(pids %s): %s", self.hostname,
+                                 ", ".join(str(pid) for pid, _ in self.orphans), exc)
+        super().close()
 
     def _close_connection(self) -> None:
         POOL.release(self.params)
