@@ -32,6 +32,7 @@ errors, 1 for errors of a control file or a host), exactly one line on stderr st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
@@ -381,6 +382,13 @@ def _finish(proc: subprocess.Popen[str], seconds: float = 60) -> tuple[str, str]
         raise AssertionError(f"autoserv did not end within {seconds} s:\n{out[-2000:]}\n{err}") from None
 
 
+def _kill_local(pattern: str) -> None:
+    """SIGKILL this test's own leftovers (loopback test bed hosts share our process table)."""
+    for pid in subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
 def _remote_sleeps(tb: Testbed, pattern: str) -> list[str]:
     return [line for line in remote_processes(tb, pattern) if "pgrep" not in line]
 
@@ -401,10 +409,12 @@ def test_ctrl_c_to_the_process_group_on_noisy_hosts(testbed_noisy: Testbed, tmp_
              "the remote commands", proc)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = _finish(proc)
+    left = _remote_sleeps(tb, f"sleep {base // 10}")
+    _kill_local(f"^sleep {base // 10}[0-9]$")  # a failed probe leaves nothing either
     assert proc.returncode == 1, err
     assert stderr_lines(subprocess.CompletedProcess([], 1, out, err)) == [
         "autoserv: job aborted: received SIGINT"], err
-    assert _remote_sleeps(tb, f"sleep {base // 10}") == []
+    assert left == []
 
 
 @pytest.mark.probe_fault
@@ -495,9 +505,7 @@ def test_session_sshd_killed_under_a_job(testbed_loopback: Testbed, tmp_path: Pa
         resume.cancel()
         os.kill(listener, signal.SIGCONT)
     left = _remote_sleeps(tb, f"sleep {n}")
-    for pid in subprocess.run(["pgrep", "-f", f"^sleep {n}$"], capture_output=True,
-                              text=True).stdout.split():  # a failed probe leaves nothing either
-        os.kill(int(pid), signal.SIGKILL)
+    _kill_local(f"^sleep {n}$")  # a failed probe leaves nothing either
     lines = stderr_lines(subprocess.CompletedProcess([], 1, out, err))
     assert proc.returncode == 1, err
     assert len(lines) == 1 and "c.control:1:" in lines[0] and tb.machines[0] in lines[0], err
