@@ -201,6 +201,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for flag, name in (("-l", "label"), ("-u", "user"), ("-P", "tag")):
         if getattr(options, name) is not None:
             inputs.check_text(f"{flag} ({name})", getattr(options, name))
+    if options.results is not None:
+        if not options.results:
+            raise AutoservUsageError("-r: the results directory name is empty")
+        inputs.check_text("-r (results directory)", options.results)
     if not re.fullmatch(r"[-\w.]+", options.pidfile_label):
         raise AutoservUsageError(f"invalid --pidfile-label: {options.pidfile_label!r}")
     if options.ssh_pass is None:
@@ -214,7 +218,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             setattr(options, name, path)
     for name in ("ssh_key", "ssh_config"):
         path = getattr(options, name)
-        if path is not None and not os.path.isfile(path):
+        if path is not None and not os.path.isfile(path) and not (
+                name == "ssh_config" and path == os.devnull):  # OpenSSH's -F /dev/null: no config
             flag = "--" + name.replace("_", "-")
             raise AutoservUsageError(f"{flag}: no such file: {path}")
     for extra in options.extra_args:
@@ -222,7 +227,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     lifecycle_cli.check(options)  # sets options.plan
     if options.control_file is not None and not os.path.isfile(options.control_file):
         what = "is not a file" if os.path.exists(options.control_file) else "does not exist"
-        raise AutoservUsageError(f"control file {options.control_file} {what}")
+        raise AutoservUsageError(f"control file {inputs.printable(options.control_file)} {what}")
     options.parsed_machines = parse_machines(options.machines, options.mlist)
     options.machine_list = [m.spec for m in options.parsed_machines]
     if options.client and not options.machine_list:

@@ -13,6 +13,8 @@ class Deadline:
     """
 
     def __init__(self, seconds: float | None) -> None:
+        if seconds is not None and not isinstance(seconds, (int, float)):  # wait_up(timeout="5")
+            raise TypeError(f"a timeout is a number of seconds or None, not {seconds!r}")
         self.seconds = seconds
         self.start = time.monotonic()
         self.end = None if seconds is None else self.start + seconds

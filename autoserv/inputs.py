@@ -88,10 +88,10 @@ def read_machine_file(path: str, flag: str = "-M") -> list[tuple[int, str]]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise AutoservUsageError(f"{flag} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
+        os.close(fd)
+        raise AutoservUsageError(f"{flag} {path}: not a regular file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise AutoservUsageError(f"{flag} {path}: not a regular file")
         data = f.read(MAX_MACHINE_FILE + 1)
     if len(data) > MAX_MACHINE_FILE:
         raise AutoservUsageError(f"{flag} {path}: larger than {MAX_MACHINE_FILE // 2**20} MiB")

@@ -8,6 +8,7 @@ the combination (:func:`check`, which builds the :class:`autoserv.lifecycle.Plan
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 
 from autoserv.errors import AutoservUsageError
@@ -78,6 +79,8 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    if math.isinf(value):  # verify could never pass
+        raise argparse.ArgumentTypeError(f"must be finite: {text!r}")
     return value
 
 

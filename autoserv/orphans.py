@@ -116,6 +116,9 @@ def cleanup(resultdir: str, password: str | None, out: Any) -> int:
         raise AutoservUsageError(f"{resultdir} has no journal ({journal.JOURNAL_NAME}): not a results "
                      "directory of this autoserv")
     entries = list(journal.read(path))
+    if not entries and os.path.getsize(path) > 0:  # not "nothing left": nothing readable
+        raise AutoservError(f"{path}: no line of it is a journal entry of this autoserv: "
+                            "nothing cleaned up")
     pid = _job_alive(entries)
     if pid is not None:
         out.write(f"the job is still running (pid {pid}): stop it first\n")

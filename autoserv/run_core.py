@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import IO, Any, Literal
 
 from autoserv.deadline import Deadline
+from autoserv.errors import AutoservUsageError
 from autoserv.result import CmdResult
 from autoserv.streams import TEE_TO_LOGS, StreamCollector
 
@@ -144,6 +145,8 @@ def run_command(
     ``ignore_status``, keeping the partial output; so does a lost transport.
     Any exception while the command runs (an abort, a failing tee) kills it too.
     """
+    if isinstance(timeout, int | float) and not timeout >= 0:  # -1: a race with the command
+        raise AutoservUsageError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
     command = quote_args(command, args)
     if verbose:
         runner._running(command)

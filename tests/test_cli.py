@@ -420,6 +420,7 @@ def test_help(tmp_path: Path) -> None:
     assert "Duplicate entries are dropped" in proc.stdout and "--ssh-config" in proc.stdout
 
 
+@pytest.mark.probe_fault
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_signal_mid_run_local(tmp_path: Path, signum: signal.Signals) -> None:

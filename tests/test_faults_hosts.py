@@ -40,12 +40,14 @@ def noisy(testbed_noisy: Testbed) -> hosts.SSHHost:
 # -- 1: the remote kill does not depend on a silent login shell ----------------------------
 
 
+@pytest.mark.probe_fault
 def test_noisy_login_output_is_not_in_the_result(noisy: hosts.SSHHost) -> None:
     r = noisy.run("echo out; echo err >&2")
     assert (r.stdout, r.stderr) == ("out\n", "err\n")
     assert "AUTOSERV" not in r.stdout + r.stderr
 
 
+@pytest.mark.probe_fault
 def test_timeout_on_a_noisy_host_kills_the_remote_command(noisy: hosts.SSHHost) -> None:
     with pytest.raises(AutoservRunTimeoutError) as info:
         noisy.run("sleep 36011", timeout=3)
@@ -54,6 +56,7 @@ def test_timeout_on_a_noisy_host_kills_the_remote_command(noisy: hosts.SSHHost) 
     assert alive(noisy, "'slee[p] 36011'") == []
 
 
+@pytest.mark.probe_fault
 def test_exception_on_a_noisy_host_kills_the_remote_command(noisy: hosts.SSHHost) -> None:
     class Interrupt(BaseException):
         pass
@@ -70,6 +73,7 @@ def test_exception_on_a_noisy_host_kills_the_remote_command(noisy: hosts.SSHHost
 # -- 3: a timeout holds while output keeps coming; the logs keep a capped part of it -------
 
 
+@pytest.mark.probe_fault
 def test_timeout_holds_while_output_keeps_coming(
         host: hosts.SSHHost, caplog: pytest.LogCaptureFixture) -> None:
     start = time.monotonic()
@@ -93,6 +97,7 @@ def test_timeout_holds_while_output_keeps_coming(
 OPTION_NAMES = ["-rf", "--checkpoint=1", "-"]
 
 
+@pytest.mark.probe_injection
 @pytest.mark.parametrize("symlinks", [False, True], ids=["scp", "tar"])
 def test_remote_names_that_look_like_options_are_names(
         host: hosts.SSHHost, tmp_path: Path, symlinks: bool) -> None:
@@ -112,6 +117,7 @@ def test_remote_names_that_look_like_options_are_names(
     assert sorted(os.listdir(tmp_path / "whole")) == sorted(OPTION_NAMES)
 
 
+@pytest.mark.probe_injection
 @pytest.mark.parametrize("symlinks", [False, True], ids=["scp", "tar"])
 def test_relative_remote_destination_starting_with_a_dash(
         host: hosts.SSHHost, tmp_path: Path, symlinks: bool) -> None:
@@ -152,6 +158,7 @@ def silent_port() -> Iterator[int]:
         yield srv.getsockname()[1]
 
 
+@pytest.mark.probe_fault
 def test_silent_server_leaves_no_traceback_after_logging_shut_down(silent_port: int) -> None:
     proc = subprocess.run([sys.executable, "-c", _SILENT_CLIENT, str(silent_port)],
                           capture_output=True, text=True, env=cli_env(), timeout=60)
@@ -159,6 +166,7 @@ def test_silent_server_leaves_no_traceback_after_logging_shut_down(silent_port: 
     assert len(lines) == 1 and lines[0].startswith("error: cannot connect to 127.0.0.1"), proc.stderr
 
 
+@pytest.mark.probe_fault
 def test_cli_against_a_silent_server_prints_one_line(silent_port: int, tmp_path: Path) -> None:
     control = tmp_path / "control.py"
     control.write_text("hosts.create_host(machines[0]).run('true')\n")
@@ -200,6 +208,7 @@ def sftp_only(sftp_bed: Testbed) -> Iterator[hosts.SSHHost]:
     h.close()
 
 
+@pytest.mark.probe_fault
 @pytest.mark.parametrize("how", ["scp", "sftp", "tar"])
 def test_get_file_to_a_full_local_disk_is_one_clear_line(
         request: pytest.FixtureRequest, testbed_loopback: Testbed, small_disk: Path,
@@ -219,6 +228,7 @@ def test_get_file_to_a_full_local_disk_is_one_clear_line(
     assert h.run_output("echo still usable") == "still usable"
 
 
+@pytest.mark.probe_fault
 @pytest.mark.parametrize("how", ["scp", "sftp", "tar"])
 def test_send_file_to_a_full_remote_disk_is_one_clear_line(
         request: pytest.FixtureRequest, testbed_loopback: Testbed, tmp_path: Path,
@@ -254,6 +264,7 @@ def _sftp_servers(tb: Testbed) -> list[int]:
     return found
 
 
+@pytest.mark.probe_fault
 @pytest.mark.parametrize("direction", ["get", "send"])
 def test_a_stalled_sftp_server_ends_the_transfer_with_one_clear_line(
         sftp_bed: Testbed, sftp_only: hosts.SSHHost, tmp_path: Path, direction: str) -> None:
@@ -327,6 +338,7 @@ def _session_sshds(pid: int) -> list[int]:
     return out
 
 
+@pytest.mark.probe_fault
 def test_lost_connection_reconnects_and_kills_the_command(testbed_loopback: Testbed) -> None:
     h = hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config))
     errors: list[BaseException] = []
@@ -382,6 +394,7 @@ def test_keepalive_thread_starts_only_when_the_first_keepalive_is_due(
         h.close()
 
 
+@pytest.mark.probe_fault
 def test_cut_network_is_lost_within_server_alive_interval_times_count(
         testbed_netns: Testbed, tmp_path: Path) -> None:
     th = testbed_netns.hosts[2]
@@ -433,6 +446,7 @@ def test_known_hosts_file_under_a_directory_with_a_space(
         h.close()
 
 
+@pytest.mark.probe_fault
 def test_kill_after_a_timeout_on_a_cut_network_ends_with_the_keepalives(
         testbed_netns: Testbed, tmp_path: Path) -> None:
     th = testbed_netns.hosts[1]

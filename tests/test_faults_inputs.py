@@ -86,6 +86,7 @@ def test_py2_builtins_in_every_control_file(tmp_path: Path) -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.probe_fault
 @pytest.mark.slow
 def test_reboot_interrupted_by_abort_ends_abort(testbed_loopback: Testbed, tmp_path: Path) -> None:
     tb = testbed_loopback
@@ -175,6 +176,7 @@ def test_parse_breaks_lines_at_newline_only(char: str) -> None:
     assert status.split_lines(log) == [log[:-2]]
 
 
+@pytest.mark.probe_injection
 def test_control_file_line_breaks_reach_status_log_as_one_entry(tmp_path: Path) -> None:
     ctl = write(tmp_path / "c.control", """\
         job.record("START", None, "t\\x0c1")
@@ -270,6 +272,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("argv", "code", "says"), [p[1:] for p in BAD_INPUTS],
                          ids=[p[0] for p in BAD_INPUTS])
+@pytest.mark.probe_input
 def test_bad_input_is_one_line(tmp_path: Path, argv: list[str], code: int, says: list[str]) -> None:
     _bad_inputs(tmp_path)
     proc = run_autoserv(*argv, cwd=tmp_path, timeout=60)
@@ -286,6 +289,7 @@ def test_bad_input_is_one_line(tmp_path: Path, argv: list[str], code: int, says:
         assert "see autoserv --help" not in lines[0]
 
 
+@pytest.mark.probe_input
 def test_rejected_label_leaves_no_half_made_results_dir(tmp_path: Path) -> None:
     _bad_inputs(tmp_path)
     assert run_autoserv("c.control", "-r", "res", "-l", "a\nb", cwd=tmp_path).returncode == 2
@@ -294,6 +298,7 @@ def test_rejected_label_leaves_no_half_made_results_dir(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr  # not "in use"
 
 
+@pytest.mark.probe_input
 def test_labels_with_newline_and_tab_make_plain_subdirs(tmp_path: Path) -> None:
     _bad_inputs(tmp_path)
     run_autoserv("labels.control", "-r", "res", cwd=tmp_path)
@@ -301,6 +306,7 @@ def test_labels_with_newline_and_tab_make_plain_subdirs(tmp_path: Path) -> None:
     assert names == ["a_nb", "c_td"]
 
 
+@pytest.mark.probe_input
 def test_read_only_results_dir(tmp_path: Path) -> None:
     _bad_inputs(tmp_path)
     ro = tmp_path / "ro"
@@ -316,6 +322,7 @@ def test_read_only_results_dir(tmp_path: Path) -> None:
                          f"({target}: Read-only file system) (see autoserv --help)"]
 
 
+@pytest.mark.probe_input
 @pytest.mark.slow
 def test_nul_byte_refused_before_sending(testbed_loopback: Testbed, tmp_path: Path) -> None:
     tb = testbed_loopback
@@ -334,6 +341,7 @@ def test_nul_byte_refused_before_sending(testbed_loopback: Testbed, tmp_path: Pa
     assert f"refused: the command for {tb.machines[0]} contains a NUL byte (at 6)" in proc.stdout
 
 
+@pytest.mark.probe_input
 @pytest.mark.slow
 def test_qemu_start_failure_says_why_on_its_first_line(testbed_loopback: Testbed, tmp_path: Path) -> None:
     from autoserv import hosts
@@ -412,6 +420,7 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.probe_injection
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["in-m", "ssh-pass", "ssh-pass="])
 def test_password_not_in_process_listing(testbed_loopback: Testbed, tmp_path: Path, how: str) -> None:
@@ -459,6 +468,7 @@ def test_password_not_in_process_listing(testbed_loopback: Testbed, tmp_path: Pa
         ("root:ok@h1,root:Frag1,Frag2@host1", ["ok", "Frag1", "Frag2"]),
     ],
 )
+@pytest.mark.probe_injection
 def test_password_with_separator_is_never_echoed(tmp_path: Path, machines: str, fragments: list[str]) -> None:
     write(tmp_path / "c.control", "pass\n")
     proc = run_autoserv("c.control", "-N", "-m", machines, cwd=tmp_path)
@@ -469,6 +479,7 @@ def test_password_with_separator_is_never_echoed(tmp_path: Path, machines: str, 
         assert fragment not in proc.stderr + proc.stdout
 
 
+@pytest.mark.probe_injection
 def test_password_with_hash_in_machine_file_is_never_echoed(tmp_path: Path) -> None:
     write(tmp_path / "c.control", "pass\n")
     (tmp_path / "ml").write_text("host0\nroot:Frag1#Frag2@host1\n")

@@ -108,6 +108,7 @@ def long_job(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
             run_autoserv("cleanup", results, cwd=tmp_path, timeout=120, **env)
 
 
+@pytest.mark.probe_fault
 def test_sighup_aborts_like_sigterm(testbed: Testbed, tmp_path: Path,
                                     long_job: Callable[..., subprocess.Popen[str]]) -> None:
     """SIGHUP mid-run: END ABORT with the reason, remote sleeps killed, temp dirs removed."""
@@ -130,6 +131,7 @@ def test_sighup_aborts_like_sigterm(testbed: Testbed, tmp_path: Path,
         assert not remote_exists(testbed, machine, (sub / "remote_tmp").read_text())
 
 
+@pytest.mark.probe_fault
 def test_sighup_ignored_under_nohup(testbed_loopback: Testbed, tmp_path: Path) -> None:
     """Started with SIGHUP ignored (nohup), the job keeps ignoring it and completes."""
     ctl = write(tmp_path / "hup.control", """\
@@ -176,6 +178,7 @@ CHATTY_CONTROL = """\
     """
 
 
+@pytest.mark.probe_fault
 def test_full_results_disk_is_one_line(testbed_loopback: Testbed, tmp_path: Path,
                                        small_disk: Path) -> None:
     """A full results disk: one line naming the dir and the free space, abort, exit 1."""
@@ -231,6 +234,7 @@ def gone(procs: dict[int, int]) -> bool:
     return all(process_start(pid) != start for pid, start in procs.items())
 
 
+@pytest.mark.probe_fault
 def test_sigkill_workers_die_with_autoserv(testbed_loopback: Testbed, tmp_path: Path,
                                            long_job: Callable[..., subprocess.Popen[str]]) -> None:
     """SIGKILL of autoserv alone: its workers get SIGTERM and run their abort path."""
@@ -254,6 +258,7 @@ def test_sigkill_workers_die_with_autoserv(testbed_loopback: Testbed, tmp_path: 
         assert not remote_exists(tb, machine, (sub / "remote_tmp").read_text())
 
 
+@pytest.mark.probe_fault
 def test_cleanup_after_sigkill_of_the_whole_job(testbed_loopback: Testbed, tmp_path: Path,
                                                 long_job: Callable[..., subprocess.Popen[str]]
                                                 ) -> None:
@@ -405,6 +410,7 @@ def test_journal_lines_written_at_once_share_fsyncs_and_each_is_durable_on_retur
             "a writer returned before an fsync begun after its write had ended"
 
 
+@pytest.mark.probe_fault
 def test_cleanup_with_a_password_from_the_environment(testbed_loopback: Testbed, tmp_path: Path,
                                                       long_job: Callable[..., subprocess.Popen[str]]
                                                       ) -> None:

@@ -22,6 +22,7 @@ from autoserv.lab.testbed import Testbed
 from tests.conftest import TEST_PASSWORD
 
 
+@pytest.mark.probe_input
 def test_wrong_key_is_permission_denied(testbed: Testbed, tmp_path: Path) -> None:
     key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -71,6 +72,7 @@ def test_password_from_environment(testbed: Testbed, monkeypatch: pytest.MonkeyP
     assert h.run_output("hostname") == th.name
 
 
+@pytest.mark.probe_input
 def test_wrong_password_is_permission_denied(testbed: Testbed, caplog: pytest.LogCaptureFixture) -> None:
     th = testbed.hosts[1]
     h = hosts.SSHHost(

@@ -56,6 +56,7 @@ def _host(tb: Testbed, connect_timeout: float) -> hosts.SSHHost:
                          connect_timeout=connect_timeout)
 
 
+@pytest.mark.probe_fault
 def test_a_host_past_its_max_startups_is_named_as_such(
         limited: Testbed, slot_taken: socket.socket) -> None:
     host = _host(limited, connect_timeout=4)

@@ -15,6 +15,7 @@ from autoserv.lab.testbed import Testbed
 from tests.host_helpers import direct
 
 
+@pytest.mark.probe_input
 def test_strict_refuses_unknown_key(testbed: Testbed, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     h = direct(testbed, known_hosts=str(empty), host_key_policy="strict")
@@ -23,6 +24,7 @@ def test_strict_refuses_unknown_key(testbed: Testbed, tmp_path: Path) -> None:
     assert not empty.exists()
 
 
+@pytest.mark.probe_injection
 def test_accept_new_learns_then_refuses_changed_key(testbed: Testbed, tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     h = direct(testbed, known_hosts=str(known), host_key_policy="accept-new")

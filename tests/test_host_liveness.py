@@ -41,6 +41,7 @@ def test_unreachable_host_is_down_without_raising() -> None:
     assert h.wait_down(timeout=5)
 
 
+@pytest.mark.probe_input
 def test_connection_refused_names_host_and_port() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -457,7 +457,7 @@ def test_keepalive_honours_server_alive_options(
 def test_bad_server_alive_value_is_one_clear_line(tmp_path: Path) -> None:
     cfg = tmp_path / "ssh_config"
     cfg.write_text("Host h\n  ServerAliveInterval soon\n")
-    with pytest.raises(AutoservError, match=r"ssh_config: serveraliveinterval 'soon' is not"):
+    with pytest.raises(AutoservError, match=r"ssh_config: host h: ServerAliveInterval 'soon' is not"):
         resolve("h", ssh_config=str(cfg))
 
 

@@ -282,6 +282,7 @@ def test_qemu_exiting_at_once_shows_its_stderr(k: kvm.KVM, seed: tuple) -> None:
     assert kh.leases(tb.hosts[0]) == []
 
 
+@pytest.mark.probe_fault
 def test_wait_up_on_a_guest_that_died_is_a_clear_error(k: kvm.KVM, seed: tuple,
                                                         host: hosts.SSHHost) -> None:
     _tb, image, config = seed
@@ -296,6 +297,7 @@ def test_wait_up_on_a_guest_that_died_is_a_clear_error(k: kvm.KVM, seed: tuple,
         g.close()
 
 
+@pytest.mark.probe_fault
 def test_run_in_a_guest_whose_qemu_dies_ends_at_once(k: kvm.KVM, seed: tuple) -> None:
     tb, image, config = seed
     with hosts.KVMGuest(k, fast_boot(image), ssh_config=str(config)) as g:
@@ -361,6 +363,7 @@ def test_two_autoserv_processes_never_collide(seed: tuple, tmp_path: Path) -> No
 # --- e: SIGTERM to autoserv while a guest runs ------------------------------------------------
 
 
+@pytest.mark.probe_fault
 def test_sigterm_leaves_no_qemu_lease_or_tap(seed: tuple, tmp_path: Path) -> None:
     tb, image, config = seed
     control = tmp_path / "guest_then_sleep.control"
@@ -598,6 +601,7 @@ def start_and_sigkill(seed: tuple, tmp_path: Path, name: str) -> tuple[Path, int
     return results, pid
 
 
+@pytest.mark.probe_fault
 def test_cleanup_ends_the_guests_of_a_sigkilled_job(seed: tuple, tmp_path: Path) -> None:
     tb, _image, _ = seed
     results, pid = start_and_sigkill(seed, tmp_path, "killed")

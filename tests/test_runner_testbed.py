@@ -80,6 +80,7 @@ def test_examples_run(testbed: Testbed, tmp_path: Path, example: str) -> None:
         assert "translated" in proc.stdout and "octal 0755 is 493" in proc.stdout
 
 
+@pytest.mark.probe_input
 def test_unreachable_machine(testbed: Testbed, tmp_path: Path) -> None:
     ctl = write(
         tmp_path / "c.control",
@@ -197,6 +198,7 @@ def test_password_from_environment_never_written(testbed_loopback: Testbed, tmp_
     assert TEST_PASSWORD not in text
 
 
+@pytest.mark.probe_fault
 def test_sigterm_mid_run(testbed: Testbed, tmp_path: Path) -> None:
     """SIGTERM while every host runs a long command: all stopped, all closed, logs complete."""
     ctl = write(

@@ -9,6 +9,7 @@ the result, and :class:`~autoserv.hosts.SSHHost` accepts the value itself.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -80,6 +81,10 @@ class Machine:
             raise AutoservUsageError(
                 f"invalid machine {mask_machine(original)!r}: bad host name {host!r}"
             )
+        if check_host and ":" in host and not _is_ipv6(host):  # h1:22:23, [::g]
+            raise AutoservUsageError(
+                f"invalid machine {mask_machine(original)!r}: {host!r} is not an IPv6 address"
+            )
         why = inputs.check_host_name(host) if check_host else None
         if why is not None:  # a DNS name has parts of at most 63 characters
             raise AutoservUsageError(f"invalid machine {mask_machine(original)!r}: host name {why}")
@@ -91,6 +96,15 @@ class Machine:
 
     def __str__(self) -> str:
         return self.label
+
+
+def _is_ipv6(host: str) -> bool:
+    """True when ``host`` is an IPv6 address (a zone as in ``fe80::1%eth0`` allowed)."""
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _port(text: str, original: str) -> int:

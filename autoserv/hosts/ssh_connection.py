@@ -52,6 +52,23 @@ log = logging.getLogger("autoserv.hosts.ssh")
 # logging's last-resort handler: hosts never print.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
+#: The log channel of a transport until it is connected: what its thread logs when the
+#: connect fails (the banner read timing out or failing on the socket autoserv closed on an
+#: abort, with a traceback) is kept as DEBUG, for the debug log only: autoserv's own error
+#: says why the connect failed.
+CONNECTING_LOG_CHANNEL = "paramiko.transport.connecting"
+PARAMIKO_LOG_CHANNEL = "paramiko.transport"
+
+
+class _AsDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger(CONNECTING_LOG_CHANNEL).addFilter(_AsDebug())
+
 DEFAULT_USER = "root"
 DEFAULT_PORT = 22
 DEFAULT_CONNECT_TIMEOUT = 30.0
@@ -141,7 +158,12 @@ class _SSHConfigs:
             cached = self._parsed.get(path)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-            cfg = paramiko.SSHConfig.from_path(path)
+            try:
+                cfg = paramiko.SSHConfig.from_path(path)
+            except UnicodeDecodeError as exc:
+                with open(path, "rb") as f:
+                    line = f.read(exc.start).count(b"\n") + 1
+                raise AutoservError(f"ssh config {path}: line {line} is not UTF-8 text") from None
             paramiko_ext.enable_match_exec(cfg)
             self._parsed[path] = (stamp, cfg)
             return cfg
@@ -276,10 +298,11 @@ def resolve(
     if known is None and "userknownhostsfile" in entry:
         known = _first_path(entry["userknownhostsfile"], "UserKnownHostsFile", config_path)
     if keepalive is None:
-        keepalive = _config_number(entry, "serveraliveinterval", DEFAULT_KEEPALIVE, config_path)
+        keepalive = _config_number(entry, "ServerAliveInterval", DEFAULT_KEEPALIVE, config_path,
+                                   hostname)
     if keepalive_count is None:
-        keepalive_count = int(_config_number(entry, "serveralivecountmax", DEFAULT_KEEPALIVE_COUNT,
-                                             config_path))
+        keepalive_count = int(_config_number(entry, "ServerAliveCountMax", DEFAULT_KEEPALIVE_COUNT,
+                                             config_path, hostname))
     timeout = connect_timeout or d.connect_timeout
     if timeout is None and "connecttimeout" in entry:
         timeout = inputs.config_seconds(entry["connecttimeout"], "ConnectTimeout", config_path,
@@ -327,8 +350,10 @@ def _first_path(value: str, key: str, path: str | None) -> str:
     return os.path.expanduser(words[0])
 
 
-def _config_number(entry: dict[str, Any], key: str, default: float, path: str | None) -> float:
-    """A non-negative number option of an ssh config entry (``default`` when absent)."""
+def _config_number(entry: dict[str, Any], option: str, default: float, path: str | None,
+                   host: str) -> float:
+    """A non-negative number option of ``host``'s ssh config entry (``default`` when absent)."""
+    key = option.lower()  # paramiko's keys
     if key not in entry:
         return default
     try:
@@ -336,8 +361,8 @@ def _config_number(entry: dict[str, Any], key: str, default: float, path: str | 
     except ValueError:
         value = -1
     if value < 0 or value != value or value == float("inf"):
-        raise AutoservError(f"ssh config {path or '~/.ssh/config'}: {key} {entry[key]!r} is not "
-                            f"a number of seconds or a count")
+        raise AutoservError(f"ssh config {path or '~/.ssh/config'}: host {host}: {option} "
+                            f"{entry[key]!r} is not a number of seconds or a count")
     return value
 
 
@@ -390,8 +415,11 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
     return sock
 
 
-def _private_keys(p: ConnectParams) -> list[tuple[str, paramiko.PKey]]:
+def _private_keys(p: ConnectParams, unusable: list[str] | None = None
+                  ) -> list[tuple[str, paramiko.PKey]]:
+    """The keys to offer; why each key file the user named cannot be offered goes to ``unusable``."""
     keys: list[tuple[str, paramiko.PKey]] = []
+    unusable = [] if unusable is None else unusable
     paths = list(p.key_files)
     if not p.identities_only:
         paths += [os.path.expanduser(k) for k in DEFAULT_KEYS]
@@ -399,13 +427,19 @@ def _private_keys(p: ConnectParams) -> list[tuple[str, paramiko.PKey]]:
         if not os.path.exists(path):
             if path in p.key_files:
                 log.warning("key file %s does not exist", path)
+                unusable.append(f"{path} does not exist")
             continue
         try:
             keys.append((path, _KEYS.load(path)))
         except paramiko.PasswordRequiredException:
             log.debug("skipping encrypted key %s (use ssh-agent)", path)
+            if path in p.key_files:
+                unusable.append(f"{path} is encrypted (use ssh-agent)")
         except (paramiko.SSHException, OSError, ValueError) as exc:
             log.warning("cannot load key %s: %s", path, exc)
+            if path in p.key_files:
+                why = str(exc).strip().split("\n")[0] or type(exc).__name__
+                unusable.append(f"{path} cannot be loaded ({why})")
     return keys
 
 
@@ -439,7 +473,8 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
     if not p.identities_only or not p.key_files:
         with contextlib.suppress(Exception):
             agent_keys = list(paramiko.Agent().get_keys())
-    for path, key in _private_keys(p):
+    unusable: list[str] = []
+    for path, key in _private_keys(p, unusable):
         if allowed is not None and "publickey" not in allowed:
             break
         if attempt(f"key {path}", lambda k=key: t.auth_publickey(p.user, k)):
@@ -459,8 +494,9 @@ def _authenticate(t: paramiko.Transport, p: ConnectParams, deadline: Deadline) -
             if t.is_authenticated():
                 return
         tried.append("none (no keys, agent or password available)")
+    skipped = f"; key file {'; key file '.join(unusable)}" if unusable else ""
     raise AutoservSshPermissionDeniedError(
-        f"permission denied for {p.user}@{p.where} (tried {', '.join(tried)})"
+        f"permission denied for {p.user}@{p.where} (tried {', '.join(tried)}{skipped})"
     )
 
 
@@ -512,6 +548,7 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
     t = paramiko.Transport(sock)
+    t.set_log_channel(CONNECTING_LOG_CHANNEL)  # back to paramiko's once connected
     paramiko_ext.install_exit_signal_handler(t)
     try:
         t.banner_timeout = max(0.1, deadline.remaining())
@@ -540,6 +577,7 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
         for j in jumps:
             j.close()
         raise
+    t.set_log_channel(PARAMIKO_LOG_CHANNEL)
     paramiko_ext.set_idle_poll(t)
     if p.keepalive:
         keepalive.watch(t, p.keepalive, p.keepalive_count, p.where)

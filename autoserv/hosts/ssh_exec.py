@@ -443,6 +443,7 @@ class SSHExecution(Execution):
                                self.host.hostname, pid)
         except Exception as exc:
             self.host.log.debug("connection lost: could not reconnect to end pid %d: %s", pid, exc)
+            self.host.orphans.append((pid, self.marker))  # the next command, or close(), ends it
 
     def finish(self, budget: Deadline) -> None:
         if self._finished:

@@ -52,6 +52,9 @@ from autoserv.secret import Secret
 from autoserv.streams import StreamCollector
 from autoserv.utils import quote_args
 
+#: Seconds ``close()`` gives the connection that ends commands lost connections left running.
+ORPHAN_CLOSE_CONNECT = 10.0
+
 
 def _bounded_exit_status(chan: paramiko.Channel, timeout: float) -> int:
     """The exit status of a transfer's command, waiting at most ``timeout`` s."""
@@ -59,6 +62,18 @@ def _bounded_exit_status(chan: paramiko.Channel, timeout: float) -> int:
         chan.close()
         raise AutoservSSHTimeout(f"no exit status from the remote tar within {timeout:g} s")
     return int(chan.exit_status)
+
+
+def _scp_can_name(plan: transfer.Plan, local_trees: bool) -> bool:
+    """False when a file name of ``plan`` holds a newline: the scp protocol cannot carry one
+    (the ``scp`` package sends it as ``\\^J``, a silently different name), so such copies
+    go by SFTP.  ``local_trees``: the names inside local source directories count too."""
+    names = [path for pair in plan.pairs() for path in pair]
+    if local_trees:
+        for local, _ in plan.pairs():
+            for _root, dirs, files in os.walk(local):
+                names += dirs + files
+    return not any("\n" in name for name in names)
 
 
 class SSHHost(RemoteHost):
@@ -145,6 +160,17 @@ class SSHHost(RemoteHost):
                     ) from None
                 POOL.drop(self.params)  # dropped under us: reconnect once
         raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """:meth:`Host.close`, first ending the commands lost connections left (``orphans``)."""
+        if self.orphans and not (self.closed or self._closing):
+            try:
+                self._kill_orphans(ORPHAN_CLOSE_CONNECT)
+            except AutoservError as exc:
+                self.log.warning("could not end the commands left on %s by a lost connection "
+                                 "(pids %s): %s", self.hostname,
+                                 ", ".join(str(pid) for pid, _ in self.orphans), exc)
+        super().close()
 
     def _close_connection(self) -> None:
         POOL.release(self.params)
@@ -281,7 +307,7 @@ class SSHHost(RemoteHost):
         try:
             if preserve_symlinks:
                 self._send_tar(plan)
-            elif self._remote_has_scp():
+            elif self._remote_has_scp() and _scp_can_name(plan, local_trees=True):
                 self._send_scp(plan)
             else:
                 with self._sftp() as sftp:
@@ -381,7 +407,7 @@ class SSHHost(RemoteHost):
         kinds = self._remote_probe([s.rstrip("/") or "/" for s in sources])
         for s in sources:
             if kinds.get(s.rstrip("/") or "/") == "-":
-                raise AutoservRunError(f"get_file: {self.hostname}:{s} does not exist")
+                raise AutoservRunError(f"get_file: {self.hostname}:{s!r} does not exist")
         listings: dict[str, list[str]] = {}
         for s in sources:
             if s.endswith("/") and kinds.get(s.rstrip("/") or "/") == "d":
@@ -401,7 +427,7 @@ class SSHHost(RemoteHost):
         if preserve_symlinks:
             for remote, local in plan.pairs():
                 self._tar_from_remote(remote, local)
-        elif self._remote_has_scp():
+        elif self._remote_has_scp() and _scp_can_name(plan, local_trees=False):
             self._get_scp(plan, preserve_perm)
         else:
             with self._sftp() as sftp:
