@@ -97,7 +97,10 @@ total; profiles by perf, py-spy, strace, and A/B runs of one change at a time):
 * the hosts' sshd: 19.7-20.8 ms of CPU per connection for us in the bench runs, 18.4-21.5
   for asyncssh; measured apart (5 rounds of 250, 25 at a time, +-1 ms between rounds): raw
   paramiko 17.8, asyncssh 18.0, raw paramiko with our command wrapper 18.5 (its ``eval``
-  makes bash fork for the command: 1.87 -> 2.28 ms per ``bash -c``), ``SSHHost`` 19.7.
+  makes bash fork for the command: 1.87 -> 2.28 ms per ``bash -c``), ``SSHHost`` 19.7;
+  one connection at a time, ``SSHHost`` and raw paramiko with the wrapper cost the hosts
+  the same (21.9 and 21.9 ms, 4 rounds of 100): the rest of the difference comes with
+  concurrency, not with what we send.
 
 Changed: the 50 ms switch interval (:func:`longer_switch_interval`: 7.13 -> 6.98 ms per
 machine in 6 A/B pairs of this code, 8.31 -> 7.95 in 6 runs with the interval set for the
@@ -112,7 +115,8 @@ instead of aes128-ctr + HMAC, a buffered socket under paramiko's packetizer (few
     250         4.23 s      8.0 ms          3.82 s       3.8 ms      1.11      2.07
     1000       17.10 s      7.8 ms         16.35 s       3.3 ms      1.05        -
 
-(1000: trials of 0.97x and 1.13x; peak PSS 66 MiB against 62 MiB.)  The target, <= 1.0x
+(1000: trials of 0.97x and 1.13x; peak PSS 66 MiB against 62 MiB.  A second 50/250 run:
+1.11x with 9.8 ms, 1.11x with 8.2 ms; fork 1.80x and 2.00x.)  The target, <= 1.0x
 asyncssh, is still missed at 50 and 250, and at 1000 in the median: paramiko's Python and
 the GIL cost 4-5 ms per machine where asyncssh's whole run costs 3.3-3.8.
 """
