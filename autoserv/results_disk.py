@@ -88,8 +88,17 @@ def reason() -> str | None:
 
 
 def broken() -> bool:
-    """The results dir has failed to be written (here or in another process of the job)."""
-    return reason() is not None
+    """The results dir has failed to be written (here or in another process of the job).
+
+    Asked before every write of a log record, so it reads one byte of the shared page (a
+    reason is never empty), not the page.
+    """
+    state = _state
+    if state is None:
+        return False
+    with contextlib.suppress(ValueError):  # (closed under us: the job is over)
+        return state[1][0] != 0
+    return False
 
 
 def failed(path: str, exc: BaseException) -> None:

@@ -71,6 +71,54 @@ the journal's fsyncs are shared, the collector runs less often during a fan-out:
 bed's packets cost the controller's kernel time too.)  What remains is paramiko itself:
 connect + auth + exec of one machine costs ~5 ms of CPU in one thread (raw paramiko
 ~4.7 ms), against ~3 ms for asyncssh, and the hosts' sshd share the same two cores.
+
+2026-12-07, where the CPU goes (250 loopback hosts, ``uname -a``, ~7-8 ms per machine in
+total; profiles by perf, py-spy, strace, and A/B runs of one change at a time):
+
+* paramiko in threads is most of it: 250 raw paramiko connections in 250 threads cost
+  4.3-4.9 ms each, autoserv's ``SSHHost`` in threads the same (5.4-6.0 ms with its own
+  0.15 s start-up); crypto (cryptography, libsodium, OpenSSL) is under 3% of the CPU, the
+  rest is the interpreter and the kernel, of which futex calls (the GIL changing hands
+  between 2 threads per machine) are 7-17%;
+* the job layer (results subdir, status.log, keyval, 4 debug files, logging, progress):
+  1.2 ms per machine with no SSH at all at 250 machines, 1.8-2.8 ms at 1000 (start-up
+  included; a quarter of it futex calls); creating the 9 files and directories of each
+  machine cost 2-3.5 ms of kernel time in runs where other processes had just deleted many
+  files (ext4 then scans recently freed inodes; openat and mkdir were 23-36% of the CPU),
+  0.15-0.5 ms otherwise;
+* start-up: a 2-machine job costs 0.31-0.33 s of CPU with bytecode compiled (asyncssh's
+  peer 0.25-0.36 s), of which ``kvm`` was 13 ms (now imported on first use); without
+  bytecode (an editable install under ``PYTHONDONTWRITEBYTECODE``) 90 ms more, which the
+  bench avoids by compiling the checkout;
+* the main thread starts the workers one by one, each start waiting twice for the GIL:
+  250 starts take 2.8-3.0 s of a 3.7 s run.  Starting them all at once behind a gate is
+  worse (10.6-13.1 against 8.1-10.8 ms per machine, 4 pairs): the staggered start spreads
+  the handshakes;
+* the hosts' sshd: 19.7-20.8 ms of CPU per connection for us in the bench runs, 18.4-21.5
+  for asyncssh; measured apart (5 rounds of 250, 25 at a time, +-1 ms between rounds): raw
+  paramiko 17.8, asyncssh 18.0, raw paramiko with our command wrapper 18.5 (its ``eval``
+  makes bash fork for the command: 1.87 -> 2.28 ms per ``bash -c``), ``SSHHost`` 19.7;
+  one connection at a time, ``SSHHost`` and raw paramiko with the wrapper cost the hosts
+  the same (21.9 and 21.9 ms, 4 rounds of 100): the rest of the difference comes with
+  concurrency, not with what we send.
+
+Changed: the 50 ms switch interval (:func:`longer_switch_interval`: 7.13 -> 6.98 ms per
+machine in 6 A/B pairs of this code, 8.31 -> 7.95 in 6 runs with the interval set for the
+whole process), ``kvm`` imported on first use (-13 ms of every start), the progress summary
+reading only status.log (-32 us of main-thread work per machine).  Tried without gain: AES-GCM
+instead of aes128-ctr + HMAC, a buffered socket under paramiko's packetizer (fewer
+``recv`` calls: no less CPU), a 1 ms switch interval (worse).  The bench on this code
+(netns bed, asyncssh in the same run; ``bench/results/2026-12-07-*``)::
+
+    N      threads wall  CPU/machine   asyncssh wall  CPU/machine   ratio   fork ratio
+    50          1.13 s     12.2 ms          1.00 s       7.4 ms      1.13      2.06
+    250         4.23 s      8.0 ms          3.82 s       3.8 ms      1.11      2.07
+    1000       17.10 s      7.8 ms         16.35 s       3.3 ms      1.05        -
+
+(1000: trials of 0.97x and 1.13x; peak PSS 66 MiB against 62 MiB.  A second 50/250 run:
+1.11x with 9.8 ms, 1.11x with 8.2 ms; fork 1.80x and 2.00x.)  The target, <= 1.0x
+asyncssh, is still missed at 50 and 250, and at 1000 in the median: paramiko's Python and
+the GIL cost 4-5 ms per machine where asyncssh's whole run costs 3.3-3.8.
 """
 
 from __future__ import annotations
@@ -81,6 +129,7 @@ import logging
 import os
 import queue
 import resource
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
@@ -94,7 +143,7 @@ if TYPE_CHECKING:
     from autoserv.parallel import WorkerHooks, subcommand
 
 __all__ = ["MODEL_ENV", "MODELS", "model", "WorkerAbort", "ThreadWorker", "MEASURED", "fewer_gc_passes",
-           "raise_nofile"]
+           "longer_switch_interval", "raise_nofile"]
 
 log = logging.getLogger("autoserv.parallel")
 
@@ -132,6 +181,34 @@ def fewer_gc_passes(threshold0: int = GC_THRESHOLD0) -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*old)
+
+
+#: The interpreter's thread switch interval while worker threads run (CPython's default: 5 ms).
+SWITCH_INTERVAL = 0.05
+
+
+@contextmanager
+def longer_switch_interval(seconds: float = SWITCH_INTERVAL) -> Iterator[None]:
+    """Let a thread that holds the GIL keep it longer while a thread fan-out runs.
+
+    Why: a fan-out runs two threads per machine (the worker and its paramiko transport),
+    and each one that waits for the GIL asks the holder to drop it after the switch
+    interval; with hundreds waiting, the GIL changes hands on every such request, each a
+    futex wake and a context switch (``perf``: futex calls were 17% of the CPU of 250
+    connections made by threads).  Threads of a fan-out mostly give the GIL up by
+    themselves, at each socket wait, so a longer interval costs no machine its turn.  The
+    figures are in this module's docstring.  The old interval is restored afterwards;
+    nested fan-outs keep the longer one until the outer ends.
+    """
+    old = sys.getswitchinterval()
+    if seconds <= old:  # (setting it again would round it down by a microsecond)
+        yield
+        return
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
 
 
 def model() -> str:

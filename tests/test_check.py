@@ -217,11 +217,13 @@ def test_attributes_of_namespace_modules_and_job(tmp_path: Path) -> None:
         job.recrod("GOOD", None, "x")
         os.path.joinn("a", "b")
         g = hosts.KVMGuest
+        k = kvm.KVMM
         """)
     assert brief(check_file(str(ctl))) == [
         (1, "error", "'hosts' (a module) has no attribute 'SSHHostt' (did you mean 'SSHHost'?)"),
         (2, "error", "'job' (a ServerJob) has no attribute 'recrod' (did you mean 'record'?)"),
         (3, "error", "'os.path' (a module) has no attribute 'joinn' (did you mean 'join'?)"),
+        (5, "error", "'kvm' (a module) has no attribute 'KVMM' (did you mean 'KVM'?)"),
     ]
 
 

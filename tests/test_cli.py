@@ -221,6 +221,24 @@ def test_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "barrier: alone, released" in out
 
 
+def test_kvm_is_imported_when_a_control_file_first_uses_it(tmp_path: Path) -> None:
+    """``kvm`` (all of autoserv.virt, ~13 ms) is not paid by jobs that never use it."""
+    ctl = write(
+        tmp_path / "lazy.control",
+        """\
+        import sys
+        assert "autoserv.kvm" not in sys.modules
+        assert kvm.__name__ == "autoserv.kvm" and "KVM on a remote host" in kvm.__doc__
+        import autoserv.kvm
+        assert kvm.KVM is autoserv.kvm.KVM and "KVM" in dir(kvm)
+        print("kvm: loaded on first use")
+        """,
+    )
+    proc = run_autoserv(ctl, "-r", tmp_path / "r", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "kvm: loaded on first use" in proc.stdout
+
+
 def test_the_job_gives_hosts_its_context_while_it_runs(tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     ctl = write(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -197,3 +198,14 @@ def test_fewer_gc_passes_while_a_fan_out_runs_then_restored() -> None:
             assert gc.get_threshold() == raised
         assert gc.get_threshold() == raised
     assert gc.get_threshold() == before
+
+
+def test_longer_switch_interval_while_a_fan_out_runs_then_restored() -> None:
+    before = sys.getswitchinterval()
+    with workers.longer_switch_interval():
+        longer = sys.getswitchinterval()
+        assert longer == pytest.approx(max(before, workers.SWITCH_INTERVAL), abs=1e-5)
+        with workers.longer_switch_interval(0.001):  # a fan-out inside a worker keeps it
+            assert sys.getswitchinterval() == longer
+        assert sys.getswitchinterval() == longer
+    assert sys.getswitchinterval() == before

@@ -158,6 +158,24 @@ def test_stray_lines_are_skipped(tmp_path: Path) -> None:
         ("START", "", 2), ("END FAIL", "first\nsecond", 3)]
 
 
+def test_load_machine_without_details_reads_its_status_log_only(tmp_path: Path) -> None:
+    """What the live progress reads for each machine's summary line (in the main thread)."""
+    m = tmp_path / "m1"
+    (m / "debug").mkdir(parents=True)
+    (m / "debug" / "autoserv.DEBUG").write_text("x\n")
+    (m / "keyval").write_text("hostname=m1\n")
+    (m / "t").mkdir()
+    (m / "t" / "keyval").write_text("k=v\n")
+    (m / "status.log").write_text(log_text([("START", "t", "t", 1, ""), ("END FAIL", "t", "t", 2, "no")]))
+    full = model.load_machine(str(tmp_path), "m1", "m1")
+    brief = model.load_machine(str(tmp_path), "m1", "m1", details=False)
+    assert full.keyval == {"hostname": "m1"} and full.logs == ["m1/debug/autoserv.DEBUG"]
+    assert brief.keyval == {} and brief.logs == [] and brief.testcases()[0].keyvals == {}
+    assert [(c.name, c.status, c.duration) for c in brief.testcases()] == \
+        [(c.name, c.status, c.duration) for c in full.testcases()] == [("t", "FAIL", 1.0)]
+    assert (brief.status, brief.start, brief.end) == (full.status, full.start, full.end)
+
+
 def test_missing_dir_and_not_a_results_dir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         model.load(str(tmp_path / "nope"))

@@ -444,16 +444,19 @@ def _read_lines(path: str) -> list[str]:
         return []
 
 
-def _load_machine(resultdir: str, name: str, directory: str, start: float | None) -> Machine:
+def _load_machine(resultdir: str, name: str, directory: str, start: float | None,
+                  details: bool = True) -> Machine:
     machine = Machine(name=name, directory=directory)
     base = os.path.join(resultdir, directory)
-    if os.path.isfile(os.path.join(base, "keyval")):
+    if details and os.path.isfile(os.path.join(base, "keyval")):
         machine.keyval, _ = read_keyval_file(os.path.join(base, "keyval"))
     log_path = os.path.join(base, "status.log")
     if os.path.isfile(log_path):
         machine.status_log = os.path.join(directory, "status.log")
         machine.nodes = build_tree(parse_status_log(log_path), start)
         _mark_abort(machine)
+    if not details:
+        return machine
     machine.logs = _logs_under(resultdir, directory)
     seen: set[str] = set()  # a test's files belong to its outermost node (the group)
     for node in machine.nodes:
@@ -472,9 +475,13 @@ def _load_machine(resultdir: str, name: str, directory: str, start: float | None
     return machine
 
 
-def load_machine(resultdir: str, name: str, directory: str) -> Machine:
-    """One machine's results (its subdir ``directory`` of ``resultdir``)."""
-    return _load_machine(os.path.abspath(resultdir), name, directory, None)
+def load_machine(resultdir: str, name: str, directory: str, details: bool = True) -> Machine:
+    """One machine's results (its subdir ``directory`` of ``resultdir``).
+
+    ``details`` False reads its status.log only (the status tree: tests, outcomes, times),
+    not its keyval, log listings or the tests' keyvals: what a summary line needs.
+    """
+    return _load_machine(os.path.abspath(resultdir), name, directory, None, details)
 
 
 def _exit_status(resultdir: str, keyval: dict[str, str]) -> int | None:

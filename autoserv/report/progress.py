@@ -195,7 +195,8 @@ class Progress:
         machine = model.Machine(sub.label, sub.subdir or "")
         if self.resultdir is not None and sub.subdir is not None:
             with contextlib.suppress(OSError, ValueError):
-                machine = model.load_machine(self.resultdir, sub.label, sub.subdir)
+                # its status.log only: this runs in the main thread for every machine
+                machine = model.load_machine(self.resultdir, sub.label, sub.subdir, details=False)
         summary = summarize(machine, duration=duration, reason=reason)
         if model.SEVERITY.get(summary.status, 0) < model.SEVERITY[word]:
             summary.status = word
