@@ -106,10 +106,10 @@ def read_machine_file(path: str, flag: str = "-M") -> list[tuple[int, str]]:
 def check_results_dir(path: str, flag: str = "-r") -> None:
     """Make the results directory ``path`` (and its parents) and check it can be written.
 
-    An existing non-directory is left for the job to report (it is "not a directory").
+    An existing non-directory is a usage error like every other unusable ``-r``.
     """
     if os.path.exists(path) and not os.path.isdir(path):
-        return
+        raise AutoservUsageError(f"{flag} {path}: exists and is not a directory")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

@@ -645,5 +645,5 @@ def valid_protection(text: str) -> str:
     """``--host-protection`` value, case-insensitive (``no_protection`` works too)."""
     value = re.sub(r"[-\s]", "_", text.strip()).upper()
     if value not in PROTECTION_LEVELS:
-        raise ValueError(f"must be one of {', '.join(PROTECTION_LEVELS)}")
+        raise ValueError(f"{text!r} is not a level: must be one of {', '.join(PROTECTION_LEVELS)}")
     return value
