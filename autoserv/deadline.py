@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 
 
@@ -13,7 +14,8 @@ class Deadline:
     """
 
     def __init__(self, seconds: float | None) -> None:
-        if seconds is not None and not isinstance(seconds, (int, float)):  # wait_up(timeout="5")
+        # any real number (a numpy integer or a Fraction too), not wait_up(timeout="5")
+        if seconds is not None and not isinstance(seconds, numbers.Real):
             raise TypeError(f"a timeout is a number of seconds or None, not {seconds!r}")
         self.seconds = seconds
         self.start = time.monotonic()

@@ -9,6 +9,7 @@ import posixpath
 import subprocess
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
 import paramiko
@@ -418,6 +419,9 @@ def test_deadline_and_backoff() -> None:
     d.sleep(1.0)
     assert d.expired() and d.remaining() == 0
     assert Deadline(None).remaining() == float("inf")
+    assert 0 < Deadline(Fraction(1, 2)).remaining() <= 0.5  # any real number of seconds
+    with pytest.raises(TypeError, match="a timeout is a number of seconds or None, not '5'"):
+        Deadline("5")  # type: ignore[arg-type]
     b = backoff(0.1, 2, 0.5)
     assert [next(b) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
 
