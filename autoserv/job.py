@@ -586,7 +586,8 @@ class ServerJob:
             self._status = status.StatusLogWriter(os.path.join(self.resultdir, "status.log"))
         else:
             self._status = status.StatusLogWriter(None)
-        logging_setup.setup(debug_dir, self.settings.console, self.settings.verbose, self._prefix)
+        logging_setup.setup(debug_dir, self.settings.console, self.settings.verbose, self._prefix,
+                            lazy_files=True)
         if self.resultdir is not None and subdir is not None:
             resultdir = self.resultdir
             self._write_results(resultdir, lambda: write_keyval(

@@ -24,6 +24,7 @@ them (and keeps it out of the job's), and ``print`` lines are assembled per thre
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -101,25 +102,72 @@ class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.broken = True
 
 
-class _ResultsFileHandler(logging.FileHandler):
-    """A debug file: the first failed write goes to :func:`results_disk.failed`, then quiet."""
+class _DebugFiles(logging.Handler):
+    """The debug files of one ``debug/`` directory: ``autoserv.<LEVEL>`` holds the records
+    of that level and above.
+
+    One handler for the four files: a record is formatted once and written to each file
+    it belongs in (four handlers formatted an INFO record twice and a WARNING three
+    times).  With ``lazy``, a file is created when its first record comes, so a machine's
+    ``debug/`` holds no empty ``autoserv.WARNING`` or ``autoserv.ERROR``: every file
+    created is an inode the filesystem must find, and a fan-out creates them for every
+    machine.  Each write is flushed (the files are read while the job runs).  The first
+    failed write goes to :func:`results_disk.failed`; the handler is quiet after it.
+    """
 
     broken = False
+
+    def __init__(self, debug_dir: str, lazy: bool) -> None:
+        super().__init__(logging.DEBUG)
+        #: (level, path), lowest level first
+        self._paths = [(getattr(logging, name), os.path.join(debug_dir, f"autoserv.{name}"))
+                       for name in LEVELS]
+        self._files: dict[int, IO[str]] = {}
+        if not lazy:
+            for level, path in self._paths:
+                self._open(level, path)
+
+    def _open(self, level: int, path: str) -> IO[str]:
+        stream = self._files[level] = open(path, "a", encoding="utf-8")
+        return stream
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.broken or results_disk.broken():
             self.broken = True
             results_disk.check()  # another process of the job found the disk full: abort
             return
-        super().emit(record)
-
-    def handleError(self, record: logging.LogRecord) -> None:  # logging names it so
-        exc = sys.exc_info()[1]
-        if isinstance(exc, OSError):
-            self.broken = True
-            results_disk.failed(self.baseFilename, exc)
+        try:
+            text = self.format(record) + "\n"
+        except Exception:  # a record that cannot be formatted: logging's own report
+            self.handleError(record)
             return
-        super().handleError(record)
+        path = ""
+        try:
+            for level, path in self._paths:
+                if record.levelno < level:
+                    break
+                stream = self._files.get(level) or self._open(level, path)
+                stream.write(text)
+                stream.flush()
+        except OSError as exc:
+            self.broken = True
+            results_disk.failed(path, exc)
+        except Exception:  # e.g. a lone surrogate the file's UTF-8 cannot take
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for stream in self._files.values():
+                stream.flush()
+
+    def close(self) -> None:
+        try:
+            for stream in self._files.values():
+                with contextlib.suppress(OSError, ValueError):
+                    stream.close()
+            self._files.clear()
+        finally:
+            super().close()
 
 
 class _LogStream(io.TextIOBase):
@@ -198,17 +246,13 @@ _router = _WorkerRouter()
 
 
 def _make_handlers(debug_dir: str | None, console: bool, verbose: bool,
-                   prefix: str, stream: IO[str] | None) -> list[logging.Handler]:
+                   prefix: str, stream: IO[str] | None, lazy: bool = False) -> list[logging.Handler]:
     made: list[logging.Handler] = []
     if debug_dir is not None:
         os.makedirs(debug_dir, exist_ok=True)
-        for name in LEVELS:
-            handler: logging.Handler = _ResultsFileHandler(
-                os.path.join(debug_dir, f"autoserv.{name}"), encoding="utf-8"
-            )
-            handler.setLevel(getattr(logging, name))
-            handler.setFormatter(_Formatter(FILE_FORMAT, FILE_DATEFMT))
-            made.append(handler)
+        handler: logging.Handler = _DebugFiles(debug_dir, lazy)
+        handler.setFormatter(_Formatter(FILE_FORMAT, FILE_DATEFMT))
+        made.append(handler)
     if console:
         handler = _ConsoleHandler(stream)
         handler.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -219,10 +263,10 @@ def _make_handlers(debug_dir: str | None, console: bool, verbose: bool,
 
 
 def _setup_worker(worker: scope.Scope, debug_dir: str | None, console: bool, verbose: bool,
-                  prefix: str) -> None:
+                  prefix: str, lazy: bool) -> None:
     close_worker()
     stream = _console if _console is not None else sys.stdout
-    worker.slots[_SCOPE_KEY] = _make_handlers(debug_dir, console, verbose, prefix, stream)
+    worker.slots[_SCOPE_KEY] = _make_handlers(debug_dir, console, verbose, prefix, stream, lazy)
     root = logging.getLogger()
     if _router not in root.handlers:
         root.addHandler(_router)
@@ -248,16 +292,19 @@ def setup(
     console: bool = True,
     verbose: bool = False,
     prefix: str = "",
+    lazy_files: bool = False,
 ) -> None:
     """Install the job's logging (replacing what an earlier call installed).
 
     ``debug_dir`` None writes no files (``-N``).  ``prefix`` is put before every console line.
+    ``lazy_files`` creates each debug file at its first record (a machine's ``debug/``),
+    instead of all four at once (the job's).
     In a parallel worker thread this sets up that worker's logging only.
     """
     global _saved_streams, _console, _root_level
     worker = scope.current()
     if worker is not None:
-        _setup_worker(worker, debug_dir, console, verbose, prefix)
+        _setup_worker(worker, debug_dir, console, verbose, prefix, lazy_files)
         return
     _remove_handlers()
     if _saved_streams is None:
@@ -270,7 +317,7 @@ def setup(
     # paramiko's DEBUG is a packet trace: keep it out of the job's files
     logging.getLogger("paramiko").setLevel(logging.WARNING)
     assert _console is not None
-    _handlers.extend(_make_handlers(debug_dir, console, verbose, prefix, _console))
+    _handlers.extend(_make_handlers(debug_dir, console, verbose, prefix, _console, lazy_files))
     for handler in _handlers:
         handler.addFilter(_in_no_worker)
         root.addHandler(handler)
@@ -307,7 +354,7 @@ def _remove_handlers() -> None:
         root.removeHandler(handler)
         try:
             handler.flush()
-            if isinstance(handler, logging.FileHandler):
+            if isinstance(handler, _DebugFiles):
                 handler.close()
         except (OSError, ValueError):
             pass

@@ -192,6 +192,34 @@ def test_in_process_results_dir(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert int(pid) == os.getpid() and exit_status == "0" and failed == "0"
 
 
+@pytest.mark.parametrize("model", ["fork", "threads"])
+def test_machine_debug_files_are_made_by_their_first_record(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        model: str) -> None:
+    monkeypatch.setenv("AUTOSERV_WORKERS", model)
+    ctl = write(tmp_path / "ctl.control",
+                "def machine(m):\n"
+                "    logging.info('hello from %s', m)\n"
+                "    if m == 'h2':\n"
+                "        logging.warning('careful on %s', m)\n"
+                "parallel_simple(machine, machines)\n")
+    results = tmp_path / "res"
+    assert cli.main([str(ctl), "-r", str(results), "-m", "h1,h2"]) == 0, capsys.readouterr().err
+    # the job's own debug/ always has all four, the ones with nothing in them empty
+    assert sorted(p.name for p in (results / "debug").iterdir()) == [
+        "autoserv.DEBUG", "autoserv.ERROR", "autoserv.INFO", "autoserv.WARNING"]
+    h1, h2 = results / "h1" / "debug", results / "h2" / "debug"
+    assert sorted(p.name for p in h1.iterdir()) == ["autoserv.DEBUG", "autoserv.INFO"]
+    assert sorted(p.name for p in h2.iterdir()) == [
+        "autoserv.DEBUG", "autoserv.INFO", "autoserv.WARNING"]
+    for level in ("DEBUG", "INFO"):  # each file holds its level and above, each line once
+        text = (h2 / f"autoserv.{level}").read_text()
+        assert text.count("hello from h2") == 1 and text.count("careful on h2") == 1, text
+        assert "h1" not in text
+    warning = (h2 / "autoserv.WARNING").read_text()
+    assert "careful on h2" in warning and "hello" not in warning
+
+
 def test_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ctl = write(
         tmp_path / "ns.control",

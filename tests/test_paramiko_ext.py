@@ -240,6 +240,68 @@ def test_stall_guard_closes_the_channel_on_the_first_timeout(
     assert transport.is_active()
 
 
+# -- install_handshake_clock ----------------------------------------------------------
+
+
+def test_handshake_clock_relies_on_the_packetizer_handshake_hooks() -> None:
+    pk = paramiko.packet.Packetizer
+    assert _params(pk.start_handshake) == ["self", "timeout"]
+    assert _params(pk.handshake_timed_out) == ["self"]
+    assert _params(pk.complete_handshake) == ["self"]
+    run = inspect.getsource(paramiko.Transport.run)
+    assert "packetizer.start_handshake(self.handshake_timeout)" in run
+    assert "packetizer.complete_handshake()" in run
+    assert "self.handshake_timed_out()" in inspect.getsource(pk.read_all)
+
+
+def test_connecting_starts_no_timer_thread(testbed_loopback: Testbed,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[threading.Thread] = []
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    h = hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config))
+    try:
+        assert h.run("echo ok").stdout == "ok\n"
+    finally:
+        h.close()
+    kinds = [type(t).__name__ for t in started]
+    assert "Transport" in kinds  # the transport's own thread, seen by this hook
+    assert not [t for t in started if isinstance(t, threading.Timer)], kinds
+
+
+def _banner_then_silence(s: socket.socket) -> None:
+    s.sendall(b"SSH-2.0-OpenSSH_9.2p1 stalls\r\n")
+    with contextlib.suppress(OSError):
+        while s.recv(65536):  # the client's banner and KEXINIT, then until it gives up
+            pass
+
+
+def test_handshake_clock_still_ends_a_handshake_the_server_never_answers() -> None:
+    ours, theirs = socket.socketpair()
+    peer = threading.Thread(target=_banner_then_silence, args=(theirs,), daemon=True)
+    peer.start()
+    t = paramiko.Transport(ours)
+    paramiko_ext.install_handshake_clock(t)
+    t.handshake_timeout = 0.5
+    try:
+        # no timeout of its own: only the handshake clock can end this wait (paramiko
+        # raises what ended its thread: the read loop's EOFError)
+        with pytest.raises((paramiko.SSHException, EOFError)):
+            t.start_client()
+        assert not t.is_active()
+        assert not [th for th in threading.enumerate() if isinstance(th, threading.Timer)]
+    finally:
+        t.close()
+        ours.close()  # also when the transport never started (then close() leaves it open)
+        peer.join(10)
+        theirs.close()
+
+
 # -- set_idle_poll ------------------------------------------------------------------
 
 
@@ -250,10 +312,15 @@ def test_idle_poll_replaces_the_active_check_timeout(transport: paramiko.Transpo
 
 def test_close_ends_the_thread_of_a_transport_polling_slowly(
         transport: paramiko.Transport) -> None:
+    from autoserv.hosts.ssh_connection import close_transport
+
     paramiko_ext.set_idle_poll(transport, 60)
+    chan = transport.open_session(timeout=10)  # the thread's next read waits up to 60 s
+    chan.exec_command("true")
+    assert chan.recv_exit_status() == 0
     assert transport.is_alive()
-    transport.close()
-    transport.join(10)  # closing the socket wakes the read, not the next 60 s poll
+    close_transport(transport)
+    transport.join(10)  # shutting the socket down wakes the poll; the next one is 60 s away
     assert not transport.is_alive()
 
 
