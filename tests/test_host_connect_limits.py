@@ -103,3 +103,41 @@ def test_a_host_that_frees_a_slot_is_reached_by_the_retry(
     assert any("dropped the connection before its banner" in r.getMessage()
                for r in caplog.records)
     assert marker.read_text() == "x\n"  # the command ran once
+
+
+def _drop_twice_then_stay_silent(listener: socket.socket, stop: threading.Event) -> None:
+    """A host whose sshd drops two connections, then accepts one and never sends its banner
+    (a loaded sshd that has not got to it before the client's deadline)."""
+    held: list[socket.socket] = []
+    try:
+        for n in range(3):
+            conn, _ = listener.accept()
+            if n < 2:
+                conn.close()
+            else:
+                held.append(conn)
+        stop.wait(30)
+    finally:
+        for conn in held:
+            conn.close()
+
+
+def test_drops_then_a_try_that_times_out_still_name_max_startups() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    server = threading.Thread(target=_drop_twice_then_stay_silent, args=(listener, stop),
+                              daemon=True)
+    server.start()
+    host = hosts.SSHHost(f"127.0.0.1:{listener.getsockname()[1]}", ssh_config="/dev/null",
+                         connect_timeout=2)
+    try:
+        with pytest.raises(AutoservSSHTimeout) as info:
+            host.run("true")
+    finally:
+        host.close()
+        stop.set()
+        server.join(10)
+        listener.close()
+    msg = str(info.value)
+    assert "closed the connection before its SSH banner 2 times" in msg, msg
+    assert "then the next try timed out" in msg and "MaxStartups" in msg, msg

@@ -523,21 +523,31 @@ def open_transport(p: ConnectParams, deadline: Deadline | None = None) -> parami
     deadline = deadline or p.deadline()
     delays = backoff(0.1, 2.0, 2.0)
     attempts = 0
+
+    def dropped(times: int, last: str = "") -> AutoservSSHTimeout:
+        return _connect_error(
+            p, f"the server closed the connection before its SSH banner {times} "
+               f"times in {deadline.elapsed():.1f} s{last} (sshd's MaxStartups limits "
+               f"unauthenticated connections: raise it on the host, or connect to "
+               f"fewer hosts at once with --max-parallel)")
+
     while True:
         attempts += 1
         try:
             return _open_transport_once(p, deadline)
+        except AutoservSSHTimeout:
+            # the deadline ran out during a try after drops (a loaded sshd may take long
+            # to drop one): the drops are the news, not the last try's timeout
+            if attempts > 1 and deadline.expired():
+                raise dropped(attempts - 1, ", then the next try timed out") from None
+            raise
         except _DroppedBeforeBanner:
             pause = next(delays)
             pause = random.uniform(pause / 2, pause)
             unbounded = deadline.seconds is None
             if (attempts >= DROPPED_ATTEMPTS_UNBOUNDED if unbounded
                     else deadline.remaining() <= pause):
-                raise _connect_error(
-                    p, f"the server closed the connection before its SSH banner {attempts} "
-                       f"times in {deadline.elapsed():.1f} s (sshd's MaxStartups limits "
-                       f"unauthenticated connections: raise it on the host, or connect to "
-                       f"fewer hosts at once with --max-parallel)") from None
+                raise dropped(attempts) from None
             log.debug("%s dropped the connection before its banner (attempt %d); "
                       "again in %.2f s", p.where, attempts, pause)
             time.sleep(pause)
