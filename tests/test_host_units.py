@@ -325,6 +325,25 @@ def test_wrap_command_reports_pid_and_keeps_output(shell: str) -> None:
         assert tail == rest
 
 
+def test_wrap_command_execs_the_last_command_in_place_of_the_shell() -> None:
+    marker = new_marker()  # bash 5.1+ (the test bed's login shell) execs a -c's last command
+    proc = subprocess.run(["bash", "-c", wrap_command("cat /proc/self/stat", marker)],
+                          capture_output=True, check=True)
+    first, stat = proc.stdout.split(b"\n", 1)
+    shell_pid = int(first[len(marker):])
+    assert int(stat.split()[0]) == shell_pid  # no fork: the command is the shell's process
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash"])
+def test_wrap_command_reports_a_syntax_error_after_the_marker(shell: str) -> None:
+    marker = new_marker()
+    proc = subprocess.run([shell, "-c", wrap_command("if then", marker)], capture_output=True)
+    assert proc.returncode == 2
+    for stream in (proc.stdout, proc.stderr):
+        assert stream.startswith(marker), stream
+    assert b"then" in proc.stderr.split(b"\n", 1)[1]
+
+
 def test_guarded_kill_command_spares_a_group_without_the_command_marker() -> None:
     marker = new_marker()
     token = marker.decode().split("_")[1]
