@@ -119,6 +119,40 @@ instead of aes128-ctr + HMAC, a buffered socket under paramiko's packetizer (few
 1.11x with 9.8 ms, 1.11x with 8.2 ms; fork 1.80x and 2.00x.)  The target, <= 1.0x
 asyncssh, is still missed at 50 and 250, and at 1000 in the median: paramiko's Python and
 the GIL cost 4-5 ms per machine where asyncssh's whole run costs 3.3-3.8.
+
+Later the same day, four changes that each showed in A/B runs or traces:
+
+* no ``threading.Timer`` per connection for paramiko's handshake timeout
+  (:func:`autoserv.hosts.paramiko_ext.install_handshake_clock`): 1.55 -> 1.27 s of CPU for
+  250 raw paramiko connections in threads (medians of 4);
+* a closed connection's thread ends at once (the socket is shut down, which wakes its
+  ``poll``; closing the descriptor does not): 93 of 250 transport threads were still alive
+  when the job ended, and the process's exit after ``main`` went from 0.19-0.22 s to
+  0.11 s (250 machines; peak PSS at 1000 was 54 MiB in the bench below, 66 MiB before);
+* a machine's debug files are one handler that formats each record once, and a level's
+  file is made by its first record (2 inodes fewer per machine: ext4's inode search was
+  up to 10% of the CPU, ``perf``, after other processes had deleted many files);
+* the remote command is the last line of the shell's ``-c`` string instead of ``eval``'d,
+  so bash execs it instead of forking: the hosts' sshd CPU per connection at 250 went
+  from 20.6-21.0 ms to 18.6-18.7 (asyncssh's: 17.8-18.1), at 1000 to 17.9 (asyncssh's:
+  20.0).
+
+The bench on that code (netns bed; ``bench/results/2026-12-07-*-after*``)::
+
+    N      threads wall  CPU/machine   asyncssh wall  CPU/machine   ratio   fork ratio
+    50          0.94 s     10.7 ms          0.77 s       6.8 ms      1.22      1.70
+    250         3.78 s      7.9 ms          3.02 s       3.5 ms      1.25      1.84
+    50          0.98 s     10.9 ms          0.82 s       7.1 ms      1.18      1.60   (2nd run)
+    250         3.75 s      7.6 ms          3.10 s       3.5 ms      1.21      1.84   (2nd run)
+    1000       15.12 s      6.9 ms         13.80 s       3.1 ms      1.10        -
+
+(1000: trials of 1.02x and 1.18x, peak PSS 54 MiB against 63 MiB.)  The ratios at 50 and
+250 did not move beyond the noise: the run is CPU-bound on two cores, and what decides it
+is the controller's CPU per machine, still twice asyncssh's.  Tried and not kept: freezing
+the heap for the collector during the fan-out (no gain), starting worker threads without
+waiting for each to run (worse, as the gate above), ending the process with ``os._exit``
+after the reports (0.1 s less at 250 machines, 0.03-0.07 s at 50, but a control file's
+unclosed files and ``__del__`` would be lost).
 """
 
 from __future__ import annotations
