@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import IO, Any
 
 from autoserv import results_disk, scope
@@ -156,18 +157,28 @@ class _DebugFiles(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        with self._held(), contextlib.suppress(OSError, ValueError):  # emit may open a file
             for stream in self._files.values():
                 stream.flush()
 
     def close(self) -> None:
         try:
-            for stream in self._files.values():
-                with contextlib.suppress(OSError, ValueError):
-                    stream.close()
-            self._files.clear()
+            with self._held():
+                for stream in self._files.values():
+                    with contextlib.suppress(OSError, ValueError):
+                        stream.close()
+                self._files.clear()
         finally:
             super().close()
+
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """The handler's own lock (``emit`` runs under it, called by ``handle``)."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
 
 
 class _LogStream(io.TextIOBase):
