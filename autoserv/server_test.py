@@ -188,9 +188,19 @@ def run_test(job: Any, url: str, *args: Any, **dargs: Any) -> bool:
     near = [job.control] if isinstance(getattr(job, "control", None), str) else []
     search = client_tests.server_search_path(getattr(job, "tests", None), near)
     # the job runs in its results dir (a machine's subdir inside parallel_simple); with -N
-    # there is none, and the test writes to a temporary directory
-    base = os.getcwd() if getattr(job, "resultdir", None) else tempfile.mkdtemp(
+    # there is none, and the test writes to a scratch directory removed when it ends
+    scratch = None if getattr(job, "resultdir", None) else tempfile.mkdtemp(
         prefix="autoserv-server-test-")
+    try:
+        return _run_in(job, name, subdir, search, scratch or os.getcwd(), args, dargs)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_in(job: Any, name: str, subdir: str, search: list[str], base: str,
+            args: tuple[Any, ...], dargs: dict[str, Any]) -> bool:
+    """:func:`run_test` with the test's output under ``base``."""
     outputdir = os.path.join(base, subdir)
     testname = subdir  # Autotest records the tagged name as the operation too
     job.record("START", subdir, testname)

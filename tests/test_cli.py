@@ -220,6 +220,35 @@ def test_machine_debug_files_are_made_by_their_first_record(
     assert "careful on h2" in warning and "hello" not in warning
 
 
+def test_server_tests_without_results_leave_no_scratch_directory(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
+    write(tmp_path / "srv" / "writes" / "writes.py", """\
+        from autotest.server import test
+
+        class writes(test.test):
+            version = 1
+
+            def run_once(self):
+                with open(self.outputdir + '/out', 'w') as f:
+                    f.write('x')
+        """)
+    ctl = write(tmp_path / "ctl.control", """\
+        assert job.run_test('writes') is True
+        assert job.run_test('no_such_test_here') is False
+        """)
+    code = cli.main([str(ctl), "-N", "--server-tests", str(tmp_path / "srv")])
+    err = capsys.readouterr().err
+    assert code == 1 and "job failed: ERROR no_such_test_here" in err, err  # the asserts held
+    # -N: the tests' output went, with its scratch dir (the shared srcdir of server tests,
+    # <tmp>/autoserv-server-tests, stays, as Autotest's srcdir does)
+    assert list(scratch_root.glob("autoserv-server-test-*")) == []
+
+
 def test_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ctl = write(
         tmp_path / "ns.control",
