@@ -16,6 +16,7 @@ kills), ``_run_error`` turns a failure into the transport's exception class.
 from __future__ import annotations
 
 import logging
+import numbers
 import shlex
 import time
 from abc import ABC, abstractmethod
@@ -145,7 +146,7 @@ def run_command(
     ``ignore_status``, keeping the partial output; so does a lost transport.
     Any exception while the command runs (an abort, a failing tee) kills it too.
     """
-    if isinstance(timeout, int | float) and not timeout >= 0:  # -1: a race with the command
+    if isinstance(timeout, numbers.Real) and not timeout >= 0:  # -1: a race with the command
         raise AutoservUsageError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
     command = quote_args(command, args)
     if verbose:

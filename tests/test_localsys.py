@@ -12,11 +12,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
-from autoserv.errors import AutoservError, AutoservVirtError
+from autoserv.errors import AutoservError, AutoservUsageError, AutoservVirtError
 from autoserv.lab.testbed import Testbed
 from autoserv.localsys import (
     ALIVE_SH,
@@ -233,3 +234,12 @@ def test_localsys_imports_nothing_but_the_core_basics() -> None:
     # the runner core may use it: it must not pull in hosts, virt, the lab or the job
     assert set(json.loads(out)) <= {"autoserv", "autoserv.errors", "autoserv.outcomes", "autoserv.result",
                                     "autoserv.localsys"}
+
+
+@pytest.mark.parametrize("timeout", [-1, -0.5, Fraction(-1), float("nan")])
+def test_a_negative_timeout_is_refused_whatever_its_number_type(timeout: object) -> None:
+    from autoserv import utils
+
+    with pytest.raises(AutoservUsageError, match="timeout must be a number of seconds >= 0"):
+        utils.run("true", timeout=timeout)  # type: ignore[arg-type]
+    assert utils.run("true", timeout=Fraction(5)).exit_status == 0  # type: ignore[arg-type]

@@ -314,14 +314,12 @@ def test_idle_poll_replaces_the_active_check_timeout(transport: paramiko.Transpo
 
 def test_close_ends_the_thread_of_a_transport_polling_slowly(
         transport: paramiko.Transport) -> None:
-    from autoserv.hosts.ssh_connection import close_transport
-
     paramiko_ext.set_idle_poll(transport, 60)
     chan = transport.open_session(timeout=10)  # the thread's next read waits up to 60 s
     chan.exec_command("true")
     assert chan.recv_exit_status() == 0
     assert transport.is_alive()
-    close_transport(transport)
+    paramiko_ext.close_now(transport)
     transport.join(10)  # shutting the socket down wakes the poll; the next one is 60 s away
     assert not transport.is_alive()
 

@@ -114,7 +114,7 @@ def watch(t: paramiko.Transport, interval: float, count: int, where: str) -> Non
                           f"(ServerAliveInterval {interval:g}, ServerAliveCountMax {count})")
                 _lost[t] = reason
                 log.warning("%s is lost: %s", where, reason)
-                t.close()
+                paramiko_ext.close_now(t)
                 return
             del t
 

@@ -398,7 +398,7 @@ def _open_socket(p: ConnectParams, deadline: Deadline, jumps: list[paramiko.Tran
             return jt.open_channel("direct-tcpip", (p.hostname, p.port), ("127.0.0.1", 0),
                                    timeout=deadline.remaining())
         except (paramiko.SSHException, OSError) as exc:
-            _wake_and_close(jt)
+            paramiko_ext.close_now(jt)
             raise _connect_error(p, f"jump host {jump_spec} could not open a channel: {exc}") from None
     try:
         sock = socket.create_connection((p.hostname, p.port), timeout=deadline.remaining())
@@ -586,7 +586,7 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
     except BaseException:
         _close_and_join(t)
         for j in jumps:
-            _wake_and_close(j)
+            paramiko_ext.close_now(j)
         raise
     t.set_log_channel(PARAMIKO_LOG_CHANNEL)
     paramiko_ext.set_idle_poll(t)
@@ -597,21 +597,6 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
     return t
 
 
-def _wake_and_close(t: paramiko.Transport) -> None:
-    """Close ``t`` so that its thread ends now, not at its next poll.
-
-    Why: the thread waits in ``poll`` on the socket (up to :data:`paramiko_ext.IDLE_POLL`
-    s once connected), and closing a descriptor on Linux does not wake another thread's
-    ``poll`` on it; shutting the connection down does.  Without it, the threads of a
-    fan-out's closed connections lived on for up to 2 s each (93 of 250 were still alive
-    when the job had ended), and the process paid for them at exit.
-    """
-    if isinstance(t.sock, socket.socket):
-        with contextlib.suppress(OSError):
-            t.sock.shutdown(socket.SHUT_RDWR)
-    t.close()
-
-
 def _close_and_join(t: paramiko.Transport, timeout: float = 2.0) -> None:
     """Close ``t`` and wait (bounded) for its thread to end.
 
@@ -619,7 +604,7 @@ def _close_and_join(t: paramiko.Transport, timeout: float = 2.0) -> None:
     socket and logs the error with a traceback; joined here, it does so
     while the job's logging is still set up, not after the CLI shut it down.
     """
-    _wake_and_close(t)
+    paramiko_ext.close_now(t)
     if t.is_alive() and t is not threading.current_thread():
         t.join(timeout)
 
@@ -630,9 +615,9 @@ _jumps: weakref.WeakKeyDictionary[paramiko.Transport, list[paramiko.Transport]] 
 
 def close_transport(t: paramiko.Transport) -> None:
     """Close ``t`` and the jump-host transports it runs through."""
-    _wake_and_close(t)
+    paramiko_ext.close_now(t)
     for j in _jumps.pop(t, []):
-        _wake_and_close(j)
+        paramiko_ext.close_now(j)
 
 
 class TransportPool:
