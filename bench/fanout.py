@@ -50,10 +50,12 @@ PSSH = "parallel-ssh"
 FABRIC = "fabric ThreadingGroup"
 XARGS = "xargs -P ssh"
 ASYNCSSH = "asyncssh gather"
+#: raw paramiko in threads: the least a paramiko program pays (a reference, not a peer)
+PARAMIKO = "raw paramiko threads (reference)"
 FLOOR = "sshd-CPU floor"
 #: ``--tools`` names, in the order the tools are listed
 TOOL_KEYS = {"autoserv": OURS, "threads": OURS_THREADS, "asyncssh": ASYNCSSH, "pssh": PSSH,
-             "fabric": FABRIC, "xargs": XARGS}
+             "fabric": FABRIC, "xargs": XARGS, "paramiko": PARAMIKO}
 
 
 def fanout_timeout(n: int) -> float:
@@ -90,8 +92,8 @@ def _argv_for(tool: str, tb: Testbed, n: int, work: Path) -> tuple[list[str], Ca
                                    f"{run.stderr.strip()[-300:]}")
 
         return argv, check
-    if tool in (PSSH, FABRIC, ASYNCSSH):
-        peer = {PSSH: "pssh", FABRIC: "fabric", ASYNCSSH: "asyncssh"}[tool]
+    if tool in (PSSH, FABRIC, ASYNCSSH, PARAMIKO):
+        peer = {PSSH: "pssh", FABRIC: "fabric", ASYNCSSH: "asyncssh", PARAMIKO: "paramiko"}[tool]
         return [sys.executable, "-m", "bench.peers", peer, config, str(hosts_file), str(tb.client_key)], \
             expect_lines
     if tool == XARGS:
@@ -122,8 +124,9 @@ def measure_fanout(tb: Testbed, sizes: list[int], trials: dict[int, int],
                 raise RuntimeError(f"no sshd pid known for {listeners.count(0)} test bed hosts")
             comp = Comparison("fanout", f"uname -a on {n} hosts", OURS,
                               variants=tuple(t for t in tools if t == OURS_THREADS))
-            by_tool = {t: comp.add(Measurement(t, extra={"maxrss_kib": [], "peak_pss_kib": [],
-                                                          "cpu_s": [], "sshd_cpu_s": []}))
+            by_tool = {t: comp.add(Measurement(t, context=t == PARAMIKO,
+                                               extra={"maxrss_kib": [], "peak_pss_kib": [],
+                                                      "cpu_s": [], "sshd_cpu_s": []}))
                        for t in tools}
             floor = comp.add(Measurement(FLOOR, context=True,
                                          note=f"hosts' sshd CPU ÷ {cores} cores, least of any tool"))

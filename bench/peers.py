@@ -87,7 +87,55 @@ def asyncssh_peer(config: str, hosts: list[tuple[str, str, int]], key: str) -> i
     return 1 if failed else 0
 
 
-TOOLS = {"pssh": pssh, "fabric": fabric, "asyncssh": asyncssh_peer}
+def paramiko_peer(config: str, hosts: list[tuple[str, str, int]], key: str) -> int:
+    """Raw paramiko, a thread per host: socket, ``Transport``, key auth, one ``exec``.
+
+    Not a tool anyone would pick but the least any paramiko program pays (autoserv keeps
+    paramiko): no ssh config, no host key check (as the asyncssh peer), no job around it.
+    """
+    import socket
+    import threading
+
+    import paramiko
+
+    pkey = paramiko.PKey.from_path(key)
+    outs: list[object] = [None] * len(hosts)
+
+    def one(i: int, address: str, port: int) -> None:
+        try:
+            sock = socket.create_connection((address, port), timeout=30)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            t = paramiko.Transport(sock)
+            try:
+                t.start_client(timeout=30)
+                t.auth_publickey("root", pkey)
+                chan = t.open_session(timeout=30)
+                chan.exec_command(COMMAND)
+                out = chan.makefile("rb").read()
+                if chan.recv_exit_status() != 0:
+                    raise RuntimeError(f"exit status {chan.recv_exit_status()}")
+                outs[i] = out.decode().strip()
+            finally:
+                t.close()
+        except Exception as exc:  # a failed host is counted, not fatal
+            outs[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i, address, port))
+               for i, (_, address, port) in enumerate(hosts)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    failed = 0
+    for (name, _, _), out in zip(hosts, outs, strict=True):
+        if not isinstance(out, str):
+            failed += 1
+            continue
+        print(f"{name}: {out}")
+    return 1 if failed else 0
+
+
+TOOLS = {"pssh": pssh, "fabric": fabric, "asyncssh": asyncssh_peer, "paramiko": paramiko_peer}
 
 
 def main(argv: list[str]) -> int:

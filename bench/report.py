@@ -191,16 +191,18 @@ def fanout_tables(comps: list[Comparison]) -> list[str]:
     for fan in fans:
         best = fan.fastest_peer()
         for m in fan.measurements:
+            # a reference that ran as a tool (raw paramiko) has a ratio and CPU; the floor has not
+            ran = not m.context or bool(m.extra.get("cpu_s"))
             ratio = ""
-            if best and best.median and m.median and not m.context:
+            if best and best.median and m.median and ran:
                 ratio = f"{m.median / best.median:.2f}"
             pss = _median_extra(m, "peak_pss_kib", 1 / 1024)
             tool = f"**{m.tool}**" if m.tool in (fan.ours, *fan.variants) else m.tool
             if m is best:
                 tool += " (fastest peer)"
             lines.append(f"| {hosts_of(fan)} | {tool} | {len(m.values)} | {_s(m.median)} | {ratio} "
-                         f"| {'' if m.context else _ms(cpu_per_machine_ms(fan, m))} "
-                         f"| {'' if m.context else _ms(sshd_cpu_per_machine_ms(fan, m))} "
+                         f"| {_ms(cpu_per_machine_ms(fan, m)) if ran else ''} "
+                         f"| {_ms(sshd_cpu_per_machine_ms(fan, m)) if ran else ''} "
                          f"| {'' if pss is None else f'{pss:.0f} MiB'} |")
     return lines
 

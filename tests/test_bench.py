@@ -52,8 +52,8 @@ def test_trials_scale_adds_1000_hosts_and_sizes_picks() -> None:
 def _fan(n: int, walls: dict[str, float], cpu: dict[str, float] | None = None) -> Comparison:
     comp = Comparison("fanout", f"uname -a on {n} hosts", OURS, variants=(OURS_THREADS,))
     for tool, wall in walls.items():
-        m = Measurement(tool, values=[wall, wall], context=tool == fanout.FLOOR)
-        if not m.context:
+        m = Measurement(tool, values=[wall, wall], context=tool in (fanout.FLOOR, fanout.PARAMIKO))
+        if tool != fanout.FLOOR:
             per_host = (cpu or {}).get(tool, 0.004)
             m.extra = {"cpu_s": [per_host * n] * 2, "sshd_cpu_s": [0.01 * n] * 2,
                        "peak_pss_kib": [40 * 1024] * 2, "maxrss_kib": [1] * 2}
@@ -68,6 +68,19 @@ def test_fastest_peer_is_never_ours_nor_the_floor() -> None:
     best = comp.fastest_peer()
     assert best is not None and best.tool == fanout.ASYNCSSH
     assert comp.ratios_to_fastest() == pytest.approx({OURS: 2.0, OURS_THREADS: 0.9})
+
+
+def test_raw_paramiko_is_a_reference_with_a_ratio_but_never_the_fastest_peer() -> None:
+    # raw paramiko is faster than every peer here: still not the target, but shown against it
+    comp = _fan(250, {OURS: 8.0, OURS_THREADS: 5.0, fanout.ASYNCSSH: 4.0,
+                      fanout.PARAMIKO: 3.0, fanout.FLOOR: 2.0},
+                cpu={fanout.PARAMIKO: 0.005})
+    best = comp.fastest_peer()
+    assert best is not None and best.tool == fanout.ASYNCSSH
+    assert fanout.PARAMIKO not in comp.ratios()
+    md = "\n".join(report.fanout_tables([comp]))
+    assert f"| 250 | {fanout.PARAMIKO} | 2 | 3.00 s | 0.75 | 5.0 ms | 10.0 ms | 40 MiB |" in md
+    assert "| 250 | sshd-CPU floor | 2 | 2.00 s |  |  |  |  |" in md
 
 
 def test_targets_judge_both_models_against_the_fastest_peer_at_50_250_1000() -> None:
