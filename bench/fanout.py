@@ -79,7 +79,8 @@ def _argv_for(tool: str, tb: Testbed, n: int, work: Path) -> tuple[list[str], Ca
     def expect_lines(run: ChildRun) -> None:
         got = sum(1 for line in run.stdout.splitlines() if "Linux" in line)
         if got < n:
-            raise RuntimeError(f"{tool}: {got} of {n} hosts answered")
+            why = "; ".join(run.stderr.strip().splitlines()[-3:])
+            raise RuntimeError(f"{tool}: {got} of {n} hosts answered" + (f" ({why})" if why else ""))
 
     if tool in (OURS, OURS_THREADS):
         results = tempfile.mkdtemp(prefix="results-", dir=work)

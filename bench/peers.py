@@ -9,6 +9,7 @@ prints ``<name>: <uname -a>`` per host and exits non-zero if any host failed.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 COMMAND = "uname -a"
@@ -126,12 +127,14 @@ def paramiko_peer(config: str, hosts: list[tuple[str, str, int]], key: str) -> i
         th.start()
     for th in threads:
         th.join()
-    failed = 0
+    failed: Counter[str] = Counter()
     for (name, _, _), out in zip(hosts, outs, strict=True):
         if not isinstance(out, str):
-            failed += 1
+            failed[f"{type(out).__name__}: {out}"[:200]] += 1
             continue
         print(f"{name}: {out}")
+    for why, count in failed.most_common():
+        print(f"{count} host(s) failed: {why}", file=sys.stderr)
     return 1 if failed else 0
 
 
