@@ -183,6 +183,27 @@ def test_read_control_shapes(tmp_path: Path) -> None:
         read(str(tmp_path / "missing.control"), None)
 
 
+def test_read_control_from_a_url(tmp_path: Path) -> None:
+    """A control file given as a URL is fetched (an HTTP server of the test's own, on loopback)."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "client.control").write_text("job.run_test('sleeptest', seconds=1)\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/client.control"
+        assert autotest_remote._read_control(url, str(tmp_path / "elsewhere")) == \
+            ("job.run_test('sleeptest', seconds=1)\n", None)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -279,12 +279,15 @@ def test_namespace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_kvm_is_imported_when_a_control_file_first_uses_it(tmp_path: Path) -> None:
-    """``kvm`` (all of autoserv.virt, ~13 ms) is not paid by jobs that never use it."""
+    """``kvm`` (all of autoserv.virt, ~13 ms) is not paid by jobs that never use it, nor
+    ``urllib.request`` (``autotest_remote`` fetches a control file given as a URL with it)."""
     ctl = write(
         tmp_path / "lazy.control",
         """\
         import sys
         assert "autoserv.kvm" not in sys.modules
+        # nor an HTTP client (~8 ms), imported when a client control file is a URL
+        assert "urllib.request" not in sys.modules
         assert kvm.__name__ == "autoserv.kvm" and "KVM on a remote host" in kvm.__doc__
         import autoserv.kvm
         assert kvm.KVM is autoserv.kvm.KVM and "KVM" in dir(kvm)
