@@ -63,8 +63,7 @@ def write_keyval(directory: str, data: Mapping[str, object]) -> None:
         if "\n" in text:
             raise ValueError(f"keyval value of {key} contains a newline")
         lines.append(f"{key}={text}\n")
-    with open(os.path.join(directory, "keyval"), "a", encoding="utf-8") as f:
-        f.write("".join(lines))
+    results_disk.append(os.path.join(directory, "keyval"), "".join(lines))
 
 
 def read_keyval(directory: str) -> dict[str, str]:

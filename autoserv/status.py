@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from autoserv import results_disk
+
 __all__ = [
     "STATUS_WORDS",
     "FAILURE_WORDS",
@@ -272,16 +274,16 @@ class StatusLogWriter:
     """Writes entries to a status.log file, keeping the nesting of START/END groups.
 
     ``path`` None keeps the nesting without writing anything (``-N``).  Each entry is
-    appended with a single ``write`` on a file opened in append mode, so that processes
-    sharing one file never interleave inside an entry.
+    appended with a single ``write`` on a file opened in append mode
+    (:func:`autoserv.results_disk.append`), so that processes sharing one file never
+    interleave inside an entry.
     """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.open_groups: list[str] = []  # operation names of the STARTs still open
         if path is not None:
-            with open(path, "a", encoding="utf-8"):
-                pass  # the log exists from the start, even while empty
+            results_disk.append(path, "")  # the log exists from the start, even while empty
 
     @property
     def indent(self) -> int:
@@ -298,8 +300,7 @@ class StatusLogWriter:
             status_code, subdir, operation, message, optional_fields, indent, timestamp
         )
         if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(text + "\n")
+            results_disk.append(self.path, text + "\n")
         if status_code == "START":
             self.open_groups.append(operation or NONE_VALUE)
         elif status_code.startswith("END "):

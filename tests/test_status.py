@@ -143,3 +143,42 @@ def test_parse_line_not_an_entry(line: str) -> None:
 def test_parse_rejects_garbage_with_line_number() -> None:
     with pytest.raises(ValueError, match="line 2"):
         status.parse("GOOD\t----\t----\ttimestamp=1\t\nnonsense\n")
+
+
+def test_append_creates_and_appends_each_text_whole_from_many_threads(tmp_path) -> None:
+    """status.log and keyval lines go through ``results_disk.append``: a file made on first
+    use, each call's text in one piece however many threads append at once."""
+    import threading
+
+    from autoserv import results_disk
+
+    path = str(tmp_path / "status.log")
+    results_disk.append(path, "")
+    assert (tmp_path / "status.log").read_text() == ""
+
+    def writer(n: int) -> None:
+        for i in range(200):
+            results_disk.append(path, f"{n:02d}:{i:03d}:" + chr(ord("a") + n) * 5000 + "é\n")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = (tmp_path / "status.log").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 8 * 200
+    for line in lines:
+        n = int(line[:2])
+        assert line == line[:7] + chr(ord("a") + n) * 5000 + "é"
+    assert sorted(line[:6] for line in lines) == sorted(f"{n:02d}:{i:03d}" for n in range(8)
+                                                       for i in range(200))
+
+
+def test_append_of_text_that_cannot_be_encoded_touches_no_file(tmp_path) -> None:
+    from autoserv import results_disk
+
+    with pytest.raises(UnicodeEncodeError):
+        results_disk.append(str(tmp_path / "keyval"), "bad=\udcff\n")
+    assert not (tmp_path / "keyval").exists()
+    with pytest.raises(FileNotFoundError):
+        results_disk.append(str(tmp_path / "missing" / "keyval"), "a=1\n")
