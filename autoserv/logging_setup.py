@@ -112,8 +112,10 @@ class _DebugFiles(logging.Handler):
     times).  With ``lazy``, a file is created when its first record comes, so a machine's
     ``debug/`` holds no empty ``autoserv.WARNING`` or ``autoserv.ERROR``: every file
     created is an inode the filesystem must find, and a fan-out creates them for every
-    machine.  Each write is flushed (the files are read while the job runs).  The first
-    failed write goes to :func:`results_disk.failed`; the handler is quiet after it.
+    machine.  The files are plain descriptors: a record is encoded once and written to each
+    with one ``write`` (the files are read while the job runs), and opening one takes one
+    system call where a Python file object takes six.  The first failed write goes to
+    :func:`results_disk.failed`; the handler is quiet after it.
     """
 
     broken = False
@@ -123,14 +125,15 @@ class _DebugFiles(logging.Handler):
         #: (level, path), lowest level first
         self._paths = [(getattr(logging, name), os.path.join(debug_dir, f"autoserv.{name}"))
                        for name in LEVELS]
-        self._files: dict[int, IO[str]] = {}
+        self._files: dict[int, int] = {}  # level -> descriptor
+        self._closed = False
         if not lazy:
             for level, path in self._paths:
                 self._open(level, path)
 
-    def _open(self, level: int, path: str) -> IO[str]:
-        stream = self._files[level] = open(path, "a", encoding="utf-8")
-        return stream
+    def _open(self, level: int, path: str) -> int:
+        fd = self._files[level] = results_disk.open_for_append(path)
+        return fd
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.broken or results_disk.broken():
@@ -138,8 +141,8 @@ class _DebugFiles(logging.Handler):
             results_disk.check()  # another process of the job found the disk full: abort
             return
         try:
-            text = self.format(record) + "\n"
-        except Exception:  # a record that cannot be formatted: logging's own report
+            data = (self.format(record) + "\n").encode("utf-8")
+        except Exception:  # cannot be formatted, or a lone surrogate UTF-8 cannot take
             self.handleError(record)
             return
         path = ""
@@ -147,26 +150,27 @@ class _DebugFiles(logging.Handler):
             for level, path in self._paths:
                 if record.levelno < level:
                     break
-                stream = self._files.get(level) or self._open(level, path)
-                stream.write(text)
-                stream.flush()
+                fd = self._files.get(level)
+                if fd is not None:
+                    results_disk.write_all(fd, data)
+                elif self._closed:  # a record that raced with close: written, nothing kept open
+                    results_disk.append_bytes(path, data)
+                else:
+                    results_disk.write_all(self._open(level, path), data)
         except OSError as exc:
             self.broken = True
             results_disk.failed(path, exc)
-        except Exception:  # e.g. a lone surrogate the file's UTF-8 cannot take
-            self.handleError(record)
 
     def flush(self) -> None:
-        with self._held(), contextlib.suppress(OSError, ValueError):  # emit may open a file
-            for stream in self._files.values():
-                stream.flush()
+        """Nothing to do: each record is written when it comes."""
 
     def close(self) -> None:
         try:
             with self._held():
-                for stream in self._files.values():
-                    with contextlib.suppress(OSError, ValueError):
-                        stream.close()
+                self._closed = True
+                for fd in self._files.values():
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                 self._files.clear()
         finally:
             super().close()
