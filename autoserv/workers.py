@@ -153,6 +153,30 @@ the heap for the collector during the fan-out (no gain), starting worker threads
 waiting for each to run (worse, as the gate above), ending the process with ``os._exit``
 after the reports (0.1 s less at 250 machines, 0.03-0.07 s at 50, but a control file's
 unclosed files and ``__del__`` would be lost).
+
+In the evening the bench gained raw paramiko in threads as a reference (``--tools paramiko``:
+socket, ``Transport``, key auth, one ``exec``; no config, no host key check, no job).  In the
+same runs (``bench/results/2026-12-07-*-paramiko*``)::
+
+    N      threads wall  CPU/machine   raw paramiko  CPU/machine   asyncssh  CPU/machine
+    50     1.00 (1.00)   11.1 (11.7)   0.90 (1.00)    8.1 (10.2)   1.00 s    9.5 (10.3)
+    250    1.18 (1.12)    7.7 (7.5)    1.19 (1.04)    8.5 (6.2)    3.39 s    3.9 (4.5)
+    1000   1.13 (1.21)    9.0 (9.7)    0.95 (1.77)    6.6 (28.2)  17.31 s    4.2 (4.0)
+
+(walls as ratios to asyncssh; in parentheses the run on the final code.)  At 250 raw paramiko
+took 0.95-1.19x asyncssh's time in six runs: the thread model, with the whole job around each
+connection, is at paramiko's own level, and what stands between it and asyncssh is paramiko
+in threads.  At 1000, raw paramiko lost 612 and then 101 hosts in one trial of each run (dead
+handshakes; autoserv retries drops before the banner and lost none), and its 0.1-s polls cost
+it 28.2 ms per host in one trial.  Two changes to the job layer, A/B on a 1000-machine
+``parallel_simple`` that records one GOOD per machine and opens no connection (5 pairs,
+medians of the whole run's CPU): status.log and keyval lines written with ``os.open`` and
+``os.write`` (:func:`autoserv.results_disk.append`: 3 system calls, not 8, each handing the
+GIL over) took it from 1.91 to 1.63 s; the debug files as plain descriptors as well, from
+2.27 to 1.85 s.  Tried again without gain: paramiko's socket read ahead of its packetizer and
+blocking once connected, and paramiko's 0.1-s waits made event-driven (1.73 against 1.70 s
+of CPU at 250, 6 pairs), starting all workers behind a gate (worse: 2.15-2.57 against
+1.78-2.00 s), two controller processes of 125 machines each, ``--max-parallel`` 16-100.
 """
 
 from __future__ import annotations
