@@ -166,9 +166,9 @@ same runs (``bench/results/2026-12-07-*-paramiko*``)::
 (walls as ratios to asyncssh; in parentheses the run on the final code.)  At 250 raw paramiko
 took 0.95-1.19x asyncssh's time in six runs: the thread model, with the whole job around each
 connection, is at paramiko's own level, and what stands between it and asyncssh is paramiko
-in threads.  At 1000, raw paramiko lost 612 and then 101 hosts in one trial of each run (dead
-handshakes; autoserv retries drops before the banner and lost none), and its 0.1-s polls cost
-it 28.2 ms per host in one trial.  Two changes to the job layer, A/B on a 1000-machine
+in threads.  At 1000, raw paramiko lost 612 and then 101 hosts in one trial of each run
+(handshakes that failed or did not finish; autoserv retries drops before the banner and lost
+none), and took 28.2 ms of CPU per host in one trial.  Two changes to the job layer, A/B on a 1000-machine
 ``parallel_simple`` that records one GOOD per machine and opens no connection (5 pairs,
 medians of the whole run's CPU): status.log and keyval lines written with ``os.open`` and
 ``os.write`` (:func:`autoserv.results_disk.append`: 3 system calls, not 8, each handing the
