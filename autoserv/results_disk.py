@@ -25,6 +25,7 @@ import os
 import threading
 
 from autoserv import abort
+from autoserv.status import append_bytes, open_for_append, write_all
 
 __all__ = ["activate", "deactivate", "failed", "reason", "broken", "format_size", "append",
            "append_bytes", "open_for_append", "write_all"]
@@ -66,34 +67,14 @@ def append(path: str, text: str) -> None:
     The file is opened with ``O_APPEND`` for each call, so processes and threads appending
     to one file never interleave inside a call's text, and nothing stays open between
     entries.  Three system calls, where a Python file object makes eight (``fstat``,
-    ``lseek`` and ``ioctl`` to set itself up): in a 1000-machine fan-out in threads, whose
-    status.log and keyval lines this writes, each one hands the GIL over: the job layer of a
-    1000-machine ``parallel_simple`` with no SSH took 1.63 s of CPU instead of 1.91 (5 A/B
-    pairs).  Raises :class:`OSError` as the write fails (a full
-    disk: ``ENOSPC``); ``text`` that cannot be encoded raises before the file is touched.
+    ``lseek`` and ``ioctl`` to set itself up): in a fan-out in threads, whose status.log and
+    keyval lines this writes, each one hands the GIL over: the job layer of a 1000-machine
+    ``parallel_simple`` with no SSH took 1.63 s of CPU instead of 1.91 (5 A/B pairs).
+    Raises :class:`OSError` as the write fails (a full disk: ``ENOSPC``); ``text`` that
+    cannot be encoded raises before the file is touched.  The primitives live in
+    :mod:`autoserv.status`, which hosts get too and which may import nothing of autoserv.
     """
     append_bytes(path, text.encode("utf-8"))
-
-
-def append_bytes(path: str, data: bytes) -> None:
-    """:func:`append` of bytes already encoded."""
-    fd = open_for_append(path)
-    try:
-        write_all(fd, data)
-    finally:
-        os.close(fd)
-
-
-def open_for_append(path: str) -> int:
-    """A descriptor of the file at ``path`` (created if missing) whose writes append."""
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to ``fd`` (in one ``write`` unless the kernel takes less)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def format_size(n: int) -> str:

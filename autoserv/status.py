@@ -17,17 +17,18 @@ A status.log holds one entry per event.  An entry is one line of TAB-separated f
   see an extra line; :func:`parse` breaks lines at ``\n`` only (a ``\r`` before it is dropped).
 
 :func:`render` builds the text of one entry, :class:`StatusLogWriter` keeps the nesting,
-:func:`parse` reads a whole log back into :class:`StatusEntry` objects.
+:func:`parse` reads a whole log back into :class:`StatusEntry` objects.  :func:`append_bytes`
+(and its two halves) is how every results file is appended to, here and on hosts: this module
+is shipped to them, so it imports nothing of autoserv.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-
-from autoserv import results_disk
 
 __all__ = [
     "STATUS_WORDS",
@@ -35,6 +36,9 @@ __all__ = [
     "NONE_VALUE",
     "StatusEntry",
     "StatusLogWriter",
+    "append_bytes",
+    "open_for_append",
+    "write_all",
     "is_valid_status",
     "is_failure",
     "format_localtime",
@@ -270,20 +274,42 @@ def parse_file(path: str) -> list[StatusEntry]:
         return parse(f.read())
 
 
+def open_for_append(path: str) -> int:
+    """A descriptor of the file at ``path`` (created if missing) whose writes append."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (in one ``write`` unless the kernel takes less)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def append_bytes(path: str, data: bytes) -> None:
+    """Append ``data`` to the file at ``path`` (created if missing) with one ``write`` on a
+    descriptor opened with ``O_APPEND`` for it: three system calls, where a Python file
+    object makes eight (see :func:`autoserv.results_disk.append`)."""
+    fd = open_for_append(path)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
 class StatusLogWriter:
     """Writes entries to a status.log file, keeping the nesting of START/END groups.
 
     ``path`` None keeps the nesting without writing anything (``-N``).  Each entry is
-    appended with a single ``write`` on a file opened in append mode
-    (:func:`autoserv.results_disk.append`), so that processes sharing one file never
-    interleave inside an entry.
+    appended with a single ``write`` on a file opened in append mode (:func:`append_bytes`),
+    so that processes sharing one file never interleave inside an entry.
     """
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.open_groups: list[str] = []  # operation names of the STARTs still open
         if path is not None:
-            results_disk.append(path, "")  # the log exists from the start, even while empty
+            append_bytes(path, b"")  # the log exists from the start, even while empty
 
     @property
     def indent(self) -> int:
@@ -300,7 +326,7 @@ class StatusLogWriter:
             status_code, subdir, operation, message, optional_fields, indent, timestamp
         )
         if self.path is not None:
-            results_disk.append(self.path, text + "\n")
+            append_bytes(self.path, (text + "\n").encode("utf-8"))
         if status_code == "START":
             self.open_groups.append(operation or NONE_VALUE)
         elif status_code.startswith("END "):
