@@ -18,8 +18,9 @@ A status.log holds one entry per event.  An entry is one line of TAB-separated f
 
 :func:`render` builds the text of one entry, :class:`StatusLogWriter` keeps the nesting,
 :func:`parse` reads a whole log back into :class:`StatusEntry` objects.  :func:`append_bytes`
-(and its two halves) is how every results file is appended to, here and on hosts: this module
-is shipped to them, so it imports nothing of autoserv.
+(and its two halves) is how status.log is appended to, here and on hosts, and how keyval and
+the debug files are on the server (through :mod:`autoserv.results_disk`): this module is
+shipped to hosts, so it imports nothing of autoserv.
 """
 
 from __future__ import annotations
