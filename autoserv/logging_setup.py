@@ -30,7 +30,6 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from typing import IO, Any
 
 from autoserv import results_disk, scope
@@ -165,24 +164,16 @@ class _DebugFiles(logging.Handler):
         """Nothing to do: each record is written when it comes."""
 
     def close(self) -> None:
+        self.acquire()  # emit runs under the handler's lock (logging's ``handle``)
         try:
-            with self._held():
-                self._closed = True
-                for fd in self._files.values():
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-                self._files.clear()
-        finally:
-            super().close()
-
-    @contextlib.contextmanager
-    def _held(self) -> Iterator[None]:
-        """The handler's own lock (``emit`` runs under it, called by ``handle``)."""
-        self.acquire()
-        try:
-            yield
+            self._closed = True
+            for fd in self._files.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._files.clear()
         finally:
             self.release()
+            super().close()
 
 
 class _LogStream(io.TextIOBase):

@@ -113,8 +113,9 @@ def paramiko_peer(config: str, hosts: list[tuple[str, str, int]], key: str) -> i
                 chan = t.open_session(timeout=30)
                 chan.exec_command(COMMAND)
                 out = chan.makefile("rb").read()
-                if chan.recv_exit_status() != 0:
-                    raise RuntimeError(f"exit status {chan.recv_exit_status()}")
+                status = chan.recv_exit_status()
+                if status != 0:
+                    raise RuntimeError(f"exit status {status}")
                 outs[i] = out.decode().strip()
             finally:
                 t.close()

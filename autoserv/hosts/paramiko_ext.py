@@ -407,8 +407,8 @@ def set_idle_poll(t: paramiko.Transport, seconds: float = IDLE_POLL) -> None:
     them (a fan-out waiting on its slowest hosts) half of one.  Keepalives do not
     depend on it (autoserv's watchdog sends them), nor does closing: :func:`close_now`
     shuts the socket down, which wakes the thread's read at once (closing the descriptor
-    alone does not).  Set after the handshake, whose
-    banner timeout the read loop measures in these same steps.
+    alone does not).  Set after the handshake, whose banner timeout the read loop measures
+    in these same steps.
     """
     t.sock.settimeout(seconds)
 
