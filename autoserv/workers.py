@@ -163,7 +163,9 @@ same runs (``bench/results/2026-12-07-*-paramiko*``)::
     250    1.18 (1.12)    7.7 (7.5)    1.19 (1.04)    8.5 (6.2)    3.39 s    3.9 (4.5)
     1000   1.13 (1.21)    9.0 (9.7)    0.95 (1.77)    6.6 (28.2)  17.31 s    4.2 (4.0)
 
-(walls as ratios to asyncssh; in parentheses the run on the final code.)  At 250 raw paramiko
+(walls as ratios to asyncssh; in parentheses the run on the final code; a last run after the
+review, 10-15% slower for every tool: threads 1.24x and 1.15x at 50 and 250 with 14.7 and
+9.2 ms, raw paramiko 1.01x and 1.10x with 9.5 and 9.0 ms.)  At 250 raw paramiko
 took 0.95-1.19x asyncssh's time in six runs: the thread model, with the whole job around each
 connection, is at paramiko's own level, and what stands between it and asyncssh is paramiko
 in threads.  At 1000, raw paramiko lost 612 and then 101 hosts in one trial of each run
