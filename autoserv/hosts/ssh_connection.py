@@ -39,7 +39,7 @@ from autoserv.errors import (
     AutoservSshPermissionDeniedError,
     AutoservSSHTimeout,
 )
-from autoserv.hosts import keepalive, paramiko_ext, paramiko_reactor
+from autoserv.hosts import keepalive, paramiko_ext
 from autoserv.hosts.defaults import get_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name
 from autoserv.hosts.machine import Machine
@@ -557,9 +557,7 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
     """One attempt of :func:`open_transport`."""
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
-    # a direct connection is read by the process's reactor; one through a channel by its thread
-    t = (paramiko_reactor.ReactorTransport(sock)
-         if paramiko_reactor.ENABLED and isinstance(sock, socket.socket) else paramiko.Transport(sock))
+    t = paramiko.Transport(sock)
     t.set_log_channel(CONNECTING_LOG_CHANNEL)  # back to paramiko's once connected
     paramiko_ext.install_exit_signal_handler(t)
     paramiko_ext.install_handshake_clock(t)
@@ -693,7 +691,6 @@ def _after_fork_in_child() -> None:
     _CONFIGS.reset_lock_in_child()
     _KEYS.reset_lock_in_child()
     keepalive.reset_in_child()
-    paramiko_reactor.reset_in_child()
 
 
 os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=_after_fork_in_child)
