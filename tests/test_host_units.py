@@ -240,6 +240,28 @@ def test_known_hosts_changes_are_seen_by_the_next_lookup(tmp_path: Path, change:
     assert [k.key_b64 for k in read_known_keys(str(kh), "h")] == expected
 
 
+def test_an_unchanged_known_hosts_file_is_not_opened_again(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup in an unchanged file costs a stat; a file that went away has no keys."""
+    import builtins
+
+    kh = tmp_path / "kh"
+    kh.write_text("h t1 K1\n")
+    assert [k.key_b64 for k in read_known_keys(str(kh), "h")] == ["K1"]
+    real_open = builtins.open
+    opened: list[str] = []
+
+    def counting_open(file: object, *args: object, **kwargs: object) -> object:
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    assert [k.key_b64 for k in read_known_keys(str(kh), "h")] == ["K1"]
+    assert str(kh) not in opened
+    kh.unlink()
+    assert read_known_keys(str(kh), "h") == []
+
+
 def _keygen(path: Path, kind: str = "ed25519", passphrase: str = "") -> None:
     path.unlink(missing_ok=True)
     Path(f"{path}.pub").unlink(missing_ok=True)
