@@ -179,6 +179,24 @@ GIL over) took it from 1.91 to 1.63 s; the debug files as plain descriptors as w
 blocking once connected, and paramiko's 0.1-s waits made event-driven (1.73 against 1.70 s
 of CPU at 250, 6 pairs), starting all workers behind a gate (worse: 2.15-2.57 against
 1.78-2.00 s), two controller processes of 125 machines each, ``--max-parallel`` 16-100.
+
+The last idea, one I/O thread for all of paramiko's transports (2026-12-07, late; the
+code is commit a732368, taken out by the next).  Where the thread model's CPU goes at 250
+machines: its user CPU is about asyncssh's, its system CPU three times it (0.56-0.78 s
+against 0.17-0.24; raw paramiko 0.51-0.74); ``perf record -e sched:sched_switch`` puts
+30,000 of 42,000 context switches of raw paramiko in CPython's GIL (its mutex and condition
+variable).  A reactor thread reading every socket with one ``epoll`` and handing each whole
+packet to paramiko's own handlers took raw paramiko, 250 hosts, 3 interleaved trials, from
+1.30-1.60 s of CPU and 60,000-74,000 switches to 0.94-1.00 s and 20,000 (asyncssh
+1.01-1.29 s, 1,600-2,900), and its wall time to 3.19-3.42 s (asyncssh 3.42-4.10 s): paramiko
+reaches asyncssh once it has no thread per connection.  Inside autoserv it did not help:
+250 machines, 5 pairs, median wall 4.56 s against 4.44 s with paramiko's threads and the
+same CPU; 1000 machines, 2 pairs, 19.7 and 20.5 s with 5.0 s of system CPU against 16.6
+and 16.9 s with 2.8-3.2 s.  The job's worker threads stay (a control file's function
+blocks), and the one reader must win the GIL back from all of them after every socket
+call, where paramiko's threads share that wait; at 250 the switches stayed at
+42,000-50,000 either way.  What remains between the thread model and asyncssh is the GIL
+handed among one thread per machine, which no change inside paramiko removes.
 """
 
 from __future__ import annotations
