@@ -186,7 +186,7 @@ machines: its user CPU is about asyncssh's, its system CPU three times it (0.56-
 against 0.17-0.24; raw paramiko 0.51-0.74); ``perf record -e sched:sched_switch`` puts
 30,000 of 42,000 context switches of raw paramiko in CPython's GIL (its mutex and condition
 variable).  A reactor thread reading every socket with one ``epoll`` and handing each whole
-packet to paramiko's own handlers took raw paramiko, 250 hosts, 3 interleaved trials, from
+packet to paramiko's own handlers took raw paramiko (AES-GCM), 250 hosts, 3 trials, from
 1.30-1.60 s of CPU and 60,000-74,000 switches to 0.94-1.00 s and 20,000 (asyncssh
 1.01-1.29 s, 1,600-2,900), and its wall time to 3.19-3.42 s (asyncssh 3.42-4.10 s): paramiko
 reaches asyncssh once it has no thread per connection.  Inside autoserv it did not help:
