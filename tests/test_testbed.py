@@ -47,6 +47,7 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
     finally:
         down = run_testbed_cli("down", "--dir", str(d))
     assert down.returncode == 0 and "is down" in down.stdout
+    assert not (d / "ssh_config").exists()  # its addresses are no longer ours to connect to
     assert run_testbed_cli("down", "--dir", str(d)).stdout.startswith("no test bed")
     assert run_testbed_cli("up", "--kind", "nope").returncode == 2
 

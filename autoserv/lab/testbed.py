@@ -545,7 +545,14 @@ class Testbed:
         return self
 
     def down(self) -> None:
-        """Stop what ``up()`` started and delete the namespaces and links; idempotent."""
+        """Stop what ``up()`` started and delete the namespaces and links; idempotent.
+
+        The bed's ``ssh_config`` goes too: its addresses now belong to no namespace of ours,
+        and a connection to one would leave through the default route to whatever network
+        owns it (a stale config used again fails at once, naming the file).
+        """
+        state_file = self.dir / "testbed.json"
+        was_up = bool(self.state.hosts) or state_file.exists()
         existing = _netns_list()
         for host in self.state.hosts:
             if pid_alive(host.pid, host.pid_start):
@@ -568,9 +575,10 @@ class Testbed:
         self.state.hosts = []
         self.state.namespaces = []
         self.state.lab_netns = self.state.controller_link = ""
-        state_file = self.dir / "testbed.json"
         if state_file.exists():
             state_file.unlink()
+        if was_up:
+            self.ssh_config.unlink(missing_ok=True)
         self._registration().unlink(missing_ok=True)
 
     @staticmethod
