@@ -33,6 +33,19 @@ def transport(testbed_loopback: Testbed) -> Iterator[paramiko.Transport]:
     h.close()
 
 
+@pytest.fixture
+def threaded_transport(testbed_loopback: Testbed) -> Iterator[paramiko.Transport]:
+    """An authenticated transport with paramiko's own thread (as autoserv opens through
+    another host's channel; over a socket it opens a ``paramiko_pump.PumpedTransport``)."""
+    tb = testbed_loopback.hosts[0]
+    t = paramiko.Transport((tb.address, tb.port))
+    t.start_client(timeout=10)
+    t.auth_publickey("root", paramiko.PKey.from_path(testbed_loopback.client_key))
+    paramiko_ext.set_idle_poll(t)
+    yield t
+    paramiko_ext.close_now(t)
+
+
 def _params(func: object) -> list[str]:
     return list(inspect.signature(func).parameters)  # type: ignore[arg-type]
 
@@ -269,9 +282,21 @@ def test_connecting_starts_no_timer_thread(testbed_loopback: Testbed,
         assert h.run("echo ok").stdout == "ok\n"
     finally:
         h.close()
-    kinds = [type(t).__name__ for t in started]
-    assert "Transport" in kinds  # the transport's own thread, seen by this hook
-    assert not [t for t in started if isinstance(t, threading.Timer)], kinds
+    names = [t.name for t in started]
+    assert not [t for t in started if isinstance(t, threading.Timer)], names
+    # over a socket, not even the transport's own thread (paramiko_pump); at most the
+    # process's one idle reader and keepalive starter, started by the first connection
+    assert set(names) <= {"autoserv-ssh-idle-reader", "autoserv-keepalive-starter"}, names
+    # paramiko's own thread, where autoserv still uses it (through another host's channel)
+    started.clear()
+    tb = testbed_loopback.hosts[0]
+    t = paramiko.Transport((tb.address, tb.port))
+    paramiko_ext.install_handshake_clock(t)
+    try:
+        t.start_client(timeout=10)
+    finally:
+        paramiko_ext.close_now(t)
+    assert [type(th).__name__ for th in started] == ["Transport"]
 
 
 def _banner_then_silence(s: socket.socket) -> None:
@@ -307,13 +332,15 @@ def test_handshake_clock_still_ends_a_handshake_the_server_never_answers() -> No
 # -- set_idle_poll ------------------------------------------------------------------
 
 
-def test_idle_poll_replaces_the_active_check_timeout(transport: paramiko.Transport) -> None:
+def test_idle_poll_replaces_the_active_check_timeout(
+        threaded_transport: paramiko.Transport) -> None:
     assert paramiko.Transport._active_check_timeout == 0.1  # what paramiko polls at
-    assert transport.sock.gettimeout() == paramiko_ext.IDLE_POLL  # set by open_transport
+    assert threaded_transport.sock.gettimeout() == paramiko_ext.IDLE_POLL
 
 
 def test_close_ends_the_thread_of_a_transport_polling_slowly(
-        transport: paramiko.Transport) -> None:
+        threaded_transport: paramiko.Transport) -> None:
+    transport = threaded_transport
     paramiko_ext.set_idle_poll(transport, 60)
     chan = transport.open_session(timeout=10)  # the thread's next read waits up to 60 s
     chan.exec_command("true")

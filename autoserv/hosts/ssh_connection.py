@@ -39,7 +39,7 @@ from autoserv.errors import (
     AutoservSshPermissionDeniedError,
     AutoservSSHTimeout,
 )
-from autoserv.hosts import keepalive, paramiko_ext
+from autoserv.hosts import keepalive, paramiko_ext, paramiko_pump
 from autoserv.hosts.defaults import get_ssh_defaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name
 from autoserv.hosts.machine import Machine
@@ -135,6 +135,7 @@ class ConnectParams:
 
 paramiko_ext.install_getuser_cache()
 paramiko_ext.install_fqdn_cache()
+paramiko_pump.install()
 
 
 class _SSHConfigs:
@@ -557,7 +558,10 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
     """One attempt of :func:`open_transport`."""
     jumps: list[paramiko.Transport] = []
     sock = _open_socket(p, deadline, jumps)
-    t = paramiko.Transport(sock)
+    # over a real socket, the threads that wait on the connection read it (paramiko_pump);
+    # through another host's channel, paramiko's own thread reads it
+    t = (paramiko_pump.PumpedTransport(sock) if isinstance(sock, socket.socket)
+         else paramiko.Transport(sock))
     t.set_log_channel(CONNECTING_LOG_CHANNEL)  # back to paramiko's once connected
     paramiko_ext.install_exit_signal_handler(t)
     paramiko_ext.install_handshake_clock(t)
@@ -570,7 +574,8 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
             opts = t.get_security_options()
             opts.key_types = tuple(prefer) + tuple(k for k in opts.key_types if k not in prefer)
         try:
-            t.start_client(timeout=max(0.1, deadline.remaining()))
+            with paramiko_pump.driving(t):
+                t.start_client(timeout=max(0.1, deadline.remaining()))
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if deadline.expired():
                 raise _connect_error(
@@ -582,14 +587,16 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
         if not (t.is_active() and t.initial_kex_done):
             raise _connect_error(p, f"no SSH handshake within {_window(deadline)} s")
         checker.check(p.known_name(), t.get_remote_server_key())
-        _authenticate(t, p, deadline)
+        with paramiko_pump.driving(t):
+            _authenticate(t, p, deadline)
     except BaseException:
         _close_and_join(t)
         for j in jumps:
             paramiko_ext.close_now(j)
         raise
     t.set_log_channel(PARAMIKO_LOG_CHANNEL)
-    paramiko_ext.set_idle_poll(t)
+    if not isinstance(t, paramiko_pump.PumpedTransport):  # (its readers set their own)
+        paramiko_ext.set_idle_poll(t)
     if p.keepalive:
         keepalive.watch(t, p.keepalive, p.keepalive_count, p.where)
     _jumps[t] = jumps  # closed with t
@@ -691,6 +698,7 @@ def _after_fork_in_child() -> None:
     _CONFIGS.reset_lock_in_child()
     _KEYS.reset_lock_in_child()
     keepalive.reset_in_child()
+    paramiko_pump.reset_in_child()
 
 
 os.register_at_fork(before=_CONFIGS.warm_before_fork, after_in_child=_after_fork_in_child)

@@ -16,6 +16,7 @@ machine): when it reports the host gone, the wait ends at once (``gone``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import secrets
 import select
@@ -29,7 +30,7 @@ import paramiko
 from autoserv import jobmark
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservRunError, AutoservSSHTimeout
-from autoserv.hosts import paramiko_ext
+from autoserv.hosts import paramiko_ext, paramiko_pump
 from autoserv.hosts.keepalive import lost_reason
 from autoserv.hosts.paramiko_ext import send_eof
 from autoserv.localsys import GROUP_ALIVE_SH
@@ -141,7 +142,9 @@ def kill_command(pid: int, grace: float = _KILL_GRACE, marker: bytes | None = No
 
 def send_command(chan: paramiko.Channel, command: str, connect: Deadline, where: str) -> None:
     """Send the exec request, waiting for the server's reply only as long as ``connect`` lasts."""
-    if not paramiko_ext.send_exec(chan, command, connect.remaining()):
+    with paramiko_pump.driving(chan.get_transport()):
+        sent = paramiko_ext.send_exec(chan, command, connect.remaining())
+    if not sent:
         chan.close()
         raise AutoservSSHTimeout(
             f"{where} did not answer a command request within {connect.seconds:g} s"
@@ -210,6 +213,13 @@ def skip_to_marker(chan: paramiko.Channel, marker: bytes, deadline: Deadline, wh
 
     Byte by byte, so nothing of the protocol that follows is consumed.
     """
+    t = chan.get_transport()
+    with paramiko_pump.driving(t):
+        _skip_to_marker(chan, t, marker, deadline, where)
+
+
+def _skip_to_marker(chan: paramiko.Channel, t: paramiko.Transport | None, marker: bytes,
+                    deadline: Deadline, where: str) -> None:
     seen = b""
     while not deadline.expired():
         if chan.recv_ready():
@@ -224,7 +234,8 @@ def skip_to_marker(chan: paramiko.Channel, marker: bytes, deadline: Deadline, wh
         elif chan.closed or chan.eof_received:
             break
         else:
-            wait_readable([chan], deadline.remaining(0.5))
+            paramiko_pump.pump_wait(t, deadline.remaining(0.5),
+                                    functools.partial(wait_readable, [chan]))
     raise AutoservRunError(f"{where}: the remote command did not start "
                            f"(no start marker on its output)")
 
@@ -333,37 +344,44 @@ class SSHExecution(Execution):
             return True
         chan = self.chan
         transport = chan.get_transport()
-        watch = self.watch
         try:
-            while True:
-                if watch is not None:
-                    if watch.gone():
-                        self._drain()
-                        self.gone = self.lost = True
-                        return True
-                    if not watch.watching():
-                        watch = None  # (its connection dropped): wait for the command alone
-                self._drain()
-                if chan.eof_received and chan.exit_status_ready():
-                    self._drain_all()  # what raced in with EOF
-                    return True
-                if chan.closed or transport is None or not transport.is_active():
-                    self._drain_all()
-                    # a channel closed by a dying connection has no exit status
-                    self.lost = _exit_status(chan) is None
-                    return True
-                if deadline.expired():
-                    return False
-                wait = deadline.remaining(0.5)
-                if chan.eof_received:
-                    chan.status_event.wait(wait)
-                else:
-                    waiting: list[Any] = [chan] if watch is None else [chan, watch]
-                    wait_readable(waiting, wait)
+            with paramiko_pump.driving(transport):
+                return self._wait(deadline, chan, transport)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.host.log.debug("connection error while running a command: %s", exc)
             self.lost = True
             return True
+
+    def _wait(self, deadline: Deadline, chan: paramiko.Channel,
+              transport: paramiko.Transport | None) -> bool:
+        watch = self.watch
+        while True:
+            if watch is not None:
+                if watch.gone():
+                    self._drain()
+                    self.gone = self.lost = True
+                    return True
+                if not watch.watching():
+                    watch = None  # (its connection dropped): wait for the command alone
+            self._drain()
+            if chan.eof_received and chan.exit_status_ready():
+                self._drain_all()  # what raced in with EOF
+                return True
+            if chan.closed or transport is None or not transport.is_active():
+                self._drain_all()
+                # a channel closed by a dying connection has no exit status
+                self.lost = _exit_status(chan) is None
+                return True
+            if deadline.expired():
+                return False
+            wait = deadline.remaining(0.5)
+            if chan.eof_received:
+                chan.status_event.wait(wait)
+            else:
+                waiting: list[Any] = [chan] if watch is None else [chan, watch]
+                # (reading the connection ourselves, look at the watch every 50 ms)
+                paramiko_pump.pump_wait(transport, wait if watch is None else min(wait, 0.05),
+                                        functools.partial(wait_readable, waiting))
 
     @property
     def pid(self) -> int | None:
@@ -374,12 +392,15 @@ class SSHExecution(Execution):
         """Read both streams (teeing them as usual) until the pid is known or ``timeout`` passes."""
         deadline = Deadline(timeout)
         chan = self.chan
-        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        t = chan.get_transport()
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException), \
+                paramiko_pump.driving(t):
             while self.pid is None and not (self.out.done and self.err.done):
                 self._drain()
                 if self.pid is not None or deadline.expired() or chan.closed:
                     break
-                wait_readable([chan], deadline.remaining(0.05))
+                paramiko_pump.pump_wait(t, deadline.remaining(0.05),
+                                        functools.partial(wait_readable, [chan]))
         return self.pid
 
     def _kill_group(self, pid: int, budget: Deadline, guarded: bool = False) -> None:
@@ -387,6 +408,13 @@ class SSHExecution(Execution):
         connection dropped), all within ``budget``."""
         host = self.host
         t = host.transport(Deadline(budget.remaining()))
+        with paramiko_pump.driving(t):
+            self._kill_group_on(t, pid, budget, guarded)
+        host.log.debug("killed remote process group %d on %s", pid, host.hostname)
+
+    def _kill_group_on(self, t: paramiko.Transport, pid: int, budget: Deadline,
+                       guarded: bool) -> None:
+        host = self.host
         killer = t.open_session(timeout=budget.remaining())
         try:
             script = kill_command(pid, grace=min(_KILL_GRACE, budget.remaining() / 2),
@@ -400,7 +428,6 @@ class SSHExecution(Execution):
                     break
         finally:
             killer.close()
-        host.log.debug("killed remote process group %d on %s", pid, host.hostname)
 
     def kill(self, budget: Deadline) -> None:
         """End the remote command's process group from a second channel within ``budget``."""
@@ -410,7 +437,8 @@ class SSHExecution(Execution):
             if pid is not None and not self._orphaned(pid):
                 self._kill_group(pid, budget)
                 self._killed = True
-            chan.status_event.wait(budget.remaining(1.0))
+            with paramiko_pump.driving(chan.get_transport()):
+                chan.status_event.wait(budget.remaining(1.0))
         except Exception as exc:
             if pid is None or not self._orphaned(pid):
                 host.log.warning("could not kill remote command (pid %s) on %s: %s",

@@ -23,7 +23,7 @@ import scp
 from autoserv import journal
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError, AutoservRunError, AutoservRunTimeoutError, AutoservSSHTimeout
-from autoserv.hosts import context, paramiko_ext, transfer
+from autoserv.hosts import context, paramiko_ext, paramiko_pump, transfer
 from autoserv.hosts.base import RemoteHost
 from autoserv.hosts.keepalive import lost_reason
 from autoserv.hosts.machine import Machine
@@ -152,7 +152,8 @@ class SSHHost(RemoteHost):
         for attempt in (1, 2):
             t = self.transport(connect)
             try:
-                return t.open_session(timeout=connect.remaining())
+                with paramiko_pump.driving(t):
+                    return t.open_session(timeout=connect.remaining())
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 2 or t.is_active():
                     raise AutoservSSHTimeout(

@@ -1,0 +1,203 @@
+"""autoserv.hosts.paramiko_pump: connections read by the threads that wait on them.
+
+First what it relies on in paramiko (so a release that changes it fails here, by name),
+then each promise of the module against real test-bed sshd hosts: no thread per
+connection, waits outside ``driving`` served by the idle reader, threads sharing one
+connection, a close that ends another thread's wait, and the handshake's failure modes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import paramiko
+import pytest
+
+from autoserv import hosts
+from autoserv.errors import AutoservError
+from autoserv.hosts import paramiko_ext, paramiko_pump
+from autoserv.lab.testbed import Testbed
+
+
+@pytest.fixture
+def ssh_host(testbed_loopback: Testbed) -> Iterator[hosts.SSHHost]:
+    h = hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config))
+    yield h
+    h.close()
+
+
+# -- what it relies on -------------------------------------------------------------------
+
+
+def test_the_read_loop_it_repeats_is_paramikos() -> None:
+    run = inspect.getsource(paramiko.Transport.run)
+    for name in ("_check_banner()", "start_handshake(", "_send_kex_init()",
+                 "_expect_packet(MSG_KEXINIT)", "need_rekey()", "read_message()",
+                 "NeedRekeyException", "MSG_IGNORE", "MSG_DISCONNECT", "_parse_disconnect(m)",
+                 "MSG_DEBUG", "_parse_debug(m)", "_enforce_strict_kex(ptype)",
+                 "_expected_packet", "kex_engine.parse_next(ptype, m)", "_handler_table[ptype](m)",
+                 "_ensure_authed(ptype, m)", "_channel_handler_table[ptype](chan, m)",
+                 "channels_seen", "auth_handler._handler_table", "cMSG_UNIMPLEMENTED",
+                 "complete_handshake()", "chan._unlink()", "completion_event.set()",
+                 "auth_handler.abort()", "channel_events.values()"):
+        assert name in run, name
+    assert "self.start()" in inspect.getsource(paramiko.Transport.start_client)
+    read_all = inspect.getsource(paramiko.packet.Packetizer.read_all)
+    assert "self.__remainder" in read_all  # what arrived before is read first
+    assert hasattr(paramiko.packet.Packetizer(socket.socket()), "_Packetizer__remainder")
+
+
+def test_install_replaces_event_and_condition_in_paramikos_modules() -> None:
+    paramiko_pump.install()
+    paramiko_pump.install()  # idempotent
+    for mod in (paramiko.transport, paramiko.channel, paramiko.buffered_pipe,
+                paramiko.auth_handler):
+        source = inspect.getsource(mod)
+        assert "import threading" in source
+        shim = mod.threading  # type: ignore[attr-defined]
+        assert shim.Event is paramiko_pump._PumpEvent
+        assert shim.Condition is paramiko_pump._PumpCondition
+        assert shim.Lock is threading.Lock and shim.Thread is threading.Thread
+    # outside driving() they are threading's own
+    ev = paramiko.transport.threading.Event()  # type: ignore[attr-defined]
+    assert not ev.wait(0.01)
+    ev.set()
+    assert ev.wait(0)
+
+
+# -- against real hosts --------------------------------------------------------------------
+
+
+def test_a_connection_has_no_thread_of_its_own(ssh_host: hosts.SSHHost) -> None:
+    before = {th.ident for th in threading.enumerate()}
+    assert ssh_host.run("echo one").stdout == "one\n"
+    t = ssh_host.transport()
+    assert isinstance(t, paramiko_pump.PumpedTransport)
+    assert not t.is_alive() and t.is_active()
+    assert ssh_host.run("echo two").stdout == "two\n"
+    new = [th.name for th in threading.enumerate() if th.ident not in before]
+    assert set(new) <= {"autoserv-ssh-idle-reader"}, new
+
+
+def test_waits_outside_driving_are_served_by_the_idle_reader(ssh_host: hosts.SSHHost) -> None:
+    t = ssh_host.transport()
+    outcome: list[object] = []
+
+    def plain_paramiko() -> None:  # a thread that knows nothing of driving()
+        try:
+            chan = t.open_session(timeout=10)
+            chan.exec_command("echo hi; sleep 0.3; echo there")
+            out = chan.makefile("rb").read()
+            outcome.append((out, chan.recv_exit_status()))
+        except Exception as exc:
+            outcome.append(exc)
+
+    th = threading.Thread(target=plain_paramiko)
+    th.start()
+    th.join(20)
+    assert outcome == [(b"hi\nthere\n", 0)]
+    # a keepalive's answer, awaited by nobody who reads: the idle reader reads it
+    assert paramiko_ext.ping(t, 10)
+
+
+def test_threads_sharing_one_connection_take_turns_reading_it(ssh_host: hosts.SSHHost) -> None:
+    ssh_host.run("true")
+    results: dict[int, object] = {}
+
+    def one(i: int) -> None:
+        try:
+            r = ssh_host.run(f"sleep 0.{i % 4}; echo {i}; echo e{i} >&2")
+            results[i] = (r.stdout, r.stderr)
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert results == {i: (f"{i}\n", f"e{i}\n") for i in range(8)}
+
+
+def test_closing_a_connection_ends_a_wait_in_another_thread(ssh_host: hosts.SSHHost) -> None:
+    ssh_host.run("true")
+    t = ssh_host.transport()
+    raised: list[BaseException] = []
+
+    def waits() -> None:
+        try:
+            ssh_host.run("sleep 60")
+        except BaseException as exc:
+            raised.append(exc)
+
+    th = threading.Thread(target=waits)
+    th.start()
+    time.sleep(0.5)  # (the command has started: the thread reads the connection now)
+    paramiko_ext.close_now(t)
+    th.join(20)
+    assert not th.is_alive()
+    assert len(raised) == 1 and isinstance(raised[0], AutoservError), raised
+    assert "lost" in str(raised[0])
+    assert ssh_host.run("echo again").stdout == "again\n"  # a new connection
+
+
+# -- the handshake, against a scripted server -------------------------------------------------
+
+
+def _serve(sock: socket.socket, send: bytes, then_close: bool) -> None:
+    with sock:
+        sock.sendall(send)
+        if then_close:
+            return
+        sock.settimeout(10)
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+
+def _pumped_handshake(send: bytes, then_close: bool, timeout: float = 5.0
+                      ) -> tuple[paramiko_pump.PumpedTransport, BaseException | None, float]:
+    ours, theirs = socket.socketpair()
+    peer = threading.Thread(target=_serve, args=(theirs, send, then_close), daemon=True)
+    peer.start()
+    t = paramiko_pump.PumpedTransport(ours)
+    paramiko_ext.install_handshake_clock(t)
+    t.handshake_timeout = 0.5
+    start = time.monotonic()
+    error: BaseException | None = None
+    try:
+        with paramiko_pump.driving(t):
+            t.start_client(timeout=timeout)
+    except BaseException as exc:
+        error = exc
+    finally:
+        took = time.monotonic() - start
+        t.close()
+        peer.join(10)
+    return t, error, took
+
+
+def test_a_server_that_closes_before_its_banner_is_a_drop() -> None:
+    t, error, _ = _pumped_handshake(b"", then_close=True)
+    assert error is not None
+    assert paramiko_ext.dropped_before_banner(t, error)
+
+
+def test_a_server_that_speaks_another_protocol_is_no_drop() -> None:
+    t, error, took = _pumped_handshake(b"HTTP/1.1 400 Bad Request\r\n" * 120, then_close=False)
+    assert isinstance(error, paramiko.SSHException), error
+    assert not paramiko_ext.dropped_before_banner(t, error)
+    assert took < 5  # (it gave up on the lines, not on the timeout)
+
+
+def test_the_handshake_clock_ends_a_pumped_handshake_the_server_never_answers() -> None:
+    t, error, took = _pumped_handshake(b"Welcome\r\nSSH-2.0-Silent\r\n", then_close=False)
+    assert error is not None and not t.is_active()
+    assert t.remote_version == "SSH-2.0-Silent"
+    assert took < 5  # the 0.5-s handshake clock ended it, not start_client's 5 s
