@@ -69,9 +69,7 @@ from paramiko.common import (
 )
 from paramiko.packet import NeedRekeyException
 
-__all__ = ["PumpedTransport", "driving", "driven", "install", "pump_wait", "reset_in_child"]
-
-log = logging.getLogger("autoserv.hosts.ssh")
+__all__ = ["PumpedTransport", "driving", "install", "pump_wait", "reset_in_child"]
 
 #: The longest a waiting thread reads before it looks at its own clock again (s).
 SLICE = 0.1
@@ -88,11 +86,6 @@ def _driven() -> PumpedTransport | None:
     if not stack or getattr(_local, "in_pump", False):
         return None
     return stack[-1]
-
-
-def driven(t: Any) -> bool:
-    """Whether this thread reads ``t`` itself while it waits (see :func:`driving`)."""
-    return isinstance(t, PumpedTransport) and t in (getattr(_local, "stack", None) or ())
 
 
 @contextlib.contextmanager
