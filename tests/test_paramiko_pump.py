@@ -8,11 +8,14 @@ connection, a close that ends another thread's wait, and the handshake's failure
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -80,7 +83,8 @@ def test_a_connection_has_no_thread_of_its_own(ssh_host: hosts.SSHHost) -> None:
     assert not t.is_alive() and t.is_active()
     assert ssh_host.run("echo two").stdout == "two\n"
     new = [th.name for th in threading.enumerate() if th.ident not in before]
-    assert set(new) <= {"autoserv-ssh-idle-reader"}, new
+    # (the process's one idle reader and keepalive starter, if this test connected first)
+    assert set(new) <= {"autoserv-ssh-idle-reader", "autoserv-keepalive-starter"}, new
 
 
 def test_waits_outside_driving_are_served_by_the_idle_reader(ssh_host: hosts.SSHHost) -> None:
@@ -201,3 +205,52 @@ def test_the_handshake_clock_ends_a_pumped_handshake_the_server_never_answers() 
     assert error is not None and not t.is_active()
     assert t.remote_version == "SSH-2.0-Silent"
     assert took < 5  # the 0.5-s handshake clock ended it, not start_client's 5 s
+
+
+def _rekey_often(t: paramiko.Transport) -> list[int]:
+    """Make ``t`` renegotiate its keys every ~200 kB each way; count the renegotiations."""
+    pk = t.packetizer
+    pk.REKEY_BYTES = 200_000  # type: ignore[misc]
+    kexinits: list[int] = []
+    real = t._send_kex_init  # type: ignore[attr-defined]
+
+    def send_kex_init() -> None:
+        kexinits.append(1)
+        real()
+
+    t._send_kex_init = send_kex_init  # type: ignore[attr-defined]
+    return kexinits
+
+
+def test_keys_are_renegotiated_while_a_worker_reads(ssh_host: hosts.SSHHost) -> None:
+    ssh_host.run("true")
+    t = ssh_host.transport()
+    kexinits = _rekey_often(t)
+    for _ in range(3):  # 2.7 MB of output each, read by the waiting thread (driving it)
+        big = ssh_host.run("head -c 2000000 /dev/zero | base64 -w 0").stdout
+        assert len(big) == 2666668 and set(big.rstrip("=")) == {"A"}
+    assert len(kexinits) >= 3, kexinits
+    # a CLOSE that arrives during a key exchange is answered once it ends (paramiko's own
+    # reader waited 30 s there for a key exchange only it could finish, then failed the
+    # connection): the same connection is still up
+    assert ssh_host.transport() is t and t.is_active()
+
+
+def test_keys_are_renegotiated_while_the_idle_reader_reads(
+        ssh_host: hosts.SSHHost, tmp_path: Path) -> None:
+    ssh_host.run("head -c 3000000 /dev/urandom > /tmp/pump-rekey.bin")
+    t = ssh_host.transport()
+    kexinits = _rekey_often(t)
+    up = tmp_path / "up.bin"
+    up.write_bytes(os.urandom(3_000_000))
+    try:
+        for _ in range(2):  # no driving(): scp's waits are served by the idle reader
+            ssh_host.get_file("/tmp/pump-rekey.bin", str(tmp_path / "got.bin"))
+            ssh_host.send_file(str(up), "/tmp/pump-rekey-up.bin")
+        sums = ssh_host.run("md5sum /tmp/pump-rekey.bin /tmp/pump-rekey-up.bin").stdout.split()
+    finally:
+        ssh_host.run("rm -f /tmp/pump-rekey.bin /tmp/pump-rekey-up.bin")
+    assert sums[0] == hashlib.md5((tmp_path / "got.bin").read_bytes()).hexdigest()
+    assert sums[2] == hashlib.md5(up.read_bytes()).hexdigest()
+    assert len(kexinits) >= 3, kexinits
+    assert ssh_host.transport() is t and t.is_active()

@@ -81,11 +81,16 @@ _local = threading.local()
 
 def _driven() -> PumpedTransport | None:
     """The transport this thread drives now (innermost :func:`driving`), unless it is in
-    the middle of handling a packet (a handler's own wait must not read again)."""
+    the middle of handling a packet (see :class:`_PumpEvent`)."""
     stack: list[PumpedTransport] | None = getattr(_local, "stack", None)
-    if not stack or getattr(_local, "in_pump", False):
+    if not stack or _pumping() is not None:
         return None
     return stack[-1]
+
+
+def _pumping() -> PumpedTransport | None:
+    """The transport whose packet this thread is handling now (it holds its pump lock)."""
+    return getattr(_local, "pumping", None)
 
 
 @contextlib.contextmanager
@@ -108,14 +113,28 @@ def driving(t: Any) -> Iterator[None]:
 
 
 class _PumpEvent(threading.Event):
-    """paramiko's ``threading.Event``: a wait inside :func:`driving` reads the transport."""
+    """paramiko's ``threading.Event``: a wait inside :func:`driving` reads the transport.
+
+    So does a wait inside a packet's handler, on the transport being read: paramiko answers
+    a channel's CLOSE from the handler with ``_send_user_message``, which waits for a key
+    exchange in progress to end, and only reading on ends it.  (paramiko's own reader
+    thread waits there for the 30-s ``clear_to_send_timeout`` and then fails the
+    connection: seen with keys renegotiated every 200 kB, tests/test_paramiko_pump.py.)
+    """
 
     def wait(self, timeout: float | None = None) -> bool:
         if self.is_set():
             return True
+        inner = _pumping()
+        if inner is not None:
+            return self._read_until_set(inner, timeout, nested=True)
         t = _driven()
         if t is None:
             return super().wait(timeout)
+        return self._read_until_set(t, timeout)
+
+    def _read_until_set(self, t: PumpedTransport, timeout: float | None,
+                        nested: bool = False) -> bool:
         end = None if timeout is None else time.monotonic() + timeout
         while not self.is_set():
             left = SLICE if end is None else min(SLICE, end - time.monotonic())
@@ -123,7 +142,9 @@ class _PumpEvent(threading.Event):
                 return False
             if not t.is_active():
                 return super().wait(None if end is None else end - time.monotonic())
-            if not t.pump_once(left):
+            if nested:
+                t._pump(left)  # (this thread holds the pump lock already)
+            elif not t.pump_once(left):
                 super().wait(min(left, TURN))  # another thread reads: it sets us
         return True
 
@@ -206,7 +227,7 @@ class PumpedTransport(paramiko.Transport):
             return
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        mine = getattr(_local, "in_pump", False)  # closed by a handler: we hold the lock
+        mine = _pumping() is self  # closed by a handler: we hold the lock
         got = not mine and self._pump_lock.acquire(timeout=1.0)
         try:
             self._end(None)
@@ -221,11 +242,11 @@ class PumpedTransport(paramiko.Transport):
         another thread is reading (the caller waits its turn)."""
         if not self._pump_lock.acquire(blocking=False):
             return False
-        _local.in_pump = True
+        _local.pumping = self
         try:
             self._pump(timeout)
         finally:
-            _local.in_pump = False
+            _local.pumping = None
             self._pump_lock.release()
         return True
 
