@@ -254,3 +254,26 @@ def test_keys_are_renegotiated_while_the_idle_reader_reads(
     assert sums[2] == hashlib.md5(up.read_bytes()).hexdigest()
     assert len(kexinits) >= 3, kexinits
     assert ssh_host.transport() is t and t.is_active()
+
+
+def test_stdin_is_sent_and_ended_while_keys_are_renegotiated(ssh_host: hosts.SSHHost) -> None:
+    ssh_host.run("true")
+    t = ssh_host.transport()
+    kexinits = _rekey_often(t)
+    outcome: list[object] = []
+
+    def feed() -> None:
+        try:
+            for i in range(6):  # EOF follows 1 MB of stdin, often during a key exchange
+                r = ssh_host.run("wc -c; echo ok", stdin=bytes([65 + i]) * 1_000_000)
+                outcome.append(r.stdout.split())
+        except Exception as exc:
+            outcome.append(exc)
+
+    th = threading.Thread(target=feed, daemon=True)
+    th.start()
+    th.join(120)  # (a deadlock fails here, not at the suite's timeout)
+    assert not th.is_alive(), "stuck sending stdin or its EOF during a key exchange"
+    assert outcome == [["1000000", "ok"]] * 6
+    assert len(kexinits) >= 6, kexinits
+    assert ssh_host.transport() is t and t.is_active()
