@@ -277,3 +277,38 @@ def test_stdin_is_sent_and_ended_while_keys_are_renegotiated(ssh_host: hosts.SSH
     assert outcome == [["1000000", "ok"]] * 6
     assert len(kexinits) >= 6, kexinits
     assert ssh_host.transport() is t and t.is_active()
+
+
+class _StalledStdout:
+    """A tee whose first write blocks, as a stalled reader of autoserv's stdout would."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        if not self.lines:
+            time.sleep(self.seconds)
+        self.lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_connection_whose_driver_is_blocked_still_answers_keepalives(
+        testbed_loopback: Testbed) -> None:
+    """The thread driving the connection blocks in a tee for 4 s; keepalives every 0.5 s
+    (lost after 3 unanswered) are still answered: the watchdog reads the connection."""
+    h = hosts.SSHHost(testbed_loopback.machines[0], ssh_config=str(testbed_loopback.ssh_config),
+                      keepalive=0.5)
+    try:
+        h.run("true")
+        time.sleep(1.0)  # (the watchdog starts one interval after connecting)
+        tee = _StalledStdout(4.0)
+        r = h.run("echo hi; sleep 0.2; echo there", stdout_tee=tee)
+        assert r.stdout == "hi\nthere\n" and "".join(tee.lines) == "hi\nthere\n"
+        assert h.transport().is_active()
+        assert paramiko_ext.ping(h.transport(), 5)
+    finally:
+        h.close()

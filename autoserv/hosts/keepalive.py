@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import paramiko
 
-from autoserv.hosts import paramiko_ext
+from autoserv.hosts import paramiko_ext, paramiko_pump
 
 __all__ = ["watch", "lost_reason", "reset_in_child"]
 
@@ -100,7 +100,10 @@ def watch(t: paramiko.Transport, interval: float, count: int, where: str) -> Non
                 return
             due = time.monotonic() + interval
             try:
-                answered = paramiko_ext.ping(t, interval)
+                # reading the connection itself when no other thread is: the thread that
+                # drives it may be blocked elsewhere (teeing output to a stalled stdout)
+                with paramiko_pump.driving(t):
+                    answered = paramiko_ext.ping(t, interval)
             except (OSError, EOFError, paramiko.SSHException):
                 return
             if answered:

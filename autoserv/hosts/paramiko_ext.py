@@ -60,6 +60,8 @@ from typing import Any, TypeVar
 
 import paramiko
 
+from autoserv.hosts import paramiko_pump
+
 __all__ = [
     "install_getuser_cache",
     "install_fqdn_cache",
@@ -332,7 +334,7 @@ def ping(t: paramiko.Transport, timeout: float) -> bool:
     ``Transport._send_user_message(m)``; autoserv sends no other global
     requests that could race for that event.
     """
-    event = threading.Event()
+    event = paramiko_pump.Event()  # (read on while waiting, when the caller drives ``t``)
     t.completion_event = event  # type: ignore[attr-defined]
     m = paramiko.Message()
     m.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)

@@ -23,8 +23,10 @@ one reads):
   ``Condition`` waits pump the transport; see :func:`install`).  Two such threads
   take turns through the transport's pump lock: the one that reads dispatches packets
   for both.  autoserv drives a connection only around its own waits (handshake,
-  authentication, opening a channel, an exec request, a command's output), never
-  around code that could block on something else;
+  authentication, opening a channel, an exec request, a command's output, a keepalive's
+  answer).  A command's output is teed while its thread drives the connection: when that
+  blocks (a stalled reader of autoserv's stdout), the keepalive watchdog, which drives the
+  connection while it waits for its answer, still reads it;
 * otherwise the idle reader: one thread per process that waits on every transport no
   thread is driving with one ``epoll``, and handles what arrives (answers to keepalives,
   data for a thread that waits without :func:`driving`: file transfers, a transport
@@ -69,7 +71,7 @@ from paramiko.common import (
 )
 from paramiko.packet import NeedRekeyException
 
-__all__ = ["PumpedTransport", "driving", "install", "pump_wait", "reset_in_child"]
+__all__ = ["Event", "PumpedTransport", "driving", "install", "pump_wait", "reset_in_child"]
 
 #: The longest a waiting thread reads before it looks at its own clock again (s).
 SLICE = 0.1
@@ -169,6 +171,10 @@ class _PumpCondition(threading.Condition):
         if not read:
             super().wait(min(left, TURN))
         return True
+
+
+#: An event whose wait inside :func:`driving` reads the transport (for waits of autoserv's own).
+Event = _PumpEvent
 
 
 def install() -> None:
