@@ -312,3 +312,29 @@ def test_a_connection_whose_driver_is_blocked_still_answers_keepalives(
         assert paramiko_ext.ping(h.transport(), 5)
     finally:
         h.close()
+
+
+class _Abort(BaseException):
+    """Stands for an abort raised into a thread (autoserv.abort.JobAbort is one)."""
+
+
+def test_an_abort_inside_a_read_ends_the_connection_and_the_next_use_reconnects(
+        ssh_host: hosts.SSHHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    ssh_host.run("true")
+    t = ssh_host.transport()
+    assert isinstance(t, paramiko_pump.PumpedTransport)
+    real = t._dispatch
+    calls: list[int] = []
+
+    def dispatch(ptype: int, m: paramiko.Message) -> bool:
+        calls.append(ptype)
+        if len(calls) == 2:  # in the middle of the command's packets
+            raise _Abort()
+        return real(ptype, m)
+
+    monkeypatch.setattr(t, "_dispatch", dispatch)
+    with pytest.raises(_Abort):
+        ssh_host.run("echo hi; sleep 0.2; echo there")
+    assert not t.is_active()  # (the stream may be cut anywhere: not used again)
+    assert ssh_host.run("echo again").stdout == "again\n"
+    assert ssh_host.transport() is not t

@@ -251,6 +251,12 @@ class PumpedTransport(paramiko.Transport):
         _local.pumping = self
         try:
             self._pump(timeout)
+        except BaseException:
+            # an abort raised into this thread (a job's SIGTERM, a worker's timeout) may cut
+            # a packet in two: the stream cannot go on, and the next use reconnects (as the
+            # abort path's kill of the remote command does)
+            self._end(EOFError("connection abandoned: an abort interrupted its reading"))
+            raise
         finally:
             _local.pumping = None
             self._pump_lock.release()
