@@ -208,36 +208,19 @@ def send_eof(chan: paramiko.Channel) -> None:
     nonexistent channel"), killing every other command on it (seen with 20-40
     concurrent short commands on one connection: ~5 % of them failed).
     Sending under the lock orders the EOF before the CLOSE, as paramiko's own
-    data sends do.
-
-    A key exchange in progress is waited out first, without the channel's lock: the packets
-    that end it may follow one for this channel, and whoever reads them (paramiko's reader
-    thread, or this thread reading its own connection, :mod:`autoserv.hosts.paramiko_pump`)
-    takes that lock to handle it.  Holding the transport's ``clear_to_send_lock`` while it
-    sends keeps a new key exchange from starting in between.  Relies on ``Channel.lock``,
-    ``Channel._send_eof()`` (returns the message, None once EOF or CLOSE went out),
-    ``Transport.clear_to_send``, ``clear_to_send_lock``, ``clear_to_send_timeout`` and
-    ``Transport._send_message(m)`` (what ``_send_user_message`` does once clear to send).
+    data sends do.  Relies on ``Channel.lock``, ``Channel._send_eof()``
+    (returns the message, None once EOF or CLOSE went out) and
+    ``Transport._send_user_message(m)``.
     """
-    t: Any = chan.transport
-    if t is None:
-        return
-    deadline = time.monotonic() + t.clear_to_send_timeout
-    while True:
-        t.clear_to_send.wait(0.1)
-        if not t.is_active():
-            return  # (paramiko drops a user packet on a dead connection, too)
-        with t.clear_to_send_lock:
-            if t.clear_to_send.is_set():
-                with chan.lock:  # type: ignore[attr-defined]
-                    if chan.closed:
-                        return
-                    m = chan._send_eof()  # type: ignore[attr-defined]
-                    if m is not None:
-                        t._send_message(m)
-                return
-        if time.monotonic() > deadline:
-            raise paramiko.SSHException("Key-exchange timed out waiting for key negotiation")
+    with chan.lock:  # type: ignore[attr-defined]
+        if chan.closed:
+            return
+        m = chan._send_eof()  # type: ignore[attr-defined]
+        if m is not None and chan.transport is not None:
+            # (a wait for a key exchange here must not read the connection: a packet for
+            # this channel would wait for the lock held here, by this very thread)
+            with paramiko_pump.driving(None):
+                chan.transport._send_user_message(m)  # type: ignore[attr-defined]
 
 
 def _send_request(chan: paramiko.Channel, kind: str, text: str, timeout: float) -> bool:

@@ -84,7 +84,7 @@ _local = threading.local()
 def _driven() -> PumpedTransport | None:
     """The transport this thread drives now (innermost :func:`driving`), unless it is in
     the middle of handling a packet (see :class:`_PumpEvent`)."""
-    stack: list[PumpedTransport] | None = getattr(_local, "stack", None)
+    stack: list[PumpedTransport | None] | None = getattr(_local, "stack", None)
     if not stack or _pumping() is not None:
         return None
     return stack[-1]
@@ -98,7 +98,18 @@ def _pumping() -> PumpedTransport | None:
 @contextlib.contextmanager
 def driving(t: Any) -> Iterator[None]:
     """While inside, this thread's waits on paramiko read ``t`` (a no-op for transports
-    that are not :class:`PumpedTransport`)."""
+    that are not :class:`PumpedTransport`).  ``driving(None)``: while inside, they read
+    nothing (a wait under a lock that a packet's handler would take)."""
+    if t is None:
+        stack = getattr(_local, "stack", None)
+        if stack is None:
+            stack = _local.stack = []
+        stack.append(None)
+        try:
+            yield
+        finally:
+            stack.pop()
+        return
     if not isinstance(t, PumpedTransport):
         yield
         return
