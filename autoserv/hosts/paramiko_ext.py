@@ -3,9 +3,9 @@
 autoserv needs things paramiko's public API does not give; each function
 here says why, and ``tests/test_paramiko_ext.py`` fails when a paramiko
 release changes what it relies on (setup.py pins paramiko below 6 so a major
-release is checked first).  No other module touches paramiko's private names, but
-:mod:`autoserv.hosts.paramiko_pump`, which repeats paramiko's read loop (and whose tests
-check that loop the same way).
+release is checked first).  No other module touches paramiko's private names but
+:mod:`autoserv.hosts.paramiko_pump`, which repeats paramiko's read loop (its tests check
+that loop the same way).
 
 * :func:`install_getuser_cache` — replaces :mod:`getpass` inside
   :mod:`paramiko.config` (the local user name asked once, not per ``Host`` block).

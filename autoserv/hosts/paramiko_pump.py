@@ -100,29 +100,19 @@ def driving(t: Any) -> Iterator[None]:
     """While inside, this thread's waits on paramiko read ``t`` (a no-op for transports
     that are not :class:`PumpedTransport`).  ``driving(None)``: while inside, they read
     nothing (a wait under a lock that a packet's handler would take)."""
-    if t is None:
-        stack = getattr(_local, "stack", None)
-        if stack is None:
-            stack = _local.stack = []
-        stack.append(None)
-        try:
-            yield
-        finally:
-            stack.pop()
-        return
-    if not isinstance(t, PumpedTransport):
+    if t is not None and not isinstance(t, PumpedTransport):
         yield
         return
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
+    stack: list[PumpedTransport | None] = _local.__dict__.setdefault("stack", [])
     stack.append(t)
-    _IDLE.claim(t)
+    if t is not None:
+        _IDLE.claim(t)
     try:
         yield
     finally:
         stack.pop()
-        _IDLE.release(t)
+        if t is not None:
+            _IDLE.release(t)
 
 
 class _PumpEvent(threading.Event):
@@ -500,9 +490,8 @@ def reset_in_child() -> None:
 def pump_wait(t: Any, timeout: float, fallback: Callable[[float], None]) -> None:
     """Wait at most ``timeout`` s for news on ``t``: read it when this thread drives it,
     else ``fallback(timeout)`` (a ``poll`` on a channel, which another reader wakes)."""
-    me = _driven()
-    if me is not None and me is t and me.is_active():
-        if not me.pump_once(min(timeout, SLICE)):
-            time.sleep(min(timeout, TURN))
+    if isinstance(t, PumpedTransport) and _driven() is t and t.is_active():
+        if not t.pump_once(min(timeout, SLICE)):
+            time.sleep(min(timeout, TURN))  # another thread reads it: look again soon
         return
     fallback(timeout)
