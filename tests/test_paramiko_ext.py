@@ -16,9 +16,11 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
+from paramiko.packet import Packetizer
 
 from autoserv import hosts
 from autoserv.hosts import paramiko_ext
@@ -401,6 +403,78 @@ def test_config_lookup_uses_the_whole_config_when_it_canonicalizes(
         "Host a.lab\n  Port 2\nHost a\n  CanonicalizeHostname yes\n  CanonicalDomains lab\n")
     monkeypatch.setattr(cfg, "canonicalize", lambda hostname, options, domains: "a.lab")
     assert paramiko_ext.config_lookup(cfg, "a")["port"] == "2"
+
+
+# -- install_fast_mac_check -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("a", "b", "equal"), [
+    (b"", b"", True),
+    (b"\x00" * 32, b"\x00" * 32, True),
+    (bytes(range(32)), bytes(range(32)), True),
+    (bytes(range(32)), bytes(range(31)) + b"\x00", False),
+    (b"\x80" + bytes(31), bytes(32), False),
+    (bytes(32), bytes(31), False),
+    ("|1|abc=|def=", "|1|abc=|def=", True),  # text, as paramiko.hostkeys passes it
+    ("|1|abc=|def=", "|1|abc=|dex=", False),
+    ("h\u00e9", "h\u00e9", True),  # text compare_digest would refuse
+])
+def test_fast_mac_check_answers_as_paramiko_does(a: Any, b: Any, equal: bool) -> None:
+    assert paramiko_ext._bytes_eq(a, b) is equal
+    assert bool(paramiko_ext._python_bytes_eq(a, b)) is equal
+
+
+def _packetizers(
+        mac_key: bytes) -> tuple[socket.socket, Packetizer, Packetizer, socket.socket]:
+    """A sending and a receiving Packetizer with hmac-sha2-256 over a socket pair; the
+    middle socket is where a test tampers with the bytes in flight."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    a, middle = socket.socketpair()
+    b, sink = socket.socketpair()
+    key, iv = bytes(16), bytes(16)
+    out, inb = Packetizer(a), Packetizer(b)
+    out.set_outbound_cipher(Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor(), 16,
+                            hashlib.sha256, 32, mac_key, sdctr=True)
+    inb.set_inbound_cipher(Cipher(algorithms.AES(key), modes.CTR(iv)).decryptor(), 16,
+                           hashlib.sha256, 32, mac_key)
+    return middle, out, inb, sink
+
+
+def test_fast_mac_check_is_what_paramiko_checks_packets_with() -> None:
+    assert "util.constant_time_bytes_eq(my_mac, mac)" in inspect.getsource(paramiko.packet)
+    paramiko_ext.install_fast_mac_check()
+    assert paramiko.util.constant_time_bytes_eq is paramiko_ext._bytes_eq
+    paramiko_ext.install_fast_mac_check()  # idempotent
+    assert paramiko.util.constant_time_bytes_eq is paramiko_ext._bytes_eq
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_fast_mac_check_takes_a_good_packet_and_refuses_a_tampered_one(tamper: bool) -> None:
+    paramiko_ext.install_fast_mac_check()
+    middle, out, inb, sink = _packetizers(b"k" * 32)
+    try:
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_IGNORE)
+        m.add_string(b"payload")
+        out.send_message(m)
+        wire = bytearray(middle.recv(4096))
+        if tamper:
+            wire[-1] ^= 0x01  # the last byte of the MAC
+        sink.sendall(bytes(wire))
+        if tamper:
+            with pytest.raises(paramiko.SSHException, match="Mismatched MAC"):
+                inb.read_message()
+        else:
+            kind, got = inb.read_message()
+            assert kind == paramiko.common.MSG_IGNORE and got.get_string() == b"payload"
+    finally:
+        out.close()
+        inb.close()
+        middle.close()
+        sink.close()
 
 
 # -- install_fqdn_cache -----------------------------------------------------------------

@@ -11,6 +11,8 @@ that loop the same way).
   :mod:`paramiko.config` (the local user name asked once, not per ``Host`` block).
 * :func:`install_fqdn_cache` — replaces ``paramiko.config.LazyFqdn`` (the local FQDN,
   for ``%l``) with one that asks the resolver once per process.
+* :func:`install_fast_mac_check` — ``paramiko.util.constant_time_bytes_eq``, which
+  :mod:`paramiko.packet` checks every packet's MAC with, done by :func:`hmac.compare_digest`.
 * :func:`install_exit_signal_handler` / :func:`exit_signal` — RFC 4254
   ``exit-signal`` requests, which paramiko drops (``Transport._channel_handler_table``,
   ``Channel._handle_request``).
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hmac
 import importlib
 import os
 import signal
@@ -65,6 +68,7 @@ from autoserv.hosts import paramiko_pump
 __all__ = [
     "install_getuser_cache",
     "install_fqdn_cache",
+    "install_fast_mac_check",
     "install_exit_signal_handler",
     "install_handshake_clock",
     "close_now",
@@ -151,6 +155,30 @@ def install_fqdn_cache() -> None:
     """
     if paramiko.config.LazyFqdn is not _OnceFqdn:
         paramiko.config.LazyFqdn = _OnceFqdn  # type: ignore[misc]
+
+
+_python_bytes_eq = paramiko.util.constant_time_bytes_eq
+
+
+def _bytes_eq(a: Any, b: Any) -> bool:
+    """paramiko's constant-time comparison, in C (:func:`hmac.compare_digest`) for bytes."""
+    if isinstance(a, bytes) and isinstance(b, bytes):
+        return hmac.compare_digest(a, b)
+    return bool(_python_bytes_eq(a, b))  # text (hashed known_hosts names): as paramiko did
+
+
+def install_fast_mac_check() -> None:
+    """Make :mod:`paramiko.packet` compare each packet's MAC in C, still in constant time.
+
+    Why: paramiko compares the MAC it computed with the one received byte by byte in a
+    Python loop (``paramiko.util.constant_time_bytes_eq``, two function calls per byte), for
+    every packet read: 3.7 µs for a 32-byte MAC against 0.1 µs (``timeit``), ~14 packets
+    per connect + ``uname -a`` + close, so ~50 µs of the ~4.3 ms of CPU that costs.
+    :func:`hmac.compare_digest` is the standard library's constant-time comparison.
+    Relies on ``paramiko.packet`` calling it as ``util.constant_time_bytes_eq`` (a module
+    attribute, looked up at each call).  Idempotent.
+    """
+    paramiko.util.constant_time_bytes_eq = _bytes_eq
 
 
 def _channel_request(chan: paramiko.Channel, m: paramiko.Message) -> None:

@@ -135,6 +135,7 @@ class ConnectParams:
 
 paramiko_ext.install_getuser_cache()
 paramiko_ext.install_fqdn_cache()
+paramiko_ext.install_fast_mac_check()
 paramiko_pump.install()
 
 
