@@ -499,6 +499,44 @@ def test_fqdn_cache_replaces_lazy_fqdn_in_paramiko_config(monkeypatch: pytest.Mo
     assert len(calls) == 1
 
 
+def test_fqdn_cache_asks_once_for_threads_that_look_up_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fan-out's threads all look their machine up at its start: one resolver call."""
+    paramiko_ext.install_fqdn_cache()
+    monkeypatch.setattr(paramiko_ext, "_fqdns", {})
+    monkeypatch.setattr(paramiko_ext, "_fqdn_lookups", {})
+    n = 12
+    started = threading.Semaphore(0)
+    second_call = threading.Event()
+    calls: list[int] = []
+
+    def resolver(name: str = "") -> str:
+        calls.append(1)
+        if len(calls) > 1:
+            second_call.set()
+            return "ctl.lab.example"
+        for _ in range(n):  # every thread has begun its lookup
+            assert started.acquire(timeout=30)
+        second_call.wait(1.0)  # a second lookup arrives at once if the threads do not wait
+        return "ctl.lab.example"
+
+    monkeypatch.setattr(paramiko.config.socket, "getfqdn", resolver)  # type: ignore[attr-defined]
+    cfg = paramiko.SSHConfig.from_text("Host *\n    IdentityFile ~/.ssh/%l\n")
+    found: list[str] = []
+
+    def lookup(i: int) -> None:
+        started.release()
+        found.append(cfg.lookup(f"m{i}")["identityfile"][0])
+
+    threads = [threading.Thread(target=lookup, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(found) == n and all(f.endswith("/.ssh/ctl.lab.example") for f in found)
+    assert len(calls) == 1
+
+
 def test_fqdn_cache_keeps_nothing_a_stand_in_resolver_answered(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``autoserv check`` looks names up through a resolver that answers offline: what it

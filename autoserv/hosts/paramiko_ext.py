@@ -120,6 +120,7 @@ def install_getuser_cache() -> None:
 
 #: (host name, AddressFamily) -> this machine's FQDN, as paramiko's LazyFqdn found it
 _fqdns: dict[tuple[str | None, str], str] = {}
+_fqdn_lookups: dict[tuple[str | None, str], threading.Lock] = {}  # held while one is looked up
 _fqdns_lock = threading.Lock()
 
 
@@ -134,11 +135,29 @@ class _OnceFqdn(paramiko.config.LazyFqdn):  # type: ignore[misc]
         key = (self.host, family)
         with _fqdns_lock:
             known = _fqdns.get(key)
-        if known is None:
-            known = str(super().__str__())
+            if known is not None:
+                return known
+            lookup = _fqdn_lookups.setdefault(key, threading.Lock())
+        # one thread asks the resolver; the threads of a fan-out that look up at the same
+        # moment wait for its answer instead of each asking again
+        with lookup:
             with _fqdns_lock:
-                _fqdns[key] = known
+                known = _fqdns.get(key)
+            if known is None:
+                known = str(super().__str__())
+                with _fqdns_lock:
+                    _fqdns[key] = known
         return known
+
+
+def _fresh_fqdn_locks() -> None:
+    """A forked child starts with free locks (another thread may hold one at the fork)."""
+    global _fqdns_lock, _fqdn_lookups
+    _fqdns_lock = threading.Lock()
+    _fqdn_lookups = {}
+
+
+os.register_at_fork(after_in_child=_fresh_fqdn_locks)
 
 
 def install_fqdn_cache() -> None:
@@ -149,7 +168,9 @@ def install_fqdn_cache() -> None:
     not the value holds ``%l``, so each machine's lookup asked the resolver (``getfqdn``:
     /etc/hosts, then DNS) two or three times: a DNS query per machine on a controller
     whose name is not in /etc/hosts, and as many DNS timeouts when the resolver is away.
-    The local FQDN does not change while a job runs.  Relies on ``paramiko.config``
+    The local FQDN does not change while a job runs, and the threads of a fan-out that
+    need it at the same moment wait for one lookup (each of 20 threads starting at once read
+    ``/etc/hosts`` twice before).  Relies on ``paramiko.config``
     creating ``LazyFqdn(config, host)`` by that module-level name and reading it with
     ``str()``.  Idempotent.
     """
