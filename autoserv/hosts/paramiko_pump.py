@@ -206,6 +206,11 @@ class PumpedTransport(paramiko.Transport):
         self._pump_lock = threading.Lock()
         self._banner_done = False
         self._poller: Any = None  # set by start()
+        # the idle reader's view of this transport (its lock is this transport's alone)
+        self._idle_lock = threading.Lock()
+        self._idle_fd: int | None = None  # watched by the idle reader (while not closed)
+        self._idle_claims = 0  # threads driving it now
+        self._idle_registered = False  # in the idle reader's epoll (armed, or fired once)
 
     # -- the thread paramiko would start ------------------------------------------
     def start(self) -> None:
@@ -383,17 +388,23 @@ class PumpedTransport(paramiko.Transport):
 
 
 class _IdleReader:
-    """Reads the pumped transports no thread is driving (one thread, one ``epoll``)."""
+    """Reads the pumped transports no thread is driving (one thread, one ``epoll``).
+
+    A thread that drives a transport claims it (its descriptor leaves the ``epoll``) and
+    releases it after (the descriptor is armed again, one-shot).  Claims and releases are a
+    worker's every wait, several per command: they take the transport's own lock, never
+    one shared by every connection (a shared lock held across the ``epoll_ctl`` call, which
+    hands the GIL over, made the fan-out's threads queue on it).
+    """
 
     def __init__(self) -> None:
         self.reset_in_child()
 
     def reset_in_child(self) -> None:
         """Start afresh (a forked worker has no thread and none of the parent's transports)."""
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the epoll, the thread and _fds
         self._epoll: select.epoll | None = None
         self._fds: dict[int, PumpedTransport] = {}
-        self._claims: dict[int, int] = {}  # id(transport) -> threads driving it
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
@@ -413,48 +424,53 @@ class _IdleReader:
             ep = self._ensure()
             fd = t.sock.fileno()
             self._fds[fd] = t
-            t._idle_fd = fd  # type: ignore[attr-defined]
-            if not self._claims.get(id(t)):
-                self._arm(ep, fd)
+        with t._idle_lock:
+            t._idle_fd = fd
+            if not t._idle_claims:
+                self._arm(ep, t)
 
     def remove(self, t: PumpedTransport) -> None:
         with self._lock:
-            fd = getattr(t, "_idle_fd", None)
-            if fd is None or self._fds.get(fd) is not t:
-                return
-            del self._fds[fd]
-            self._claims.pop(id(t), None)
-            if self._epoll is not None:
+            ep = self._epoll
+            fd = t._idle_fd
+            if fd is not None and self._fds.get(fd) is t:
+                del self._fds[fd]
+        with t._idle_lock:
+            t._idle_fd = None
+            if t._idle_registered and ep is not None and fd is not None:
                 with contextlib.suppress(OSError, ValueError):
-                    self._epoll.unregister(fd)
+                    ep.unregister(fd)
+            t._idle_registered = False
 
     def claim(self, t: PumpedTransport) -> None:
-        with self._lock:
-            n = self._claims.get(id(t), 0)
-            self._claims[id(t)] = n + 1
-            fd = getattr(t, "_idle_fd", None)
-            if n == 0 and fd is not None and self._epoll is not None and self._fds.get(fd) is t:
-                with contextlib.suppress(OSError, ValueError):
-                    self._epoll.unregister(fd)
+        with t._idle_lock:
+            t._idle_claims += 1
+            if t._idle_claims == 1 and t._idle_registered:
+                t._idle_registered = False
+                ep, fd = self._epoll, t._idle_fd
+                if ep is not None and fd is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        ep.unregister(fd)
 
     def release(self, t: PumpedTransport) -> None:
-        with self._lock:
-            n = self._claims.get(id(t), 1) - 1
-            if n > 0:
-                self._claims[id(t)] = n
-                return
-            self._claims.pop(id(t), None)
-            fd = getattr(t, "_idle_fd", None)
-            if fd is not None and self._epoll is not None and self._fds.get(fd) is t and t.is_active():
-                self._arm(self._epoll, fd)
+        with t._idle_lock:
+            t._idle_claims = max(0, t._idle_claims - 1)
+            if not t._idle_claims and self._epoll is not None and t.is_active():
+                self._arm(self._epoll, t)
 
     @staticmethod
-    def _arm(ep: select.epoll, fd: int) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            ep.register(fd, select.EPOLLIN | select.EPOLLONESHOT)
+    def _arm(ep: select.epoll, t: PumpedTransport) -> None:
+        """Arm ``t``'s descriptor for one event (under ``t._idle_lock``)."""
+        fd = t._idle_fd
+        if fd is None:
             return
-        with contextlib.suppress(OSError, ValueError):  # registered already: re-arm
-            ep.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+        mask = select.EPOLLIN | select.EPOLLONESHOT
+        with contextlib.suppress(OSError, ValueError):
+            if t._idle_registered:
+                ep.modify(fd, mask)
+            else:
+                ep.register(fd, mask)
+            t._idle_registered = True
 
     def _run(self) -> None:
         ep = self._epoll
@@ -467,16 +483,16 @@ class _IdleReader:
             except (OSError, ValueError):
                 return  # closed (a forked child's copy)
             for fd, _ in ready:
-                with self._lock:
-                    t = self._fds.get(fd)
+                t = self._fds.get(fd)
                 if t is None:
                     continue
                 if not t.pump_once(0.0):
                     time.sleep(TURN)  # a thread reads it now; look again
-                with self._lock:
-                    if (self._fds.get(fd) is t and t.is_active() and not self._claims.get(id(t))):
-                        with contextlib.suppress(OSError, ValueError):
-                            ep.modify(fd, select.EPOLLIN | select.EPOLLONESHOT)
+                with t._idle_lock:
+                    # fired once: armed again unless a thread drives it now (its claim
+                    # took it out) or it closed
+                    if t._idle_registered and not t._idle_claims and t.is_active():
+                        self._arm(ep, t)
 
 
 _IDLE = _IdleReader()

@@ -574,21 +574,21 @@ def _open_transport_once(p: ConnectParams, deadline: Deadline) -> paramiko.Trans
         if prefer:
             opts = t.get_security_options()
             opts.key_types = tuple(prefer) + tuple(k for k in opts.key_types if k not in prefer)
-        try:
-            with paramiko_pump.driving(t):
+        with paramiko_pump.driving(t):  # one claim for the handshake, the check and auth
+            try:
                 t.start_client(timeout=max(0.1, deadline.remaining()))
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            if deadline.expired():
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if deadline.expired():
+                    raise _connect_error(
+                        p, f"no SSH handshake within {_window(deadline)} s ({exc or 'timeout'})"
+                    ) from None
+                if paramiko_ext.dropped_before_banner(t, exc):
+                    raise _DroppedBeforeBanner from None
                 raise _connect_error(
-                    p, f"no SSH handshake within {_window(deadline)} s ({exc or 'timeout'})"
-                ) from None
-            if paramiko_ext.dropped_before_banner(t, exc):
-                raise _DroppedBeforeBanner from None
-            raise _connect_error(p, f"SSH handshake failed: {exc or type(exc).__name__}") from None
-        if not (t.is_active() and t.initial_kex_done):
-            raise _connect_error(p, f"no SSH handshake within {_window(deadline)} s")
-        checker.check(p.known_name(), t.get_remote_server_key())
-        with paramiko_pump.driving(t):
+                    p, f"SSH handshake failed: {exc or type(exc).__name__}") from None
+            if not (t.is_active() and t.initial_kex_done):
+                raise _connect_error(p, f"no SSH handshake within {_window(deadline)} s")
+            checker.check(p.known_name(), t.get_remote_server_key())
             _authenticate(t, p, deadline)
     except BaseException:
         _close_and_join(t)
