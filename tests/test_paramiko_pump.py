@@ -109,6 +109,24 @@ def test_waits_outside_driving_are_served_by_the_idle_reader(ssh_host: hosts.SSH
     assert paramiko_ext.ping(t, 10)
 
 
+def test_the_idle_reader_takes_a_connection_back_when_its_last_driver_leaves(
+        ssh_host: hosts.SSHHost) -> None:
+    ssh_host.run("true")  # connect, open, send, wait: each claims and releases it
+    t = ssh_host.transport()
+    assert isinstance(t, paramiko_pump.PumpedTransport)
+    assert (t._idle_claims, t._idle_registered) == (0, True)
+    with paramiko_pump.driving(t):
+        with paramiko_pump.driving(t):  # nested: one claim of the epoll, counted twice
+            assert (t._idle_claims, t._idle_registered) == (2, False)
+        assert (t._idle_claims, t._idle_registered) == (1, False)
+    assert (t._idle_claims, t._idle_registered) == (0, True)
+    assert paramiko_ext.ping(t, 10)  # nobody drives it: the idle reader reads the answer
+    assert ssh_host.run("echo again").stdout == "again\n"
+    assert (t._idle_claims, t._idle_registered) == (0, True)
+    ssh_host.close()
+    assert (t._idle_fd, t._idle_registered) == (None, False)
+
+
 def test_threads_sharing_one_connection_take_turns_reading_it(ssh_host: hosts.SSHHost) -> None:
     ssh_host.run("true")
     results: dict[int, object] = {}

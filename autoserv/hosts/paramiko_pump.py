@@ -465,12 +465,20 @@ class _IdleReader:
         if fd is None:
             return
         mask = select.EPOLLIN | select.EPOLLONESHOT
-        with contextlib.suppress(OSError, ValueError):
+        try:
             if t._idle_registered:
                 ep.modify(fd, mask)
             else:
                 ep.register(fd, mask)
-            t._idle_registered = True
+        except FileExistsError:  # (registered after all)
+            with contextlib.suppress(OSError, ValueError):
+                ep.modify(fd, mask)
+        except FileNotFoundError:  # (left the epoll with its descriptor's last close)
+            with contextlib.suppress(OSError, ValueError):
+                ep.register(fd, mask)
+        except (OSError, ValueError):
+            return  # closed under us
+        t._idle_registered = True
 
     def _run(self) -> None:
         ep = self._epoll
