@@ -222,6 +222,18 @@ def read_marks(directory: str, host: Any) -> LogMarks | None:
         return None
 
 
+def framed(head: bytes, frame: str) -> tuple[str | None, bytes]:
+    """Split what a command printed before its own output into the text between two
+    ``frame`` lines and the rest, the login shell's own (pure).  Without both frame lines:
+    ``(None, head)``."""
+    line = frame.encode() + b"\n"
+    before, found, rest = head.partition(line)
+    text, ended, after = rest.partition(line)
+    if not (found and ended):
+        return None, head
+    return text.decode(errors="replace"), before + after
+
+
 @contextlib.contextmanager
 def marking(resultdir: str, machines: Sequence[Any]) -> Iterator[None]:
     """While the block runs, the hosts of ``machines`` (parsed machines: their ``host``) take
@@ -231,20 +243,20 @@ def marking(resultdir: str, machines: Sequence[Any]) -> Iterator[None]:
     directory = os.path.join(resultdir, MARKS_DIR)
     names = {getattr(m, "host", m) for m in machines}
 
-    def first_command(host: Any) -> tuple[str, Callable[[bytes], None]] | None:
+    def first_command(host: Any) -> tuple[str, Callable[[bytes], bytes]] | None:
         if host.hostname not in names or os.path.exists(mark_path(directory, host)):
             return None
         frame = f"AUTOSERV-LOGMARKS-{secrets.token_hex(8)}"
 
-        def taken(head: bytes) -> None:
-            _, found, rest = head.decode(errors="replace").partition(frame + "\n")
-            text, ended, _ = rest.partition(frame + "\n")
-            if found and ended:
+        def taken(head: bytes) -> bytes:
+            text, shell = framed(head, frame)
+            if text is not None:
                 save_marks(host, directory, parse_marks(text))
             else:
                 log.warning("%s: could not mark the system logs' positions (crash collection "
                             "will use the time): no marks in the first command's output",
                             host.hostname)
+            return shell
 
         return f"echo {frame}; {mark_command(syslog_files())}; echo {frame}", taken
 

@@ -739,6 +739,22 @@ def test_parse_marks(output: str, since: int | None, files: dict) -> None:
     assert crashinfo.parse_marks(output) == crashinfo.LogMarks(since, files)
 
 
+@pytest.mark.parametrize(
+    ("head", "text", "shell"),
+    [
+        (b"F\nsince 5\nF\n", "since 5\n", b""),
+        (b"banner\nF\nsince 5\nF\nno newline ", "since 5\n", b"banner\nno newline "),
+        (b"F\nF\n", "", b""),  # a host without marks: framed, nothing between
+        (b"banner\n", None, b"banner\n"),  # no frame: all of it is the shell's
+        (b"F\nsince 5\n", None, b"F\nsince 5\n"),  # cut after one frame
+        (b"xF\nsince 5\nF\n", "since 5\n", b"x"),  # a banner without a final newline
+    ],
+)
+def test_framed_parts_the_marks_from_what_the_login_shell_printed(
+        head: bytes, text: str | None, shell: bytes) -> None:
+    assert crashinfo.framed(head, "F") == (text, shell)
+
+
 def test_commands_start_at_the_marks() -> None:
     marks = crashinfo.LogMarks(1764700123, {"/l/a": (5, 100)})
     cmds = crashinfo.commands(1000, None, marks, ["/l/a", "/l/b"])
@@ -839,6 +855,9 @@ def test_crashinfo_reads_the_system_log_from_the_jobs_mark(testbed_loopback: Tes
     assert proc.returncode == 1, proc.stderr
     (mark,) = (results / ".logmarks").iterdir()  # taken before the job's first command
     assert json.loads(mark.read_text())["files"] == {str(log): [inode, len(before)]}
+    # the marks are the job's own output, not the login shell's
+    debug = (results / "debug" / "autoserv.DEBUG").read_text()
+    assert "login shell printed" not in debug and "LOGMARKS" not in debug, debug
     info = results / machine / "crashinfo"
     messages = (info / "messages").read_text()
     assert messages == (f"== {log} since the job started (from byte {len(before)})\n"
@@ -847,6 +866,26 @@ def test_crashinfo_reads_the_system_log_from_the_jobs_mark(testbed_loopback: Tes
     assert f"'messages' holds what was logged to {log} since the job started using the host " \
            f"({log} from byte {len(before)}" in readme, readme
     assert "at most 30 s and 1000000 bytes" in readme
+
+
+@pytest.mark.slow
+def test_a_noisy_login_shell_is_logged_without_the_marks(testbed_noisy: Testbed,
+                                                         tmp_path: Path) -> None:
+    """On a host whose rc files print banners, the first command's debug log names the
+    banner as the login shell's, and neither the marks nor their frame."""
+    tb = testbed_noisy
+    machine = tb.machines[0]
+    (tmp_path / "job.control").write_text(
+        "h = hosts.create_host(machines[0])\nassert h.run('echo out').stdout == 'out\\n'\n")
+    results = tmp_path / "r"
+    proc = run_autoserv(tmp_path / "job.control", "-r", results, *bed(tb, [machine]), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((results / ".logmarks").iterdir())) == 1
+    debug = (results / "debug" / "autoserv.DEBUG").read_text()
+    out, err = [li for li in debug.splitlines() if "login shell printed" in li]  # its 2 streams
+    assert "Welcome to a noisy test bed host" in out and "no newline on stdout" in out, out
+    assert "Inappropriate ioctl" in err, err
+    assert "LOGMARKS" not in debug and "since " not in out, debug
 
 
 @pytest.mark.slow

@@ -40,10 +40,11 @@ class JobContext:
     record: StatusHook | None = None
     #: Called with an SSH host before the first command that host object runs; may return
     #: ``(prelude, on_head)``: shell run first in that command's own session (its output
-    #: before the command's, never in its result) and a callable given that output when the
-    #: command ends (crash collection marks the system logs' positions so, at no extra
-    #: round trip); must not raise.
-    first_command: Callable[[Any], tuple[str, Callable[[bytes], None]] | None] | None = None
+    #: before the command's, never in its result) and a callable given all that came before
+    #: the command's output when the command ends, which returns the part the prelude did
+    #: not print (crash collection marks the system logs' positions so, at no extra round
+    #: trip); must not raise.
+    first_command: Callable[[Any], tuple[str, Callable[[bytes], bytes]] | None] | None = None
 
 
 _current = JobContext()  # the one piece of job state in the hosts package

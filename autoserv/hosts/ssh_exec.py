@@ -278,8 +278,9 @@ class SSHExecution(Execution):
 
     watch: HostWatch | None = None
     gone: bool = False
-    #: Given what came before the marker on stdout (a prelude's output) when the command ends.
-    on_head: Callable[[bytes], None] | None = None
+    #: Given what came before the marker on stdout (a prelude's output) when the command
+    #: ends; returns what is left of it (what the login shell printed).
+    on_head: Callable[[bytes], bytes] | None = None
 
     def __init__(
         self, host: SSHHost, chan: paramiko.Channel, out: StreamCollector, err: StreamCollector,
@@ -489,7 +490,7 @@ class SSHExecution(Execution):
                 self._drain()
         if self.on_head is not None:
             try:
-                self.on_head(self.out.noise)
+                self.out.noise = self.on_head(self.out.noise)  # its own output is no noise
             except Exception as exc:  # the hook's failure is never the command's
                 self.host.log.debug("first-command hook failed: %s", exc)
         for stream in (self.out, self.err):
