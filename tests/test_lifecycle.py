@@ -822,6 +822,20 @@ def test_marking_is_never_fatal(tmp_path: Path) -> None:
     assert crashinfo.read_marks(str(tmp_path / "bad"), host) is None
 
 
+def test_the_first_marks_of_a_host_are_kept(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    host = hosts.SSHHost("127.0.0.1:1")
+    directory = str(tmp_path / "r" / ".logmarks")  # made by the first marks
+    first = crashinfo.LogMarks(1764700000, {"/var/log/syslog": (12, 340)})
+    assert crashinfo.save_marks(host, directory, first) == first
+    assert crashinfo.save_marks(host, directory, crashinfo.LogMarks(1764700999, {})) is None
+    assert crashinfo.read_marks(directory, host) == first
+    other = hosts.SSHHost("127.0.0.1:2")
+    assert crashinfo.read_marks(directory, other) is None
+    (tmp_path / "file").write_text("")  # a results dir that cannot hold them: logged, not raised
+    assert crashinfo.save_marks(other, str(tmp_path / "file" / ".logmarks"), first) is None
+    assert "could not keep the system logs' marks" in caplog.text
+
+
 MARKED_JOB = """\
 log = args[0]
 host = hosts.create_host(machines[0])
