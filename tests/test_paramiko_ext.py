@@ -113,7 +113,13 @@ def test_exit_signal_number(name: str | None, number: int | None) -> None:
 
 def test_send_eof_relies_on_channel_lock_and_private_senders(transport: paramiko.Transport) -> None:
     assert _params(paramiko.Channel._send_eof) == ["self"]  # type: ignore[attr-defined]
-    assert _params(paramiko.Transport._send_user_message) == ["self", "data"]  # type: ignore[attr-defined]
+    assert _params(paramiko.Transport._send_message) == ["self", "data"]  # type: ignore[attr-defined]
+    # what it does in place of _send_user_message: wait, then send under clear_to_send_lock
+    sender = inspect.getsource(paramiko.Transport._send_user_message)  # type: ignore[attr-defined]
+    assert "self.clear_to_send.wait(" in sender and "self.clear_to_send_lock.acquire()" in sender
+    assert "self.clear_to_send.is_set()" in sender and "self._send_message(data)" in sender
+    assert isinstance(transport.clear_to_send_lock, type(threading.Lock()))  # type: ignore[attr-defined]
+    assert transport.clear_to_send_timeout > 0  # type: ignore[attr-defined]
     chan = transport.open_session(timeout=10)
     assert isinstance(chan.lock, type(threading.Lock()))  # type: ignore[attr-defined]
     chan.exec_command("cat; echo done")

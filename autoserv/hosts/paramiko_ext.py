@@ -257,19 +257,41 @@ def send_eof(chan: paramiko.Channel) -> None:
     nonexistent channel"), killing every other command on it (seen with 20-40
     concurrent short commands on one connection: ~5 % of them failed).
     Sending under the lock orders the EOF before the CLOSE, as paramiko's own
-    data sends do.  Relies on ``Channel.lock``, ``Channel._send_eof()``
-    (returns the message, None once EOF or CLOSE went out) and
-    ``Transport._send_user_message(m)``.
+    data sends do.
+
+    It never waits under that lock: a key exchange in progress is waited out first, holding
+    no lock, because whoever reads the packets that end it (this thread when it drives the
+    connection, another thread, the idle reader: :mod:`autoserv.hosts.paramiko_pump`) may
+    first handle a packet for this channel, which takes the channel's lock.  Waiting for it
+    under the lock stalled until paramiko's 30-s ``clear_to_send_timeout``, and the EOF was
+    then lost: a command reading stdin never ended.  Then, under the channel's lock and
+    the transport's ``clear_to_send_lock`` (in that order, as no one takes them the other
+    way round), the EOF goes out if no new key exchange began meanwhile, else the wait
+    starts again.  Relies on ``Channel.lock``, ``Channel._send_eof()`` (returns the message,
+    None once EOF or CLOSE went out), ``Transport.clear_to_send``, ``clear_to_send_lock``,
+    ``clear_to_send_timeout`` and ``Transport._send_message(m)`` (what
+    ``_send_user_message`` does once clear to send).
     """
-    with chan.lock:  # type: ignore[attr-defined]
-        if chan.closed:
-            return
-        m = chan._send_eof()  # type: ignore[attr-defined]
-        if m is not None and chan.transport is not None:
-            # (a wait for a key exchange here must not read the connection: a packet for
-            # this channel would wait for the lock held here, by this very thread)
-            with paramiko_pump.driving(None):
-                chan.transport._send_user_message(m)  # type: ignore[attr-defined]
+    t: Any = chan.transport
+    if t is None:
+        return
+    deadline = time.monotonic() + t.clear_to_send_timeout
+    while True:
+        if not t.clear_to_send.is_set():
+            t.clear_to_send.wait(0.1)  # (reads the connection if this thread drives it)
+        if not t.is_active():
+            return  # (paramiko drops a user packet on a dead connection, too)
+        with chan.lock:  # type: ignore[attr-defined]
+            if chan.closed:
+                return
+            with t.clear_to_send_lock:
+                if t.clear_to_send.is_set():
+                    m = chan._send_eof()  # type: ignore[attr-defined]
+                    if m is not None:
+                        t._send_message(m)
+                    return
+        if time.monotonic() > deadline:
+            raise paramiko.SSHException("Key-exchange timed out waiting for key negotiation")
 
 
 def _send_request(chan: paramiko.Channel, kind: str, text: str, timeout: float) -> bool:
