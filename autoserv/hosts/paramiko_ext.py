@@ -17,7 +17,8 @@ that loop the same way).
   ``exit-signal`` requests, which paramiko drops (``Transport._channel_handler_table``,
   ``Channel._handle_request``).
 * :func:`send_eof` — EOF sent under the channel's ``lock`` (``Channel._send_eof``,
-  ``Transport._send_user_message``), ordered before our CLOSE.
+  ``Transport.clear_to_send``, ``clear_to_send_lock``, ``_send_message``), ordered before
+  our CLOSE, after a key exchange in progress was waited out holding no lock.
 * :func:`send_exec` / :func:`send_subsystem` — an ``exec`` or ``subsystem`` request
   whose reply is awaited with a bound (``Channel._event_pending``, ``Channel.event``,
   ``Channel.event_ready``).
