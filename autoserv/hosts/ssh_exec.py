@@ -313,8 +313,9 @@ class SSHExecution(Execution):
                             stdin, "mode", "b") else ""):
                         chan.sendall(chunk.encode() if isinstance(chunk, str) else chunk)
                 send_eof(chan)
-            except (OSError, EOFError, paramiko.SSHException):
-                pass
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                # (a command that reads stdin waits for the rest: say why in the host's log)
+                self.host.log.debug("stdin not sent whole, or not ended: %s", exc)
 
         self._feeder = threading.Thread(target=feed, daemon=True, name="autoserv-stdin")
         self._feeder.start()
