@@ -9,6 +9,7 @@ checked against the schema files shipped in the package.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -290,6 +291,23 @@ def test_json_fields(tmp_path: Path) -> None:
     assert m2["testcases"] == [{"name": "w", "status": "ABORT", "outcome": "errors", "path": [0]}]
     assert doc["totals"] == {"tests": 3, "passed": 1, "failed": 0, "errors": 2, "skipped": 0,
                              "warnings": 0, "machines": 2, "machines_failed": 1}
+    # one line per top-level field and per machine (job, m1, m2)
+    lines = (d / "results.json").read_text().splitlines()
+    assert [line.split('"name": ')[1].split(",")[0] for line in lines if line.startswith('  {"name": ')] == [
+        '"job"', '"m1"', '"m2"']
+
+
+@pytest.mark.parametrize("doc", [
+    {"machines": []},
+    {"a": None, "machines": [{"name": "m\u00e9\u2028\n", "x": [1.5, True, {"\t": "\"\\"}]}], "z": {}},
+    {"schema": "s", "job": {"machines": ["a", "b"]}, "totals": {"tests": 0},
+     "machines": [{"name": "a"}, {"name": "b", "nodes": [{"children": []}]}]},
+])
+def test_json_dumps_is_the_document(doc: dict) -> None:
+    text = jsonout.dumps(doc)
+    assert json.loads(text) == doc
+    assert text.isascii() and text.endswith("}\n")
+    assert len(text.splitlines()) == 2 + len(doc) + (1 if doc["machines"] else 0) + len(doc["machines"])
 
 
 # -- the original Autotest's results dir ------------------------------------------------------

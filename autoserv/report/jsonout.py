@@ -13,7 +13,7 @@ from typing import Any
 
 from autoserv.report.model import Job, Machine, Node, outcome, testcase_names
 
-__all__ = ["SCHEMA_VERSION", "build", "write", "node_dict"]
+__all__ = ["SCHEMA_VERSION", "build", "dumps", "write", "node_dict"]
 
 SCHEMA_VERSION = "1.0"
 
@@ -98,10 +98,29 @@ def build(job: Job) -> dict[str, Any]:
     }
 
 
+def dumps(doc: dict[str, Any]) -> str:
+    """``doc`` as text: each top-level field on a line of its own, each machine on one line.
+
+    Why not ``json.dump(doc, indent=1)``: with an indent, the json module encodes in
+    Python, not in its C encoder; a 250-machine job's document took 11 ms that way
+    against 2.5 ms in C, at the end of the job, when nothing else runs (4 times that
+    at 1000 machines).  A line per machine still reads and diffs well; ``jq .``
+    pretty-prints it.
+    """
+    encode = json.JSONEncoder(ensure_ascii=True).encode
+    lines = []
+    for key, value in doc.items():
+        if key == "machines" and value:
+            inner = ",\n".join(f"  {encode(m)}" for m in value)
+            lines.append(f" {encode(key)}: [\n{inner}\n ]")
+        else:
+            lines.append(f" {encode(key)}: {encode(value)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
 def write(job: Job, path: str) -> None:
     """Write ``job``'s results.json to ``path`` (atomically)."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(build(job), f, indent=1, sort_keys=False)
-        f.write("\n")
+        f.write(dumps(build(job)))
     os.replace(tmp, path)
