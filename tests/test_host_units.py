@@ -7,6 +7,7 @@ import logging
 import os
 import posixpath
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -24,7 +25,7 @@ from autoserv.errors import (
     AutoservUsageError,
     CmdError,
 )
-from autoserv.hosts import context, get_ssh_defaults, parse_machine, set_ssh_defaults
+from autoserv.hosts import context, get_ssh_defaults, keepalive, parse_machine, set_ssh_defaults
 from autoserv.hosts.defaults import SSHDefaults
 from autoserv.hosts.known_hosts import HostKeyChecker, known_name, read_known_keys
 from autoserv.hosts.machine import Machine, machine_label, mask_machine
@@ -497,6 +498,37 @@ def test_keepalive_honours_server_alive_options(
     cfg.write_text(f"Host h\n  {config}")
     p = resolve("h", ssh_config=str(cfg), keepalive=arg)
     assert (p.keepalive, p.keepalive_count) == want
+
+
+def test_watchdog_starter_wakes_only_for_a_start_due_first() -> None:
+    """Starts run in time order; adding one due after those the thread sleeps for does not
+    wake it (a fan-out's connections: one wake-up, not one each), one due first does."""
+    starter = keepalive._WatchdogStarter()
+    ran: list[str] = []
+    early = threading.Event()
+    now = time.monotonic()
+    starter.at(now + 30, lambda: ran.append("late"))  # the thread starts, sleeps ~30 s
+    notified: list[int] = []
+    notify = starter._cond.notify
+
+    def counted(n: int = 1) -> None:
+        notified.append(n)
+        notify(n)
+
+    starter._cond.notify = counted  # type: ignore[method-assign]
+    for i in range(20):
+        starter.at(now + 31 + i, lambda: ran.append("later"))
+    assert notified == []
+    def first() -> None:
+        ran.append("early")
+        early.set()
+
+    starter.at(now + 0.05, first)
+    assert notified == [1]
+    assert early.wait(10), "a start due first waited for the later ones"
+    assert ran == ["early"]
+    with starter._cond:  # let the thread sleep for good (a daemon: nothing is left to do)
+        starter._due.clear()
 
 
 def test_bad_server_alive_value_is_one_clear_line(tmp_path: Path) -> None:

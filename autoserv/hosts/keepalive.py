@@ -57,13 +57,19 @@ class _WatchdogStarter:
     def at(self, when: float, start: Callable[[], None]) -> None:
         """Call ``start()`` at monotonic time ``when`` (in the starter's thread)."""
         with self._cond:
-            heapq.heappush(self._due, (when, self._seq, start))
+            entry = (when, self._seq, start)
+            heapq.heappush(self._due, entry)
             self._seq += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="autoserv-keepalive-starter")
                 self._thread.start()
-            self._cond.notify()
+            elif self._due[0] is entry:
+                # due before everything the thread sleeps for: wake it to sleep less.  A
+                # connection's first check is due later than every earlier one's (one
+                # interval after it connected), so a fan-out wakes the thread once, not
+                # once per connection (a wake-up is a GIL hand-over and two switches).
+                self._cond.notify()
 
     def _run(self) -> None:
         while True:
