@@ -240,6 +240,23 @@ than 15 minutes before, every tool alike)::
 (1000: trials of 1.16x and 1.16x, peak PSS 52 MiB against 63 MiB.  15 minutes before, on
 the code without the idle reader's own locks: 1.13x and 1.01x at 50 and 250, with 9.3 and
 6.1 ms per machine.)
+
+2026-12-08, the SSH layer apart from the job (250 netns hosts, 4 interleaved trials):
+``create_host(m).run('uname -a')`` in plain threads took 3.68 s and 1.33 s of CPU, raw
+paramiko on :class:`~autoserv.hosts.paramiko_pump.PumpedTransport` 3.62 s and 1.28 s,
+asyncssh 3.96 s and 1.29 s, and the job around the same calls 4.15 s and 1.92 s.  What
+keeps this model above asyncssh's time is the job's own 2-2.5 ms of CPU per machine
+(results subdir, status.log, debug files, crash marks 0.56 ms, reports, progress, the
+thread itself 0.1-0.2 ms), spread over a dozen steps of 0.1-0.3 ms each
+(``bench/README.md``).  Two benches 30 minutes apart (``bench/results/2026-12-08-*``)::
+
+    N      threads wall  CPU/machine   asyncssh wall  CPU/machine   ratio
+    50          1.16 s     11.8 ms          0.94 s       8.9 ms      1.23
+    250         3.93 s      6.7 ms          3.59 s       4.1 ms      1.10
+    1000       15.00 s      5.9 ms         15.19 s       3.3 ms      0.99
+    50          0.81 s      7.8 ms          0.74 s       6.7 ms      1.08
+    250         4.59 s      8.2 ms          3.60 s       4.4 ms      1.28
+    1000       16.92 s      7.0 ms         16.60 s       3.6 ms      1.02
 """
 
 from __future__ import annotations
