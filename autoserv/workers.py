@@ -246,7 +246,7 @@ the code without the idle reader's own locks: 1.13x and 1.01x at 50 and 250, wit
 paramiko on :class:`~autoserv.hosts.paramiko_pump.PumpedTransport` 3.62 s and 1.28 s,
 asyncssh 3.96 s and 1.29 s, and the job around the same calls 4.15 s and 1.92 s.  What
 keeps this model above asyncssh's time is the job's own 2-2.5 ms of CPU per machine
-(results subdir, status.log, debug files, crash marks 0.56 ms, reports, progress, the
+(results subdir, status.log, debug files, crash marks 0.3-0.6 ms, reports, progress, the
 thread itself 0.1-0.2 ms), spread over a dozen steps of 0.1-0.3 ms each
 (``bench/README.md``).  Two benches 30 minutes apart (``bench/results/2026-12-08-*``)::
 

@@ -519,6 +519,7 @@ def test_watchdog_starter_wakes_only_for_a_start_due_first() -> None:
     for i in range(20):
         starter.at(now + 31 + i, lambda: ran.append("later"))
     assert notified == []
+
     def first() -> None:
         ran.append("early")
         early.set()
