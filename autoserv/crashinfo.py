@@ -49,6 +49,7 @@ from autoserv import hooks as hooks_mod
 from autoserv import jobmark
 from autoserv.deadline import Deadline
 from autoserv.errors import AutoservError
+from autoserv.status import write_all
 
 __all__ = ["COMMAND_TIMEOUT", "MAX_BYTES", "MACHINE_BUDGET", "LogMarks", "collect",
            "collect_segment", "commands", "mark_command", "parse_marks", "mark_path", "mark_logs",
@@ -207,9 +208,7 @@ def save_marks(host: Any, directory: str, marks: LogMarks) -> LogMarks | None:
             os.makedirs(directory, exist_ok=True)
             fd = os.open(path, flags, 0o666)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
         finally:
             os.close(fd)
     except FileExistsError:
